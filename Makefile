@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-installed
+TEST_STAMP := $(VENV)/.test-installed
+PORT ?= tcp:8000:interface=127.0.0.1
+
+.PHONY: run test install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=23.2"
+
+# compat editable mode puts the repository on sys.path, which twistd needs to
+# find twisted/plugins/antenna_plugin.py (see docs/development.rst).
+$(RUN_STAMP): $(BIN)/python requirements.txt setup.cfg pyproject.toml
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
+	touch $@
+
+$(TEST_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/twistd -n --pidfile= antenna --port $(PORT) $(ARGS)
+
+test: $(TEST_STAMP)
+	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) antenna_crashes antenna_spool build *.egg-info twisted/plugins/dropin.cache

@@ -1,0 +1,114 @@
+"""
+The composition root: builds every component from the Config and wires them.
+
+Nothing else reads configuration; components get their collaborators here.
+"""
+
+from __future__ import annotations
+
+import attr
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from antenna_tw.crashmover import CrashMover
+from antenna_tw.health import HealthHandler
+from antenna_tw.intake import CrashSite, write_answer
+from antenna_tw.metrics import build_metrics
+from antenna_tw.spool import Backpressure, Spool
+from antenna_tw.storage import StorageUnavailable, storage_class
+from antenna_tw.submit import SubmitHandler
+from antenna_tw.throttler import RuleError, build_throttler
+
+
+class StartupError(Exception):
+    """The collector cannot start; the message is one line for the operator."""
+
+
+@attr.s
+class Collector:
+    """Every running part of one collector process."""
+
+    config = attr.ib()
+    reactor = attr.ib()
+    threadpool = attr.ib()
+    metrics = attr.ib()
+    storage = attr.ib()
+    spool = attr.ib()
+    mover = attr.ib()
+    throttler = attr.ib()
+    backpressure = attr.ib()
+    site = attr.ib()
+    log = Logger(namespace="antenna.app")
+
+    def prepare(self):
+        """
+        Start-up checks that may block, run before the reactor: storage
+        must be usable, the spool readable. Returns the spooled entries.
+        """
+        try:
+            self.storage.verify()
+        except StorageUnavailable as error:
+            raise StartupError(str(error)) from None
+        try:
+            return self.spool.open()
+        except OSError as error:
+            raise StartupError(
+                f"spool {self.spool.directory} is not usable: {error.strerror}") from None
+
+    def start(self, entries=()):
+        """Start the thread pool and crash movers and re-queue spooled crashes."""
+        self.threadpool.start()
+        self.mover.start()
+        for entry in entries:
+            self.mover.enqueue(entry)
+        if entries:
+            self.log.info("re-queued {count} spooled crashes", count=len(entries))
+
+    async def stop(self):
+        """Drain the movers for up to SHUTDOWN_TIMEOUT, then stop the thread pool."""
+        try:
+            await self.mover.stop(self.config.spool.shutdown_timeout)
+        finally:
+            self.threadpool.stop()
+
+
+def _plain_error(code, text):
+    def handler(request, failure):
+        return write_answer(request, code, text)
+    return handler
+
+
+def build_collector(config, reactor, rng=None, make_uuid=None):
+    """Build a Collector from ``config``; StartupError for anything unusable."""
+    spool_settings = config.spool
+    threadpool = ThreadPool(
+        minthreads=1,
+        maxthreads=max(4, 2 * spool_settings.concurrent_crashmovers),
+        name="antenna-io",
+    )
+    try:
+        metrics = build_metrics(config.app)
+        throttler = build_throttler(config.throttle, rng)
+        storage = storage_class(config.storage.crashstorage_class).from_settings(
+            config.storage, reactor, threadpool)
+    except (RuleError, ValueError, StorageUnavailable) as error:
+        raise StartupError(str(error)) from None
+    spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync)
+    mover = CrashMover(spool, storage, reactor, metrics,
+                       workers=spool_settings.concurrent_crashmovers)
+    backpressure = Backpressure(spool, reactor, spool_settings.spool_max_bytes,
+                                spool_settings.spool_min_free_bytes)
+
+    app = Klein()
+    SubmitHandler(throttler, spool, mover, backpressure, metrics, config.intake,
+                  make_uuid=make_uuid).add_routes(app)
+    HealthHandler(storage, spool, mover, backpressure, metrics, reactor, threadpool,
+                  config.app.basedir, spool_settings.spool_max_age).add_routes(app)
+    app.handle_errors(NotFound)(_plain_error(404, b"Not Found"))
+    app.handle_errors(MethodNotAllowed)(_plain_error(405, b"Method Not Allowed"))
+
+    site = CrashSite(app.resource(), limits=config.intake, metrics=metrics, clock=reactor)
+    return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
+                     throttler, backpressure, site)

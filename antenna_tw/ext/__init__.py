@@ -1,0 +1,1 @@
+"""Crash storage backends (filesystem, S3, no-op) behind ``ICrashStorage``."""

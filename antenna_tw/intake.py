@@ -1,0 +1,166 @@
+"""
+Reading uploads as they arrive: a twisted.web Request and Site for /submit.
+
+``CrashRequest`` feeds each body chunk of ``POST /submit`` to an
+``UploadReader`` instead of buffering the body, so memory holds the dumps and
+nothing else. Oversized uploads are answered 413 at once and the rest of the
+body is read and dropped for a bounded time, so a client that is still
+sending can read the answer (nginx's lingering close).
+"""
+
+from __future__ import annotations
+
+import io
+
+from twisted.logger import Logger
+from twisted.web import server
+
+from antenna_tw.payload import MalformedCrashReport, UploadReader
+
+SUBMIT_PATHS = (b"/submit", b"/submit/")
+TOO_LARGE_BODY = b"Discarded=too_large"
+
+
+def write_answer(request, code, body, content_type=b"text/plain; charset=utf-8", headers=()):
+    """Set status and headers for a complete answer with a Content-Length; return the body."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    for name, value in headers:
+        request.setHeader(name, value)
+    return body
+
+
+class CrashRequest(server.Request):
+    """A Request that parses ``POST /submit`` bodies while they arrive."""
+
+    upload = None  # UploadReader for crash uploads, else None
+    arrived = None  # reactor time when the headers were complete
+    answered_early = False
+    crash_report = None  # the parsed CrashReport once the body is complete
+    malformed = None  # or the MalformedCrashReport that refused it
+    log = Logger()
+
+    def gotLength(self, length):
+        channel = self.channel
+        path = channel._path.split(b"?", 1)[0]
+        if channel._command.upper() != b"POST" or path not in SUBMIT_PATHS:
+            super().gotLength(length)
+            return
+        site = channel.site
+        self.arrived = site.clock.seconds()
+        self.content = io.BytesIO()  # stays empty: the body goes to the reader
+        headers = self.requestHeaders
+        limits = site.limits
+        self.upload = UploadReader(
+            _header(headers, b"content-type"),
+            _header(headers, b"content-encoding"),
+            length,
+            max_payload_size=limits.max_payload_size,
+            max_decompressed_size=limits.max_decompressed_size,
+            max_parts=limits.max_parts,
+        )
+        if self.upload.too_large:
+            self._answer_too_large()
+
+    def handleContentChunk(self, data):
+        upload = self.upload
+        if upload is None:
+            super().handleContentChunk(data)
+            return
+        upload.feed(data)
+        if not self.answered_early and upload.too_large:
+            self._answer_too_large()
+
+    def requestReceived(self, command, path, version):
+        if self.answered_early:
+            # The answer is out and the body is drained: close the connection.
+            self._cancel_linger()
+            self.channel.transport.loseConnection()
+            return
+        if self.upload is not None:
+            try:
+                self.crash_report = self.upload.finish()
+            except MalformedCrashReport as error:
+                self.malformed = error
+            self.upload = _Finished
+        super().requestReceived(command, path, version)
+
+    def _answer_too_large(self):
+        """413 now, then drop what the client still sends for a bounded time."""
+        self.answered_early = True
+        self.channel.site.metrics.incr(
+            "breakpad_resource.malformed", tags=["reason:too_large"])
+        # Twisted would otherwise send "100 Continue" after our answer.
+        self.requestHeaders.removeHeader(b"expect")
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(TOO_LARGE_BODY), TOO_LARGE_BODY)
+        )
+        self._linger = self.channel.site.clock.callLater(
+            self.channel.site.linger_seconds, transport.abortConnection
+        )
+
+    def _cancel_linger(self):
+        linger = getattr(self, "_linger", None)
+        if linger is not None and linger.active():
+            linger.cancel()
+
+    def connectionLost(self, reason):
+        self._cancel_linger()
+        super().connectionLost(reason)
+
+    def processingFailed(self, reason):
+        """Log an unhandled error and answer a plain 500 without details."""
+        self.log.failure("unhandled error in {method} {path}", reason,
+                         method=self.method.decode("latin-1"), path=self.path.decode("latin-1"))
+        if not self.startedWriting and not self.finished:
+            self.write(write_answer(self, 500, b"Internal Server Error"))
+        if not self.finished:
+            self.finish()
+        return reason
+
+
+class _FinishedUpload:
+    """Stands in for the reader once the body is judged, so chunks can't sneak in."""
+
+    def feed(self, data):
+        pass
+
+    too_large = False
+
+
+_Finished = _FinishedUpload()
+
+
+def _header(headers, name):
+    values = headers.getRawHeaders(name)
+    if not values:
+        return None
+    return values[0].decode("latin-1")
+
+
+class CrashSite(server.Site):
+    """
+    A Site for the collector: streaming uploads, no form parsing, no
+    per-request access log (the crash lifecycle lines say what happened).
+    """
+
+    def __init__(self, resource, *, limits, metrics, clock, linger_seconds=30.0):
+        super().__init__(
+            resource,
+            requestFactory=CrashRequest,
+            parsePOSTFormSubmission=False,
+            timeout=limits.request_timeout or None,
+        )
+        self.limits = limits
+        self.metrics = metrics
+        self.clock = clock
+        self.linger_seconds = linger_seconds
+        self.displayTracebacks = False
+
+    def log(self, request):
+        pass

@@ -1,0 +1,375 @@
+"""
+Turn an upload body into annotations and dumps, as it arrives.
+
+This module knows nothing of Twisted or HTTP connections: it is fed header
+values and body bytes, and returns a ``CrashReport`` or raises
+``MalformedCrashReport(reason)`` with one of SPEC.md section 1's reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zlib
+
+import attr
+import multipart
+
+MULTIPART_TYPES = ("multipart/form-data", "multipart/mixed")
+SUPPORTED_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
+MAX_PART_HEADER_SIZE = 8 * 1024
+RESERVED_DUMP_NAMES = frozenset({"dump_names", "raw_crash", "processed_crash"})
+BOTH_KINDS_NOTE = "includes annotations in both json-encoded extra and formdata parts"
+_DUMP_NAME_JUNK = re.compile(r"[^A-Za-z0-9_]")
+_OUTPUT_STEP = 256 * 1024
+
+
+class MalformedCrashReport(Exception):
+    """The upload is refused; ``reason`` is the part after ``Discarded=``."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@attr.s(slots=True)
+class CrashReport:
+    """What a client sent, parsed: annotations, dumps and the notes made on the way."""
+
+    annotations = attr.ib(factory=dict)
+    dumps = attr.ib(factory=dict)
+    dump_checksums = attr.ib(factory=dict)
+    notes = attr.ib(factory=list)
+    payload = attr.ib(default="multipart")
+    payload_compressed = attr.ib(default=False)
+    payload_size = attr.ib(default=0)
+
+
+def parse_content_type(header):
+    """
+    Check a Content-Type value; return the multipart boundary.
+
+    Checks 2-4 of SPEC.md section 1: present, multipart, and with a boundary of
+    1-70 characters anywhere in its parameters, quoted or not.
+    """
+    if not header or not header.strip():
+        raise MalformedCrashReport("malformed_no_content_type")
+    media_type, options = multipart.parse_options_header(header)
+    if media_type.strip().lower() not in MULTIPART_TYPES:
+        raise MalformedCrashReport("malformed_wrong_content_type")
+    boundary = options.get("boundary", "")
+    if not 1 <= len(boundary) <= 70:
+        raise MalformedCrashReport("malformed_no_boundary")
+    return boundary
+
+
+def check_content_encoding(header):
+    """Check 6: return the lower-cased encoding, ``identity`` when absent."""
+    encoding = (header or "identity").strip().lower() or "identity"
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise MalformedCrashReport("malformed_unsupported_content_encoding")
+    return encoding
+
+
+def sanitize_dump_name(name):
+    """Keep only ``[A-Za-z0-9_]`` and at most 30 characters, as Antenna does."""
+    return _DUMP_NAME_JUNK.sub("", name)[:30]
+
+
+def _drop_nuls(text):
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+class Decompressor:
+    """
+    Streaming gunzip/inflate that refuses to produce more than ``limit`` bytes.
+
+    The output is produced in bounded steps, so a bomb is stopped after at
+    most one step past the cap rather than after inflating a whole chunk.
+    """
+
+    def __init__(self, encoding, limit):
+        if encoding == "deflate":
+            self._window = zlib.MAX_WBITS  # zlib-wrapped; raw deflate retried below
+        else:
+            self._window = 16 + zlib.MAX_WBITS
+        self._inflater = zlib.decompressobj(self._window)
+        self._encoding = encoding
+        self._limit = limit
+        self._produced = 0
+        self._started = False
+
+    @property
+    def produced(self):
+        return self._produced
+
+    def feed(self, data):
+        """Yield decompressed pieces of ``data``."""
+        while data:
+            if self._inflater.eof:
+                # Bytes after the end of the stream are ignored, as gzip does.
+                return
+            try:
+                out = self._inflater.decompress(data, _OUTPUT_STEP)
+            except zlib.error:
+                if self._encoding == "deflate" and not self._started:
+                    # Some clients send raw deflate for "deflate".
+                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._started = True
+                    continue
+                raise MalformedCrashReport("malformed_bad_gzip") from None
+            self._started = True
+            self._produced += len(out)
+            if self._produced > self._limit:
+                raise MalformedCrashReport("too_large")
+            if out:
+                yield out
+            data = self._inflater.unconsumed_tail
+
+    def close(self):
+        """Check the stream ended properly; yield whatever was left."""
+        try:
+            out = self._inflater.flush()
+        except zlib.error:
+            raise MalformedCrashReport("malformed_bad_gzip") from None
+        self._produced += len(out)
+        if self._produced > self._limit:
+            raise MalformedCrashReport("too_large")
+        if not self._inflater.eof:
+            raise MalformedCrashReport("malformed_bad_gzip")
+        if out:
+            yield out
+
+
+class _Part:
+    """One part being received: its headers, its bytes so far, its checksum."""
+
+    __slots__ = ("segment", "chunks", "sha256", "is_dump")
+
+    def __init__(self, segment, is_dump):
+        self.segment = segment
+        self.chunks = []
+        self.is_dump = is_dump
+        self.sha256 = hashlib.sha256() if is_dump else None
+
+    def add(self, data):
+        self.chunks.append(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
+
+    def content(self):
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+
+class PayloadParser:
+    """
+    Push parser for one upload: ``feed(bytes)`` as the body arrives, then
+    ``close()`` for the CrashReport. Either may raise MalformedCrashReport.
+
+    Memory is bounded by what is kept: dumps and annotations, never a second
+    copy of the whole body.
+    """
+
+    def __init__(self, boundary, encoding="identity", *, max_decompressed_size,
+                 max_parts):
+        self._report = CrashReport(payload_compressed=encoding != "identity")
+        self._decompressor = None
+        if encoding != "identity":
+            self._decompressor = Decompressor(encoding, max_decompressed_size)
+        self._max_decompressed_size = max_decompressed_size
+        self._parsed_bytes = 0
+        self._parser = multipart.PushMultipartParser(
+            boundary,
+            max_header_size=MAX_PART_HEADER_SIZE,
+            max_header_count=16,
+            max_segment_count=max_parts,
+        )
+        self._part = None
+        self._saw_json = False
+        self._saw_form = False
+        self._form_after_json = False
+
+    def feed(self, data):
+        self._report.payload_size += len(data)
+        if self._decompressor is None:
+            self._parse(data)
+        else:
+            for piece in self._decompressor.feed(data):
+                self._parse(piece)
+
+    def close(self):
+        if self._decompressor is not None:
+            for piece in self._decompressor.close():
+                self._parse(piece)
+        self._parse(b"")
+        if not self._parser.closed:
+            raise MalformedCrashReport("malformed_invalid_payload_structure")
+        report = self._report
+        if self._saw_json and self._saw_form:
+            report.notes.append(BOTH_KINDS_NOTE)
+        if self._saw_json:
+            report.payload = "json"
+        if not report.annotations:
+            raise MalformedCrashReport("malformed_no_annotations")
+        return report
+
+    def _parse(self, data):
+        if data:
+            # Uncompressed uploads count here against the decompressed cap too.
+            self._parsed_bytes += len(data)
+            if self._decompressor is None and self._parsed_bytes > self._max_decompressed_size:
+                raise MalformedCrashReport("too_large")
+        try:
+            for event in self._parser.parse(data):
+                if isinstance(event, multipart.MultipartSegment):
+                    self._start_part(event)
+                elif event:
+                    if self._part is not None:
+                        self._part.add(event)
+                else:
+                    self._end_part()
+        except multipart.MultipartError:
+            raise MalformedCrashReport("malformed_invalid_payload_structure") from None
+
+    def _start_part(self, segment):
+        if not segment.name:
+            self._part = None  # a part without a name is skipped
+            return
+        ctype = (segment.content_type or "").lower()
+        is_text = ctype.startswith("text/plain") or not ctype
+        is_dump = not ctype.startswith("application/json") and not (
+            is_text and segment.filename is None
+        )
+        self._part = _Part(segment, is_dump)
+
+    def _end_part(self):
+        part, self._part = self._part, None
+        if part is None:
+            return
+        segment = part.segment
+        if part.is_dump:
+            self._add_dump(part)
+        elif (segment.content_type or "").lower().startswith("application/json"):
+            self._add_json(part.content())
+        else:
+            self._add_text(segment, part.content())
+
+    def _add_dump(self, part):
+        segment = part.segment
+        name = sanitize_dump_name(segment.name)
+        if name in RESERVED_DUMP_NAMES:
+            raise MalformedCrashReport("malformed_invalid_dump_name")
+        ctype = segment.header("Content-Type", None)
+        if ctype is None or ctype.strip() != "application/octet-stream":
+            # Crashpad sends no type at all: the filename alone makes it a dump.
+            if ctype is not None:
+                self._report.notes.append(f"unknown content type: {name} {ctype.strip()}")
+        self._report.dumps[name] = part.content()
+        self._report.dump_checksums[name] = part.sha256.hexdigest()
+
+    def _add_json(self, content):
+        try:
+            value = json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedCrashReport("malformed_invalid_json") from None
+        if not isinstance(value, dict):
+            raise MalformedCrashReport("malformed_invalid_json_value")
+        self._saw_json = True
+        self._report.annotations = {_drop_nuls(k): _clean_value(v) for k, v in value.items()}
+
+    def _add_text(self, segment, content):
+        charset = segment.charset or "utf-8"
+        try:
+            value = content.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            self._report.notes.append(
+                f"extract payload text part exception: invalid text or charset: {charset}"
+            )
+            return
+        self._saw_form = True
+        self._report.annotations[_drop_nuls(segment.name)] = _drop_nuls(value)
+
+
+def _clean_value(value):
+    """Remove NULs from strings in a JSON annotation value, keeping its type."""
+    if isinstance(value, str):
+        return _drop_nuls(value)
+    if isinstance(value, dict):
+        return {_drop_nuls(k): _clean_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_value(v) for v in value]
+    return value
+
+
+class UploadReader:
+    """
+    Judges one upload from its headers and body bytes, in SPEC.md section 1's
+    order of checks.
+
+    Header checks are made at once, but their verdict waits for the body so
+    that a later-counted size limit still wins. The body is parsed only while
+    nothing is wrong; after the first error it is counted and dropped.
+    """
+
+    def __init__(self, content_type, content_encoding, declared_length, *,
+                 max_payload_size, max_decompressed_size, max_parts):
+        self.max_payload_size = max_payload_size
+        self.wire_bytes = 0
+        self.declared_length = declared_length
+        self.error = None
+        self._header_error = None
+        self._encoding_error = None
+        self._parser = None
+        try:
+            boundary = parse_content_type(content_type)
+        except MalformedCrashReport as error:
+            self._header_error = error
+            return
+        try:
+            encoding = check_content_encoding(content_encoding)
+        except MalformedCrashReport as error:
+            self._encoding_error = error
+            return
+        self._parser = PayloadParser(
+            boundary, encoding,
+            max_decompressed_size=max_decompressed_size, max_parts=max_parts,
+        )
+
+    @property
+    def too_large(self):
+        """True once the wire size passes the limit (declared or counted)."""
+        return (
+            self.declared_length is not None and self.declared_length > self.max_payload_size
+        ) or self.wire_bytes > self.max_payload_size or (
+            self.error is not None and self.error.reason == "too_large"
+        )
+
+    def feed(self, data):
+        """Take the next body bytes; never raises."""
+        self.wire_bytes += len(data)
+        if self._parser is None:
+            return
+        if self.wire_bytes > self.max_payload_size:
+            self._parser = None
+            return
+        try:
+            self._parser.feed(data)
+        except MalformedCrashReport as error:
+            self.error = error
+            self._parser = None
+
+    def finish(self):
+        """The CrashReport, or MalformedCrashReport for the first check that failed."""
+        if self.too_large:
+            raise MalformedCrashReport("too_large")
+        if self._header_error is not None:
+            raise self._header_error
+        if self.wire_bytes == 0:
+            raise MalformedCrashReport("malformed_no_content_length")
+        if self._encoding_error is not None:
+            raise self._encoding_error
+        if self.error is not None:
+            raise self.error
+        parser, self._parser = self._parser, None
+        return parser.close()

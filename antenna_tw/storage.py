@@ -1,0 +1,44 @@
+"""The crash storage interface and the choice of backend by name."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+from antenna_tw.throttler import load_dotted
+
+
+class ICrashStorage(Interface):
+    """Where crashes end up. Every backend writes in SPEC.md section 5's order."""
+
+    name = Attribute("Short name for logs and the heartbeat.")
+
+    def verify():
+        """
+        Check at start-up that crashes can be saved. Runs before the reactor
+        starts, so it may block; raise StorageUnavailable with one line.
+        """
+
+    def save_crash(crash):
+        """Store a Crash: dump_names, each dump, the raw crash last. Deferred."""
+
+    def check_health():
+        """A Deferred of a list of error strings (empty when healthy)."""
+
+
+class StorageUnavailable(Exception):
+    """Storage cannot be used; the message is one line for the operator."""
+
+
+STORAGE_ALIASES = {
+    "fs": "antenna_tw.ext.fs.FSCrashStorage",
+    "noop": "antenna_tw.ext.noop.NoOpCrashStorage",
+    "s3": "antenna_tw.ext.s3.S3CrashStorage",
+    "antenna.ext.fs.crashstorage.FSCrashStorage": "antenna_tw.ext.fs.FSCrashStorage",
+    "antenna.ext.crashstorage_base.NoOpCrashStorage": "antenna_tw.ext.noop.NoOpCrashStorage",
+    "antenna.ext.s3.crashstorage.S3CrashStorage": "antenna_tw.ext.s3.S3CrashStorage",
+}
+
+
+def storage_class(name):
+    """The class for ``CRASHSTORAGE_CLASS``: a short name, an Antenna path or a dotted path."""
+    return load_dotted(STORAGE_ALIASES.get(name, name))

@@ -1,0 +1,145 @@
+"""
+``POST /submit``: from a parsed upload to an answer (SPEC.md section 1).
+
+The body has already been parsed by ``intake.CrashRequest``; this module
+throttles, checks a client-sent ``uuid``, mints the crash id, writes the crash
+to the spool and answers. It knows nothing of storage backends.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl
+
+import attr
+from twisted.logger import Logger
+
+from antenna_tw import crashid
+from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
+from antenna_tw.intake import write_answer
+from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES
+
+STATUS_FOR_REASON = {"too_large": 413, "unauthorized_uuid": 401}
+THROTTLE_DIGITS = {ACCEPT: crashid.ACCEPT_DIGIT, DEFER: crashid.DEFER_DIGIT,
+                   FAKEACCEPT: crashid.FAKEACCEPT_DIGIT, REJECT: 2}
+RETRY_AFTER_SECONDS = b"60"
+
+
+def discarded(request, reason, code=None, headers=()):
+    """Answer ``Discarded=<reason>``; the status follows the reason unless given."""
+    if code is None:
+        code = STATUS_FOR_REASON.get(reason, 400)
+    return write_answer(request, code, b"Discarded=" + reason.encode("ascii"), headers=headers)
+
+
+@attr.s
+class SubmitHandler:
+    """The /submit route and the decisions it makes."""
+
+    throttler = attr.ib()
+    spool = attr.ib()
+    mover = attr.ib()
+    backpressure = attr.ib()
+    metrics = attr.ib()
+    settings = attr.ib()  # IntakeSettings
+    make_uuid = attr.ib(default=None)
+    log = Logger(namespace="antenna.breakpad_resource")
+
+    def add_routes(self, app):
+        for path, endpoint in (("/submit", "submit"), ("/submit/", "submit_slash")):
+            app.route(path, methods=["POST"], endpoint=endpoint)(self.submit)
+
+    def _refuse(self, request, reason):
+        self.metrics.incr("breakpad_resource.malformed", tags=[f"reason:{reason}"])
+        self.log.info("refused: {reason}", reason=reason)
+        return discarded(request, reason)
+
+    async def submit(self, request):
+        started = time.perf_counter()
+        try:
+            return await self._submit(request)
+        finally:
+            self.metrics.timing("breakpad_resource.on_post.time",
+                                (time.perf_counter() - started) * 1000)
+
+    async def _submit(self, request):
+        if request.malformed is not None:
+            return self._refuse(request, request.malformed.reason)
+        report = request.crash_report
+        submitted = datetime.fromtimestamp(request.arrived, timezone.utc)
+        query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
+        raw_crash = build_raw_crash(
+            report,
+            submitted,
+            _header(request, b"user-agent"),
+            parse_qsl(query, keep_blank_values=True),
+        )
+        self.metrics.incr("breakpad_resource.incoming_crash")
+
+        result, rule_name, percent = await self.throttler.throttle(raw_crash)
+
+        if "uuid" in raw_crash:
+            if not self._authorized(request):
+                self.metrics.incr("breakpad_resource.unauthorized_uuid")
+                return self._refuse(request, "unauthorized_uuid")
+            crash_id = raw_crash["uuid"]
+            if not crashid.is_valid_crash_id(crash_id):
+                return self._refuse(request, "malformed_invalid_uuid")
+            self.log.info("{crash_id} has existing crash_id", crash_id=crash_id)
+        else:
+            crash_id = self._mint(submitted, THROTTLE_DIGITS[result])
+
+        result_name = RESULT_NAMES[result]
+        self.log.info("{crash_id}: matched by {rule}; returned {result}",
+                      crash_id=crash_id, rule=rule_name, result=result_name)
+        self.metrics.incr("breakpad_resource.throttle_rule", tags=[f"rule:{rule_name}"])
+        self.metrics.incr("breakpad_resource.throttle", tags=[f"result:{result_name.lower()}"])
+
+        if result == REJECT:
+            return discarded(request, f"rule_{rule_name}", code=200)
+        if self.backpressure.busy():
+            self.log.warn("{crash_id}: spool is full; answered busy", crash_id=crash_id)
+            return self._busy(request)
+        if result == FAKEACCEPT:
+            return self._crash_id_answer(request, crash_id)
+
+        finish_raw_crash(raw_crash, crash_id, rule_name)
+        crash = Crash(crash_id, raw_crash, report.dumps)
+        try:
+            entry = await self.spool.put(crash)
+        except Exception:
+            self.log.failure("{crash_id}: spool write failed; answered busy", crash_id=crash_id)
+            return self._busy(request)
+        self.mover.enqueue(entry)
+        self.log.info("{crash_id} spooled", crash_id=crash_id)
+        return self._crash_id_answer(request, crash_id)
+
+    def _mint(self, submitted, digit):
+        if self.make_uuid is None:
+            return crashid.create_crash_id(submitted, digit)
+        return crashid.create_crash_id(submitted, digit, self.make_uuid)
+
+    def _authorized(self, request):
+        token = self.settings.stage_submitter_bearer_token
+        if not token:
+            return False
+        given = _header(request, b"authorization") or ""
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("utf-8"), token.encode("utf-8"))
+
+    def _busy(self, request):
+        self.metrics.incr("breakpad_resource.busy")
+        return discarded(request, "busy", code=503,
+                         headers=[(b"Retry-After", RETRY_AFTER_SECONDS)])
+
+    def _crash_id_answer(self, request, crash_id):
+        prefix = self.settings.dump_id_prefix
+        return write_answer(request, 200, f"CrashID={prefix}{crash_id}\n".encode("utf-8"))
+
+
+def _header(request, name):
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
