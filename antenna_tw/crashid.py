@@ -8,11 +8,15 @@ ACCEPT_DIGIT = 0
 DEFER_DIGIT = 1
 FAKEACCEPT_DIGIT = 3
 
+# The last group is 12 characters: 5 hex, the throttle digit, YYMMDD. (SPEC.md's
+# regex shows 6 hex before the digit, one too many for a uuid; Antenna's own
+# check, followed here, is 6 hex-or-digit then 6 digits with the 7th character
+# from the end 0 or 1 in strict mode.)
 _STRICT = re.compile(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{6}[01][0-9]{6}$"
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{5}[01][0-9]{6}$"
 )
 _LOOSE = re.compile(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{6}[0-9]{7}$"
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{6}[0-9]{6}$"
 )
 
 

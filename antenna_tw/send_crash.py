@@ -1,0 +1,138 @@
+"""
+Send a crash report, as Breakpad and Crashpad clients do (like Antenna's
+mini_poster). For people and for tests::
+
+    python -m antenna_tw.send_crash --url http://127.0.0.1:8000/submit \\
+        --dump upload_file_minidump=crash.dmp --annotation ProductName=Test \\
+        --annotation Version=1.0 [--json] [--gzip] [--chunked]
+
+Prints the answer; the exit status is 0 only when the answer is a CrashID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import sys
+import uuid
+from urllib.parse import urlsplit
+
+
+def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=None,
+                    dump_content_type="application/octet-stream"):
+    """
+    A multipart/form-data body: ``(body, content_type)``.
+
+    ``annotations`` become text parts (or one ``extra`` JSON part with
+    ``use_json``), sorted by key; ``dumps`` maps part names to bytes and
+    become file parts. ``dump_content_type=None`` leaves the type out, as
+    Crashpad does.
+    """
+    boundary = boundary or uuid.uuid4().hex
+    annotations = annotations or {}
+    parts = []
+    if use_json:
+        parts.append(
+            (b'Content-Disposition: form-data; name="extra"; filename="extra.json"\r\n'
+             b"Content-Type: application/json\r\n",
+             json.dumps(annotations).encode("utf-8"))
+        )
+    else:
+        for key in sorted(annotations):
+            parts.append(
+                (f'Content-Disposition: form-data; name="{key}"\r\n'
+                 "Content-Type: text/plain; charset=utf-8\r\n".encode("utf-8"),
+                 str(annotations[key]).encode("utf-8"))
+            )
+    for name in sorted(dumps or {}):
+        headers = f'Content-Disposition: form-data; name="{name}"; filename="{name}.dmp"\r\n'
+        if dump_content_type:
+            headers += f"Content-Type: {dump_content_type}\r\n"
+        parts.append((headers.encode("utf-8"), dumps[name]))
+    marker = b"--" + boundary.encode("ascii")
+    body = b"".join(marker + b"\r\n" + head + b"\r\n" + data + b"\r\n" for head, data in parts)
+    body += marker + b"--\r\n"
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def iter_chunks(body, size=65536):
+    for start in range(0, len(body), size):
+        yield body[start:start + size]
+
+
+def post(url, body, content_type, *, compressed=False, chunked=False, headers=None,
+         timeout=60.0):
+    """POST with http.client; returns ``(status, answer bytes)``."""
+    parts = urlsplit(url)
+    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
+                        else http.client.HTTPConnection)
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    all_headers = {"Content-Type": content_type}
+    if compressed:
+        body = gzip.compress(body)
+        all_headers["Content-Encoding"] = "gzip"
+    all_headers.update(headers or {})
+    path = parts.path + ("?" + parts.query if parts.query else "")
+    try:
+        if chunked:
+            all_headers["Transfer-Encoding"] = "chunked"
+            connection.request("POST", path, body=iter_chunks(body), headers=all_headers,
+                               encode_chunked=True)
+        else:
+            connection.request("POST", path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _pair(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m antenna_tw.send_crash",
+                                     description="Send a crash report to a collector.")
+    parser.add_argument("--url", default="http://127.0.0.1:8000/submit")
+    parser.add_argument("--dump", action="append", default=[], metavar="[NAME=]FILE",
+                        help="a dump file; NAME defaults to --dump-name")
+    parser.add_argument("--dump-name", default="upload_file_minidump")
+    parser.add_argument("--annotation", action="append", default=[], type=_pair,
+                        metavar="KEY=VALUE")
+    parser.add_argument("--json", action="store_true", help="annotations as one JSON extra part")
+    parser.add_argument("--gzip", action="store_true", help="gzip the whole body")
+    parser.add_argument("--chunked", action="store_true", help="Transfer-Encoding: chunked")
+    parser.add_argument("--crashpad", action="store_true",
+                        help="dump parts without a Content-Type, as Crashpad sends them")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+
+    dumps = {}
+    for spec in args.dump:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = args.dump_name, spec
+        with open(path, "rb") as dump_file:
+            dumps[name] = dump_file.read()
+    body, content_type = build_multipart(
+        dict(args.annotation), dumps, use_json=args.json,
+        dump_content_type=None if args.crashpad else "application/octet-stream",
+    )
+    try:
+        status, answer = post(args.url, body, content_type, compressed=args.gzip,
+                              chunked=args.chunked, timeout=args.timeout)
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = answer.decode("utf-8", "replace").strip()
+    print(f"{status} {text}")
+    return 0 if status == 200 and text.startswith("CrashID=") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

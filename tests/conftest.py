@@ -1,0 +1,30 @@
+import os
+
+import pytest_twisted
+
+from tests.helpers import start_collector, stop_collector, test_environ
+
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest_twisted.async_yield_fixture
+async def collector(tmp_path):
+    """A collector with default settings on a loopback port, files under tmp_path."""
+    running = await start_collector(tmp_path)
+    yield running
+    await stop_collector(running)
+
+
+@pytest_twisted.async_yield_fixture
+async def collector_with(tmp_path):
+    """Start collectors with extra settings: ``await collector_with(KEY=value)``."""
+    started = []
+
+    async def start(**overrides):
+        running = await start_collector(tmp_path, test_environ(tmp_path, **overrides))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await stop_collector(running)

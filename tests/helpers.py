@@ -1,0 +1,156 @@
+"""Helpers shared by the tests: configs, a listening collector, raw HTTP."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+
+import attr
+from twisted.internet import defer, reactor, task, threads
+
+from antenna_tw.app import build_collector
+from antenna_tw.config import load_config
+
+SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+MINIDUMPS = os.path.join(SHARED, "data", "minidumps")
+CAPTURES = os.path.join(SHARED, "data", "captures")
+
+
+def minidump(name="linux-mini.dmp"):
+    with open(os.path.join(MINIDUMPS, name), "rb") as dump_file:
+        return dump_file.read()
+
+
+def test_environ(tmp_path, **overrides):
+    """Environment for a collector whose files all live under ``tmp_path``."""
+    environ = {
+        "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"),
+        "SPOOL_DIR": str(tmp_path / "spool"),
+        "METRICS_CLASS": "none",
+        "BASEDIR": str(tmp_path),
+        "SPOOL_MIN_FREE_BYTES": "0",
+    }
+    environ.update({key: str(value) for key, value in overrides.items()})
+    return environ
+
+
+@attr.s
+class RunningCollector:
+    """A collector listening on a loopback port in this test's reactor."""
+
+    collector = attr.ib()
+    port = attr.ib()
+    tmp_path = attr.ib()
+
+    @property
+    def port_number(self):
+        return self.port.getHost().port
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port_number}"
+
+    @property
+    def submit_url(self):
+        return self.url + "/submit"
+
+    @property
+    def fs_root(self):
+        return self.collector.storage.root
+
+    def stored_ids(self):
+        """Ids whose raw crash is in FS storage (the crash-complete marker)."""
+        return sorted(
+            os.path.basename(path)[: -len(".json")]
+            for path in glob.glob(os.path.join(self.fs_root, "*", "raw_crash", "*.json"))
+        )
+
+    def stored(self, crash_id):
+        """(raw_crash, dump_names, {name: bytes}) of a stored crash."""
+        day = os.path.join(self.fs_root, "20" + crash_id[-6:])
+        with open(os.path.join(day, "raw_crash", crash_id + ".json"), "rb") as f:
+            raw_crash = json.loads(f.read())
+        with open(os.path.join(day, "dump_names", crash_id + ".json"), "rb") as f:
+            dump_names = json.loads(f.read())
+        dumps = {}
+        for name in dump_names:
+            with open(os.path.join(day, name, crash_id), "rb") as f:
+                dumps[name] = f.read()
+        return raw_crash, dump_names, dumps
+
+    async def wait_stored(self, crash_id, timeout=10.0):
+        """Wait until the crash's raw crash is stored."""
+        path = os.path.join(self.fs_root, "20" + crash_id[-6:], "raw_crash", crash_id + ".json")
+        waited = 0.0
+        while not os.path.exists(path):
+            if waited > timeout:
+                raise AssertionError(f"{crash_id} not stored after {timeout} s")
+            await task.deferLater(reactor, 0.02, lambda: None)
+            waited += 0.02
+        return self.stored(crash_id)
+
+    async def wait_idle(self, timeout=10.0):
+        """Wait until the crash movers have stored everything queued."""
+        waited = 0.0
+        while self.collector.mover.queue_length():
+            if waited > timeout:
+                raise AssertionError("crash movers did not drain")
+            await task.deferLater(reactor, 0.02, lambda: None)
+            waited += 0.02
+
+
+async def start_collector(tmp_path, environ=None, **build_kwargs):
+    config = load_config(environ if environ is not None else test_environ(tmp_path), None)
+    collector = build_collector(config, reactor, **build_kwargs)
+    entries = collector.prepare()
+    collector.start(entries)
+    port = reactor.listenTCP(0, collector.site, interface="127.0.0.1")
+    return RunningCollector(collector, port, tmp_path)
+
+
+async def stop_collector(running):
+    await running.port.stopListening()
+    await running.collector.stop()
+
+
+def _read_response(sock):
+    """Read one HTTP response (Content-Length framed) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1]) if lines and lines[0] else 0
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower().decode()] = value.strip().decode()
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        rest += piece
+    return status, headers, rest[:length]
+
+
+def raw_exchange(port, request_bytes, timeout=20.0, read_until_close=False):
+    """Blocking: send bytes, read one response. Run it in a thread."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request_bytes)
+        return _read_response(sock)
+
+
+def raw_request(port, request_bytes, **kwargs):
+    """A Deferred of (status, headers, body) for raw bytes sent to ``port``."""
+    return threads.deferToThread(raw_exchange, port, request_bytes, **kwargs)
+
+
+def in_thread(function, *args, **kwargs):
+    """Run a blocking client call off the reactor thread (the server runs on it)."""
+    return defer.ensureDeferred(threads.deferToThread(function, *args, **kwargs))
