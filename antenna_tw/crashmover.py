@@ -94,13 +94,15 @@ class CrashMover:
             if call.active():
                 call.cancel()
         self._retries.clear()
-        for _ in self._loops:
-            self._queue.put(_STOP)
         loops, self._loops = self._loops, []
+        for _ in loops:
+            self._queue.put(_STOP)  # idle workers return at once
+        for loop in loops:
+            loop.cancel()  # busy ones give up their save; the entry stays spooled
         left = len(self._pending)
         if left:
             self.log.info("{count} crashes left in the spool for the next start", count=left)
-        return defer.DeferredList(loops)
+        return defer.DeferredList(loops, consumeErrors=True)
 
     async def _work(self):
         while True:

@@ -31,6 +31,7 @@ def test_environ(tmp_path, **overrides):
         "METRICS_CLASS": "none",
         "BASEDIR": str(tmp_path),
         "SPOOL_MIN_FREE_BYTES": "0",
+        "SHUTDOWN_TIMEOUT": "2",
     }
     environ.update({key: str(value) for key, value in overrides.items()})
     return environ
@@ -154,3 +155,42 @@ def raw_request(port, request_bytes, **kwargs):
 def in_thread(function, *args, **kwargs):
     """Run a blocking client call off the reactor thread (the server runs on it)."""
     return defer.ensureDeferred(threads.deferToThread(function, *args, **kwargs))
+
+
+def http_request(body, headers, *, path="/submit", method="POST", chunked=False,
+                 chunk_size=65536, chunk_extension=b"", version=b"HTTP/1.1"):
+    """Raw request bytes; ``headers`` is a list of (name, value) sent as given."""
+    head = [b"%s %s %s" % (method.encode(), path.encode(), version), b"Host: 127.0.0.1"]
+    for name, value in headers:
+        head.append(f"{name}: {value}".encode("latin-1"))
+    if chunked:
+        head.append(b"Transfer-Encoding: chunked")
+        pieces = []
+        for start in range(0, len(body), chunk_size):
+            piece = body[start:start + chunk_size]
+            pieces.append(b"%x%s\r\n%s\r\n" % (len(piece), chunk_extension, piece))
+        payload = b"".join(pieces) + b"0\r\n\r\n"
+    else:
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            head.append(b"Content-Length: %d" % len(body))
+        payload = body
+    return b"\r\n".join(head) + b"\r\n\r\n" + payload
+
+
+class NeverStorage:
+    """A storage backend that never finishes a save (for backlog tests)."""
+
+    name = "never"
+
+    @classmethod
+    def from_settings(cls, settings, reactor, threadpool):
+        return cls()
+
+    def verify(self):
+        pass
+
+    def save_crash(self, crash):
+        return defer.Deferred()
+
+    def check_health(self):
+        return defer.succeed([])
