@@ -5,13 +5,20 @@ A rule looks at one annotation (or the whole crash, key ``*``) and returns a
 result: ACCEPT, DEFER, REJECT, FAKEACCEPT, or a ``(percent, result_le,
 result_gt)`` sample whose result may be CONTINUE (go on to the next rule).
 The first decisive rule wins; no match is REJECT by ``NO_MATCH``.
+
+Rule sets are plain lists of ``Rule`` in any importable module; the
+``THROTTLE_RULES``, ``PRODUCTS`` and ``PRODUCT_PACKAGENAMES`` options name
+them by dotted path (docs/throttling.rst).
 """
 
 from __future__ import annotations
 
+import datetime
 import importlib
+import json
 import random
 import re
+from collections.abc import Mapping
 
 import attr
 from twisted.internet import defer
@@ -37,7 +44,8 @@ def _check_result(result):
         if len(result) != 3:
             raise RuleError(f"a sampled result is (percent, result_le, result_gt), not {result!r}")
         percent, result_le, result_gt = result
-        if not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) \
+                or not 0 <= percent <= 100:
             raise RuleError(f"percent must be between 0 and 100, not {percent!r}")
         for each in (result_le, result_gt):
             if each not in RESULT_NAMES:
@@ -46,9 +54,25 @@ def _check_result(result):
         raise RuleError(f"unknown result {result!r}")
 
 
+def text(crash, key, default=""):
+    """
+    ``crash[key]`` as a string, ``default`` when absent.
+
+    Conditions compare strings (annotations are strings), but a JSON
+    ``extra`` part may carry numbers or null; ``str()`` makes those
+    comparable the way Antenna does (null becomes ``"None"``).
+    """
+    return str(crash.get(key, default))
+
+
 @attr.s(frozen=True)
 class Rule:
-    """``condition(throttler, value)`` decides whether ``result`` applies."""
+    """
+    ``condition(throttler, value)`` decides whether ``result`` applies.
+
+    ``value`` is ``str(crash[key])``, or the whole crash when ``key`` is
+    ``*``; a rule with any other key never matches a crash without that key.
+    """
 
     rule_name = attr.ib()
     key = attr.ib()
@@ -59,6 +83,11 @@ class Rule:
     def _check_name(self, attribute, value):
         if not isinstance(value, str) or not _RULE_NAME.match(value):
             raise RuleError(f"rule name {value!r} must match [a-z0-9_]+")
+
+    @key.validator
+    def _check_key(self, attribute, value):
+        if not isinstance(value, str) or not value:
+            raise RuleError(f"rule {self.rule_name}: key must be an annotation name or '*'")
 
     @condition.validator
     def _check_condition(self, attribute, value):
@@ -78,16 +107,41 @@ class Rule:
             return bool(self.condition(throttler, crash))
         if self.key not in crash:
             return False
-        return bool(self.condition(throttler, str(crash[self.key])))
+        return bool(self.condition(throttler, text(crash, self.key)))
 
 
-def always_match(throttler, crash):
-    return True
+def _rule_list(rules):
+    # A dotted path may name anything; say what is wrong in one line.
+    if isinstance(rules, (str, bytes, Mapping)) or not hasattr(rules, "__iter__"):
+        raise RuleError(f"a rule set is a list of Rule, not {type(rules).__name__}")
+    rules = list(rules)
+    for rule in rules:
+        if not isinstance(rule, Rule):
+            raise RuleError(f"{rule!r} is not a Rule")
+    return rules
 
 
-ACCEPT_ALL = [Rule("accept_everything", "*", always_match, ACCEPT)]
-ALL_PRODUCTS = []
-ALL_PRODUCT_PACKAGENAMES = {}
+def _product_list(products):
+    if isinstance(products, (str, bytes, Mapping)) or not hasattr(products, "__iter__"):
+        raise RuleError(f"products are a list of product names, not {type(products).__name__}")
+    products = list(products)
+    for product in products:
+        if not isinstance(product, str):
+            raise RuleError(f"product name {product!r} is not a string")
+    return products
+
+
+def _packagename_map(mapping):
+    if not isinstance(mapping, Mapping):
+        raise RuleError(
+            f"product packagenames are a dict of product -> package names, "
+            f"not {type(mapping).__name__}")
+    result = {}
+    for product, names in mapping.items():
+        if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+            raise RuleError(f"package names of {product!r} must be a list of strings")
+        result[product] = list(names)
+    return result
 
 
 @attr.s
@@ -95,20 +149,19 @@ class Throttler:
     """
     Runs a rule set over a crash.
 
-    ``throttle`` returns a Deferred so that a rule set may one day consult
-    something outside the process without changing callers.
+    ``products`` and ``product_packagenames`` are there for rules to read
+    (Mozilla's product checks do). ``random`` and ``now`` (a callable giving
+    the local time as a naive datetime) are injected so sampling and
+    date-based rules are deterministic in tests. ``throttle`` returns a
+    Deferred so that a rule set may one day consult something outside the
+    process without changing callers.
     """
 
-    rules = attr.ib(converter=list)
-    products = attr.ib(factory=list)
-    product_packagenames = attr.ib(factory=dict)
+    rules = attr.ib(converter=_rule_list)
+    products = attr.ib(factory=list, converter=_product_list)
+    product_packagenames = attr.ib(factory=dict, converter=_packagename_map)
     random = attr.ib(default=attr.Factory(random.Random), repr=False)
-
-    @rules.validator
-    def _check_rules(self, attribute, rules):
-        for rule in rules:
-            if not isinstance(rule, Rule):
-                raise RuleError(f"{rule!r} is not a Rule")
+    now = attr.ib(default=datetime.datetime.now, repr=False)
 
     def decide(self, crash):
         """``(result, rule_name, percent)`` for ``crash``, synchronously."""
@@ -130,8 +183,159 @@ class Throttler:
         return defer.maybeDeferred(self.decide, crash)
 
 
+def always_match(throttler, crash):
+    """A condition that matches every crash."""
+    return True
+
+
+ACCEPT_ALL = [Rule("accept_everything", "*", always_match, ACCEPT)]
+
+# An empty product list turns the product checks off.
+ALL_PRODUCTS = []
+ALL_PRODUCT_PACKAGENAMES = {}
+
+
+# Mozilla's production rule set, as in Antenna HEAD (notes/antenna-reference.md 4.3).
+
+MOZILLA_PRODUCTS = [
+    "Fenix",
+    "Firefox",
+    "Firefox Enterprise",
+    "Focus",
+    "MozillaVPN",
+    "ReferenceBrowser",
+    "Thunderbird",
+]
+
+# Android products accept only their own package names (nightly, beta, release apps).
+MOZILLA_PRODUCT_PACKAGENAMES = {
+    "Fenix": ["org.mozilla.firefox", "org.mozilla.firefox_beta", "org.mozilla.fenix"],
+    "Focus": ["org.mozilla.focus", "org.mozilla.focus.beta", "org.mozilla.focus.nightly",
+              "org.mozilla.klar"],
+    "ReferenceBrowser": ["org.mozilla.reference.browser"],
+}
+
+# Antenna's pattern, kept as is: "20", then 12 more digits.
+_BUILDID = re.compile(r"^20\d{12}$")
+OLD_BUILDID_DAYS = 730
+WINDOWS_8_1_BUILD_NUMBER = 9600
+INFOBAR_VERSIONS = tuple(f"{major}." for major in range(52, 60))
+
+
+def match_old_buildid(throttler, crash):
+    """A BuildID whose date is more than two years before ``throttler.now()``."""
+    buildid = text(crash, "BuildID")
+    if _BUILDID.match(buildid) is None:
+        return False
+    try:
+        built = datetime.datetime.strptime(buildid[:8], "%Y%m%d")
+    except ValueError:
+        return False  # 14 digits that do not start with a date
+    return built < throttler.now() - datetime.timedelta(days=OLD_BUILDID_DAYS)
+
+
+def match_hangid_and_browser(throttler, crash):
+    """The browser half of a hang report (the content half carries the signal)."""
+    return "HangID" in crash and text(crash, "ProcessType", "browser") == "browser"
+
+
+def match_infobar_true(throttler, crash):
+    """Firefox 52-59 crashes resubmitted from the infobar (Mozilla bug 1426949)."""
+    product = text(crash, "ProductName")
+    infobar = text(crash, "SubmittedFromInfobar")
+    version = text(crash, "Version")
+    buildid = text(crash, "BuildID")
+    if not (product and infobar and version and buildid):
+        return False
+    return (product == "Firefox" and infobar == "true"
+            and version.startswith(INFOBAR_VERSIONS) and buildid < "20171226")
+
+
+def match_b2g(throttler, crash):
+    """B2G, unless listed as a product: it retries rejected crashes forever."""
+    return "B2G" not in throttler.products and text(crash, "ProductName").lower() == "b2g"
+
+
+def match_unsupported_product(throttler, crash):
+    """A ProductName not in the throttler's (non-empty) product list."""
+    products = throttler.products
+    return bool(products) and text(crash, "ProductName") not in products
+
+
+def match_unsupported_packagename(throttler, crash):
+    """A product with a package list whose Android_PackageName is missing or not in it."""
+    names = throttler.product_packagenames.get(text(crash, "ProductName"), [])
+    # A missing package name reads "None", which no list contains.
+    return bool(names) and text(crash, "Android_PackageName", None) not in names
+
+
+def match_unsupported_windows(throttler, crash):
+    """TelemetryEnvironment says Windows 8.1 or older (build number <= 9600)."""
+    environment = text(crash, "TelemetryEnvironment")
+    if not environment:
+        return False
+    try:
+        data = json.loads(environment)
+    except (ValueError, RecursionError):
+        return False
+    # Any shape is possible here: walk it without trusting it.
+    system = data.get("system") if isinstance(data, dict) else None
+    os_data = system.get("os") if isinstance(system, dict) else None
+    if not isinstance(os_data, dict) or os_data.get("name") != "Windows_NT":
+        return False
+    build_number = os_data.get("windowsBuildNumber")
+    if not build_number or not isinstance(build_number, int):
+        return False
+    return build_number <= WINDOWS_8_1_BUILD_NUMBER
+
+
+def match_firefox_esr_unsupported_windows(throttler, crash):
+    return (text(crash, "ProductName") == "Firefox" and text(crash, "ReleaseChannel") == "esr"
+            and match_unsupported_windows(throttler, crash))
+
+
+def match_firefox_release(throttler, crash):
+    return text(crash, "ProductName") == "Firefox" and text(crash, "ReleaseChannel") == "release"
+
+
+BACKGROUND_PROCESSES = frozenset({"gpu", "plugin", "rdd", "socket", "utility"})
+
+MOZILLA_RULES = [
+    # Builds over two years old are not worth processing.
+    Rule("has_old_buildid", "*", match_old_buildid, REJECT),
+    Rule("has_hangid_and_browser", "*", match_hangid_and_browser, REJECT),
+    Rule("infobar_is_true", "*", match_infobar_true, REJECT),
+    Rule("b2g", "*", match_b2g, FAKEACCEPT),
+    # Both product checks do nothing when their list is empty.
+    Rule("unsupported_product", "*", match_unsupported_product, REJECT),
+    Rule("unsupported_packagename", "*", match_unsupported_packagename, REJECT),
+    # Sent by hand from about:crashes.
+    Rule("throttleable_0", "Throttleable", lambda throttler, value: value == "0", ACCEPT),
+    Rule("has_comments", "Comments", always_match, ACCEPT),
+    Rule("has_phc", "PHCKind", always_match, ACCEPT),
+    # Few enough that sampling would leave too little to work with.
+    Rule("is_background", "ProcessType",
+         lambda throttler, value: value in BACKGROUND_PROCESSES, ACCEPT),
+    # Not really crashes, and very many: 10% go on to the rules below.
+    Rule("is_shutdownkill", "ipc_channel_error",
+         lambda throttler, value: value == "ShutDownKill", (10, CONTINUE, REJECT)),
+    Rule("is_firefox_esr_unsupported_windows", "*", match_firefox_esr_unsupported_windows,
+         (25, CONTINUE, REJECT)),
+    Rule("is_alpha_beta_esr", "ReleaseChannel",
+         lambda throttler, value: value in ("aurora", "beta", "esr"), ACCEPT),
+    Rule("is_nightly", "ReleaseChannel",
+         lambda throttler, value: value.startswith("nightly"), ACCEPT),
+    Rule("is_firefox_desktop", "*", match_firefox_release, (10, ACCEPT, REJECT)),
+    Rule("accept_everything", "*", always_match, ACCEPT),
+]
+
+
 # Antenna's dotted paths, so an operator's Antenna env file keeps working.
 ANTENNA_ALIASES = {"antenna.throttler.": "antenna_tw.throttler."}
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def load_dotted(path):
@@ -140,12 +344,13 @@ def load_dotted(path):
         if path.startswith(old):
             path = new + path[len(old):]
     module_name, _, attribute = path.rpartition(".")
-    if not module_name:
+    if not module_name or not attribute:
         raise RuleError(f"{path!r} is not a dotted path to an attribute")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise RuleError(f"cannot import {module_name}: {error}") from None
+    except Exception as error:  # an operator's module may fail in any way
+        raise RuleError(
+            f"cannot import {module_name}: {type(error).__name__}: {_one_line(error)}") from None
     try:
         return getattr(module, attribute)
     except AttributeError:
@@ -153,11 +358,19 @@ def load_dotted(path):
 
 
 def build_throttler(settings, rng=None):
-    """A Throttler from ThrottleSettings; RuleError on a bad path or rule."""
+    """A Throttler from ThrottleSettings; RuleError naming the option on a bad path or rule."""
+
+    def load(key, path, check):
+        try:
+            return check(load_dotted(path))
+        except RuleError as error:
+            raise RuleError(f"{key}={path}: {error}") from None
+
     throttler = Throttler(
-        rules=load_dotted(settings.throttle_rules),
-        products=list(load_dotted(settings.products)),
-        product_packagenames=dict(load_dotted(settings.product_packagenames)),
+        rules=load("THROTTLE_RULES", settings.throttle_rules, _rule_list),
+        products=load("PRODUCTS", settings.products, _product_list),
+        product_packagenames=load("PRODUCT_PACKAGENAMES", settings.product_packagenames,
+                                  _packagename_map),
     )
     if rng is not None:
         throttler.random = rng
