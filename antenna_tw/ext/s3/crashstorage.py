@@ -9,7 +9,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
 
 from antenna_tw.crash import serialize_dump_names, serialize_raw_crash
@@ -22,6 +22,20 @@ from antenna_tw.ext.s3.shared import SingleFlight
 from antenna_tw.storage import ICrashStorage
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """
+    A persistent pool whose connections do not log "Starting factory" and
+    "Stopping factory" (two info lines per request against servers that close
+    every connection, such as moto).
+    """
+
+    _factory = _QuietClientFactory
+
+
 def build_connection(settings, reactor, threadpool, concurrency=2):
     """
     An S3Connection from StorageSettings: a persistent pool that keeps one
@@ -32,7 +46,7 @@ def build_connection(settings, reactor, threadpool, concurrency=2):
     location = BucketLocation(settings.bucket_name, settings.region, settings.endpoint_url)
     credentials = CredentialSource(run_in_thread, settings.access_key,
                                    settings.secret_access_key)
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = concurrency + 1
     http = HTTPClient(Agent(reactor, pool=pool))
     return S3Connection(location, credentials, http, reactor, run_in_thread, pool=pool)
