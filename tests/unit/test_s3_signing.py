@@ -42,3 +42,11 @@ def test_different_bodies_sign_differently():
     one = signed_headers(CREDENTIALS, "us-west-2", "PUT", URL, b"one")
     two = signed_headers(CREDENTIALS, "us-west-2", "PUT", URL, b"two")
     assert one["Authorization"] != two["Authorization"]
+
+
+def test_the_body_hash_is_signed_over_tls_too():
+    body = b"dump"
+    headers = signed_headers(CREDENTIALS, "us-west-2", "PUT",
+                             "https://crashes.s3.us-west-2.amazonaws.com/v1/dump/x", body)
+    assert headers["X-Amz-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert "Content-MD5" in headers
