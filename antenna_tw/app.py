@@ -92,7 +92,8 @@ def build_collector(config, reactor, rng=None, make_uuid=None):
         metrics = build_metrics(config.app)
         throttler = build_throttler(config.throttle, rng)
         storage = storage_class(config.storage.crashstorage_class).from_settings(
-            config.storage, reactor, threadpool)
+            config.storage, reactor, threadpool,
+            concurrency=spool_settings.concurrent_crashmovers)
     except (RuleError, ValueError, StorageUnavailable) as error:
         raise StartupError(str(error)) from None
     spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync)

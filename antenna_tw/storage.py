@@ -8,7 +8,13 @@ from antenna_tw.throttler import load_dotted
 
 
 class ICrashStorage(Interface):
-    """Where crashes end up. Every backend writes in SPEC.md section 5's order."""
+    """
+    Where crashes end up. Every backend writes in SPEC.md section 5's order.
+
+    Backends are built with ``Class.from_settings(storage_settings, reactor,
+    threadpool, concurrency=CONCURRENT_CRASHMOVERS)``; ``concurrency`` is how
+    many saves may run at once (the S3 backend sizes its connection pool by it).
+    """
 
     name = Attribute("Short name for logs and the heartbeat.")
 

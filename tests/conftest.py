@@ -3,6 +3,7 @@ import os
 import pytest_twisted
 
 from tests.helpers import start_collector, stop_collector, test_environ
+from tests.s3server import moto, moto_auth, s3_bucket  # noqa: F401  (S3 fixtures)
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 

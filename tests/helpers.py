@@ -114,6 +114,9 @@ async def start_collector(tmp_path, environ=None, **build_kwargs):
 async def stop_collector(running):
     await running.port.stopListening()
     await running.collector.stop()
+    close = getattr(running.collector.storage, "close", None)
+    if close is not None:  # S3: its own connection pool
+        await close()
 
 
 def _read_response(sock):

@@ -48,7 +48,7 @@ class FSCrashStorage:
     name = "fs"
 
     @classmethod
-    def from_settings(cls, settings, reactor, threadpool):
+    def from_settings(cls, settings, reactor, threadpool, concurrency=None):
         return cls(settings.fs_root, reactor, threadpool)
 
     def paths(self, crash_id, dump_names=()):

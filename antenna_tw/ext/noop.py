@@ -22,7 +22,7 @@ class NoOpCrashStorage:
         self.crashes = deque(maxlen=self.keep)
 
     @classmethod
-    def from_settings(cls, settings, reactor, threadpool):
+    def from_settings(cls, settings, reactor, threadpool, concurrency=None):
         return cls()
 
     def verify(self):

@@ -1,0 +1,114 @@
+"""S3CrashStorage: write order and the cached heartbeat check (fake connection, task.Clock)."""
+
+import json
+
+import attr
+from twisted.internet import defer, task
+
+from antenna_tw.crash import Crash
+from antenna_tw.ext.s3.connection import S3Error, S3Unreachable
+from antenna_tw.ext.s3.crashstorage import S3CrashStorage
+from antenna_tw.ext.s3.location import BucketLocation
+
+CRASH_ID = "de0e4a4e-0d1c-4f2a-9d7e-3c5b1a260504"
+
+
+@attr.s
+class FakeConnection:
+    location = attr.ib(default=BucketLocation("crashes", "us-west-2", "http://127.0.0.1:9"))
+    puts = attr.ib(factory=list)
+    fail_on = attr.ib(default=None)
+    statuses = attr.ib(factory=list)
+    heads = attr.ib(default=0)
+
+    async def put_object(self, key, body):
+        if key == self.fail_on:
+            raise S3Error("PUT", key, 503, "SlowDown")
+        self.puts.append((key, body))
+
+    async def head_bucket(self):
+        self.heads += 1
+        status = self.statuses.pop(0)
+        if isinstance(status, Exception):
+            raise status
+        return status
+
+
+def saved(storage, crash):
+    results = []
+    storage.save_crash(crash).addBoth(results.append)
+    return results
+
+
+def test_dump_names_then_dumps_then_raw_crash():
+    connection = FakeConnection()
+    storage = S3CrashStorage(connection, task.Clock())
+    crash = Crash(CRASH_ID, {"ProductName": "Test", "uuid": CRASH_ID},
+                  {"upload_file_minidump": b"\x00main", "memory_report": b"mem"})
+    assert saved(storage, crash) == [None]
+    assert connection.puts == [
+        (f"v1/dump_names/{CRASH_ID}", b'["memory_report", "upload_file_minidump"]'),
+        (f"v1/memory_report/{CRASH_ID}", b"mem"),
+        (f"v1/dump/{CRASH_ID}", b"\x00main"),
+        (f"v2/raw_crash/de0/20260504/{CRASH_ID}",
+         json.dumps(crash.raw_crash, sort_keys=True).encode()),
+    ]
+
+
+def test_dump_names_are_written_when_there_are_no_dumps():
+    connection = FakeConnection()
+    saved(S3CrashStorage(connection, task.Clock()), Crash(CRASH_ID, {"a": "b"}))
+    assert [key for key, _ in connection.puts] == [
+        f"v1/dump_names/{CRASH_ID}", f"v2/raw_crash/de0/20260504/{CRASH_ID}"]
+    assert connection.puts[0][1] == b"[]"
+
+
+def test_a_failed_dump_stops_before_the_raw_crash():
+    connection = FakeConnection(fail_on=f"v1/dump/{CRASH_ID}")
+    results = saved(S3CrashStorage(connection, task.Clock()),
+                    Crash(CRASH_ID, {}, {"upload_file_minidump": b"x"}))
+    assert results[0].check(S3Error)
+    assert [key for key, _ in connection.puts] == [f"v1/dump_names/{CRASH_ID}"]
+
+
+def health(storage):
+    results = []
+    storage.check_health().addBoth(results.append)
+    return results[0]
+
+
+def test_health_is_cached_for_a_few_seconds():
+    clock = task.Clock()
+    connection = FakeConnection(statuses=[200, 404])
+    storage = S3CrashStorage(connection, clock, health_ttl=5.0)
+    assert health(storage) == []
+    clock.advance(4.9)
+    assert health(storage) == [] and connection.heads == 1
+    clock.advance(0.2)
+    assert health(storage) == [
+        "S3 bucket 'crashes' at http://127.0.0.1:9: HEAD bucket answered 404"]
+    assert connection.heads == 2
+
+
+def test_health_reports_no_answer():
+    connection = FakeConnection(statuses=[S3Unreachable("HEAD", "bucket", "TimeoutError")])
+    storage = S3CrashStorage(connection, task.Clock())
+    assert health(storage) == [
+        "S3 bucket 'crashes' at http://127.0.0.1:9: no answer to HEAD bucket (TimeoutError)"]
+
+
+def test_concurrent_heartbeats_share_one_head():
+    waiting = defer.Deferred()
+
+    class SlowConnection(FakeConnection):
+        async def head_bucket(self):
+            self.heads += 1
+            return await waiting
+
+    connection = SlowConnection()
+    storage = S3CrashStorage(connection, task.Clock())
+    first, second = [], []
+    storage.check_health().addBoth(first.append)
+    storage.check_health().addBoth(second.append)
+    waiting.callback(200)
+    assert first == second == [[]] and connection.heads == 1
