@@ -186,7 +186,7 @@ class NeverStorage:
     name = "never"
 
     @classmethod
-    def from_settings(cls, settings, reactor, threadpool):
+    def from_settings(cls, settings, reactor, threadpool, concurrency=None):
         return cls()
 
     def verify(self):
