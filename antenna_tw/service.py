@@ -5,7 +5,6 @@ from __future__ import annotations
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
 from antenna_tw import __version__
@@ -20,12 +19,11 @@ class CollectorService(MultiService):
 
     log = Logger(namespace="antenna.service")
 
-    def __init__(self, collector, port_description, entries=(), log_observer=None):
+    def __init__(self, collector, endpoint, port_description, entries=(), log_observer=None):
         super().__init__()
         self.collector = collector
         self.entries = list(entries)
         self.log_observer = log_observer
-        endpoint = serverFromString(collector.reactor, port_description)
         self.port_service = StreamServerEndpointService(endpoint, collector.site)
         self.port_service._raiseSynchronously = True
         self.port_description = port_description

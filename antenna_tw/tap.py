@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+import attr
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from antenna_tw.app import StartupError, build_collector
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.logs import make_observer
+from antenna_tw.reuseport import ReusePortEndpoint, parse_tcp_description
 from antenna_tw.service import CollectorService
+from antenna_tw.storage import StorageUnavailable
+from antenna_tw.workers import (
+    WorkerSupervisor,
+    adopt_orphan_shards,
+    die_with_parent,
+    shard_directory,
+)
+
+
+def _workers(value):
+    count = int(value)
+    if count < 0:
+        raise ValueError("--workers cannot be negative")
+    return count
 
 
 class Options(usage.Options):
@@ -22,19 +40,51 @@ class Options(usage.Options):
         ["port", "p", "tcp:8000:interface=127.0.0.1",
          "strports description of the listening port"],
         ["env", "e", None, "env file with KEY=value settings (the environment wins)"],
+        ["workers", "w", os.cpu_count() or 1,
+         "worker processes sharing the port (0: serve in this process)", _workers],
+        ["worker-index", None, None, "internal: this process is worker N", int],
+        ["parent-pid", None, None, "internal: the supervising parent's pid", int],
     ]
 
 
+def _worker_args(options):
+    def args(index):
+        argv = ["-n", "--pidfile=", "antenna", "--port", options["port"],
+                "--workers", str(options["workers"]), "--worker-index", str(index),
+                "--parent-pid", str(os.getpid())]
+        if options["env"]:
+            argv += ["--env", options["env"]]
+        return argv
+    return args
+
+
 def makeService(options, environ=None, stream=None):
-    """Build the collector; a bad option or unusable storage exits with one line."""
+    """Build the collector (or the worker supervisor); a bad option exits with one line."""
+    from twisted.internet import reactor
+
     stream = stream or sys.stdout  # captured before twistd redirects stdout
+    index = options["worker-index"]
     try:
         config = load_config(environ, options["env"])
-        from twisted.internet import reactor
-
+        observer = make_observer(stream, config.app.logging_level, config.app.host_id)
+        if options["workers"] > 0 and index is None:
+            parse_tcp_description(options["port"])
+            build_collector(config, reactor).storage.verify()
+            return WorkerSupervisor(
+                reactor, options["workers"], _worker_args(options),
+                stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
+        if index is not None:
+            die_with_parent(options["parent-pid"])
+            spool_dir = config.spool.spool_dir
+            adopt_orphan_shards(spool_dir, index, options["workers"])
+            config = attr.evolve(
+                config, spool=attr.evolve(config.spool,
+                                          spool_dir=shard_directory(spool_dir, index)))
+            endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
+        else:
+            endpoint = serverFromString(reactor, options["port"])
         collector = build_collector(config, reactor)
         entries = collector.prepare()
-    except (ConfigError, StartupError) as error:
+    except (ConfigError, StartupError, StorageUnavailable, ValueError, OSError) as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
-    observer = make_observer(stream, config.app.logging_level, config.app.host_id)
-    return CollectorService(collector, options["port"], entries, observer)
+    return CollectorService(collector, endpoint, options["port"], entries, observer)

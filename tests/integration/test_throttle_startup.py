@@ -22,7 +22,7 @@ CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "conf
 
 def make_service(environ, *args):
     options = Options()
-    options.parseOptions(list(args))
+    options.parseOptions(["--workers", "0", *args])
     return makeService(options, environ=environ, stream=io.StringIO())
 
 

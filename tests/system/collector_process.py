@@ -35,7 +35,7 @@ class CollectorProcess:
         return self.url + "/submit"
 
     @classmethod
-    def spawn(cls, directory, environ):
+    def spawn(cls, directory, environ, args=()):
         """Start it; it may still be starting (or failing) when this returns."""
         port = free_port()
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
@@ -45,13 +45,13 @@ class CollectorProcess:
         with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
             process = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "antenna",
-                 "--port", f"tcp:{port}:interface=127.0.0.1"],
+                 "--port", f"tcp:{port}:interface=127.0.0.1", *args],
                 cwd=directory, env=env, stdout=out, stderr=err)
         return cls(process, port, directory)
 
     @classmethod
-    def start(cls, directory, environ, timeout=20.0):
-        collector = cls.spawn(directory, environ)
+    def start(cls, directory, environ, timeout=20.0, args=()):
+        collector = cls.spawn(directory, environ, args)
         collector.wait_listening(timeout)
         return collector
 

@@ -1,0 +1,117 @@
+"""``twistd antenna --workers N``: processes, restarts, shutdown, parent death."""
+
+import json
+import os
+import signal
+import socket
+import time
+
+from antenna_tw.send_crash import build_multipart, post
+from tests.system.collector_process import CollectorProcess
+
+
+def children_of(pid):
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(name))
+    return sorted(found)
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def listening(collector, pid):
+    """True once worker ``pid`` has logged that its port is open."""
+    for line in collector.output().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record["Pid"] == pid and record["Fields"]["msg"].startswith("listening on"):
+                return True
+    return False
+
+
+def both_listening(collector):
+    """The two workers' pids, once both serve."""
+    workers = wait_for(lambda: len(children_of(collector.process.pid)) == 2
+                       and children_of(collector.process.pid))
+    for pid in workers:
+        wait_for(lambda: listening(collector, pid))
+    return workers
+
+
+def port_free(port):
+    with socket.socket() as sock:
+        # SO_REUSEADDR ignores TIME_WAIT leftovers but not a listening socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def send(collector):
+    body, content_type = build_multipart({"ProductName": "Test"}, {"upload_file_minidump": b"MDMP"})
+    status, answer = post(collector.submit_url, body, content_type, timeout=10)
+    assert status == 200, answer
+    return answer.decode().strip()[len("CrashID=bp-"):]
+
+
+def test_workers_share_the_port_and_are_restarted(tmp_path):
+    collector = CollectorProcess.start(tmp_path, {
+        "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
+    try:
+        workers = both_listening(collector)
+        ids = [send(collector) for _ in range(20)]
+        shards = sorted(os.listdir(tmp_path / "spool"))
+        assert shards == ["worker-0", "worker-1"]
+
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = wait_for(lambda: (lambda now: len(now) == 2 and now != workers and now)(
+            children_of(collector.process.pid)))
+        assert workers[1] in replaced
+        new_worker = (set(replaced) - set(workers)).pop()
+        wait_for(lambda: listening(collector, new_worker))
+        ids += [send(collector) for _ in range(5)]
+    finally:
+        collector.process.send_signal(signal.SIGTERM)
+        status = collector.wait_exit(20)
+    assert status in (143, -signal.SIGTERM)
+    assert children_of(collector.process.pid) == []
+    stored = {path.stem for path in (tmp_path / "crashes").glob("*/raw_crash/*.json")}
+    assert set(ids) <= stored
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    collector = CollectorProcess.start(tmp_path, {
+        "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
+    workers = both_listening(collector)
+    send(collector)
+    collector.process.send_signal(signal.SIGKILL)
+    collector.wait_exit(10)
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30)
+    assert port_free(collector.port)
