@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from antenna_tw.crashmover import CrashMover
+from antenna_tw.crashmover import Backoff, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.metrics import build_metrics
@@ -98,7 +98,9 @@ def build_collector(config, reactor, rng=None, make_uuid=None):
         raise StartupError(str(error)) from None
     spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync)
     mover = CrashMover(spool, storage, reactor, metrics,
-                       workers=spool_settings.concurrent_crashmovers)
+                       workers=spool_settings.concurrent_crashmovers,
+                       backoff=Backoff(spool_settings.crashmover_retry_base_delay,
+                                       spool_settings.crashmover_retry_max_delay))
     backpressure = Backpressure(spool, reactor, spool_settings.spool_max_bytes,
                                 spool_settings.spool_min_free_bytes)
 

@@ -107,6 +107,12 @@ class SpoolSettings:
     spool_min_free_bytes = option("SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes)
     spool_max_age = option("SPOOL_MAX_AGE", 600.0, parse_seconds)
     concurrent_crashmovers = option("CONCURRENT_CRASHMOVERS", 2, parse_positive_int)
+    crashmover_retry_base_delay = option(
+        "CRASHMOVER_RETRY_BASE_DELAY", 1.0, parse_seconds,
+        doc="backoff after a crash's first failed save; doubles per failure")
+    crashmover_retry_max_delay = option(
+        "CRASHMOVER_RETRY_MAX_DELAY", 60.0, parse_seconds,
+        doc="the longest wait between two tries to save a crash")
     shutdown_timeout = option("SHUTDOWN_TIMEOUT", 30.0, parse_seconds)
 
 

@@ -4,7 +4,7 @@ The crash movers: cooperative workers that copy spooled crashes to storage.
 Each worker takes the next spool entry, loads it, saves it with the storage
 backend and only then removes it from the spool. A failed save goes back on
 the queue after a capped exponential backoff with jitter, timed by the
-injected reactor; nothing is ever dropped.
+injected reactor; nothing is ever dropped, whatever the number of failures.
 """
 
 from __future__ import annotations
@@ -14,39 +14,57 @@ import time
 from collections import OrderedDict
 
 import attr
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from antenna_tw.spool import CorruptEntry
 
-_STOP = object()
 
+@attr.s(frozen=True)
+class Backoff:
+    """
+    How long a crash waits before its next try: exponential backoff with
+    jitter, uniform in ``[base / 2, min(cap, base * 2**(failures-1))]``, so a
+    dead store is not hammered and a crowd of crashes that failed together
+    does not retry together.
+    """
 
-def backoff_delay(failures, base, cap, rng):
-    """Full-jitter exponential backoff: uniform in [base/2, min(cap, base * 2**n)]."""
-    ceiling = min(cap, base * (2 ** min(failures - 1, 30)))
-    return max(base / 2, rng.uniform(0, ceiling))
+    base = attr.ib(default=1.0)
+    cap = attr.ib(default=60.0)
+    rng = attr.ib(factory=random.Random, repr=False, eq=False)
+
+    def ceiling(self, failures):
+        """The largest delay after ``failures`` failures in a row."""
+        return min(self.cap, self.base * (2 ** min(max(failures, 1) - 1, 60)))
+
+    def delay(self, failures):
+        """Seconds to wait after the ``failures``-th failure in a row (1, 2, ...)."""
+        ceiling = self.ceiling(failures)
+        return self.rng.uniform(min(self.base / 2, ceiling), ceiling)
 
 
 @attr.s
 class CrashMover:
-    """``workers`` loops moving crashes from ``spool`` to ``storage``."""
+    """
+    ``workers`` loops moving crashes from ``spool`` to ``storage``.
+
+    Crashes not yet stored are tracked by spool file name (unique even when a
+    client sends the same crash id twice), in the order they were accepted.
+    """
 
     spool = attr.ib()
     storage = attr.ib()
     reactor = attr.ib()
     metrics = attr.ib()
     workers = attr.ib(default=2)
-    base_delay = attr.ib(default=1.0)
-    max_delay = attr.ib(default=300.0)
-    rng = attr.ib(default=attr.Factory(random.Random), repr=False)
-    log = Logger()
+    backoff = attr.ib(factory=Backoff)
+    log = Logger(namespace="antenna.crashmover")
 
     def __attrs_post_init__(self):
         self._queue = defer.DeferredQueue()
-        self._pending = OrderedDict()  # crash id -> entry, oldest first
-        self._failures = {}
-        self._retries = {}
+        self._pending = OrderedDict()  # spool file name -> entry, oldest first
+        self._failures = {}  # spool file name -> failures in a row
+        self._retries = {}  # spool file name -> Deferred of its backoff wait
         self._loops = []
         self._stopping = False
         self._drained = []
@@ -55,9 +73,9 @@ class CrashMover:
 
     def enqueue(self, entry):
         """Queue a spooled crash for storage."""
-        self._pending[entry.crash_id] = entry
+        self._pending[entry.filename] = entry
         self._queue.put(entry)
-        self.metrics.gauge("breakpad_resource.save_queue_size", len(self._pending))
+        self._gauge()
 
     def queue_length(self):
         """Crashes not yet stored: queued, being saved, or waiting to retry."""
@@ -69,16 +87,26 @@ class CrashMover:
             return max(0.0, self.reactor.seconds() - entry.created)
         return 0.0
 
+    def retrying(self):
+        """How many unstored crashes failed their last try."""
+        return len(self._failures)
+
+    def failures(self, entry):
+        """How many times in a row saving ``entry`` has failed."""
+        return self._failures.get(entry.filename, 0)
+
     # -- running -----------------------------------------------------------
 
     def start(self):
+        """Start the workers; queued entries start moving at once."""
         self._stopping = False
         self._loops = [defer.ensureDeferred(self._work()) for _ in range(self.workers)]
 
     def stop(self, timeout):
         """
         Let the workers drain the queue for up to ``timeout`` seconds, then
-        stop them; whatever is left stays in the spool for the next start.
+        stop them, giving up saves in flight; whatever is left stays in the
+        spool for the next start. A Deferred that fires when all have stopped.
         """
         d = defer.Deferred()
         if not self._pending:
@@ -90,33 +118,29 @@ class CrashMover:
 
     def _halt(self):
         self._stopping = True
-        for call in self._retries.values():
-            if call.active():
-                call.cancel()
-        self._retries.clear()
+        self._drained = []
+        retries, self._retries = self._retries, {}
+        for waiting in retries.values():
+            waiting.cancel()
         loops, self._loops = self._loops, []
-        for _ in loops:
-            self._queue.put(_STOP)  # idle workers return at once
         for loop in loops:
-            loop.cancel()  # busy ones give up their save; the entry stays spooled
+            loop.cancel()  # idle ones stop waiting; busy ones give up their save
         left = len(self._pending)
         if left:
             self.log.info("{count} crashes left in the spool for the next start", count=left)
         return defer.DeferredList(loops, consumeErrors=True)
 
     async def _work(self):
-        while True:
+        while not self._stopping:
             entry = await self._queue.get()
-            if entry is _STOP:
-                return
-            if self._stopping:
-                continue
             await self._move(entry)
 
     async def _move(self, entry):
         started = time.perf_counter()
         try:
             crash = await self.spool.load(entry)
+        except defer.CancelledError:
+            return
         except CorruptEntry as error:
             self.log.error("{crash_id}: spool entry unreadable, moved aside: {error}",
                            crash_id=entry.crash_id, error=str(error))
@@ -129,6 +153,8 @@ class CrashMover:
             return
         try:
             await self.storage.save_crash(crash)
+        except defer.CancelledError:
+            return  # shutting down: the entry stays spooled
         except Exception as error:
             self.metrics.incr("breakpad_resource.save_crash_exception.count")
             self.log.warn("{crash_id}: save failed ({error}); will retry",
@@ -137,11 +163,13 @@ class CrashMover:
             return
         try:
             await self.spool.remove(entry)
+        except defer.CancelledError:
+            pass  # stored; the thread removes the file all the same
         except Exception:
             self.log.failure("{crash_id}: stored but its spool entry remains",
                              crash_id=entry.crash_id)
-        now_ms = (time.perf_counter() - started) * 1000
-        self.metrics.timing("breakpad_resource.crash_save.time", now_ms)
+        self.metrics.timing("breakpad_resource.crash_save.time",
+                            (time.perf_counter() - started) * 1000)
         self.metrics.incr("breakpad_resource.save_crash.count")
         handling = max(0.0, self.reactor.seconds() - entry.created) * 1000
         self.metrics.timing("breakpad_resource.crash_handling.time", handling)
@@ -151,24 +179,28 @@ class CrashMover:
     def _retry(self, entry):
         if self._stopping:
             return
-        failures = self._failures.get(entry.crash_id, 0) + 1
-        self._failures[entry.crash_id] = failures
-        delay = backoff_delay(failures, self.base_delay, self.max_delay, self.rng)
+        failures = self._failures.get(entry.filename, 0) + 1
+        self._failures[entry.filename] = failures
+        waiting = task.deferLater(self.reactor, self.backoff.delay(failures),
+                                  self._requeue, entry)
+        waiting.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        self._retries[entry.filename] = waiting
 
-        def requeue():
-            self._retries.pop(entry.crash_id, None)
-            self._queue.put(entry)
-
-        self._retries[entry.crash_id] = self.reactor.callLater(delay, requeue)
+    def _requeue(self, entry):
+        self._retries.pop(entry.filename, None)
+        self._queue.put(entry)
 
     def _done(self, entry):
-        self._pending.pop(entry.crash_id, None)
-        self._failures.pop(entry.crash_id, None)
-        self.metrics.gauge("breakpad_resource.save_queue_size", len(self._pending))
+        self._pending.pop(entry.filename, None)
+        self._failures.pop(entry.filename, None)
+        self._gauge()
         if not self._pending:
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)
+
+    def _gauge(self):
+        self.metrics.gauge("breakpad_resource.save_queue_size", len(self._pending))
 
 
 def _describe(error):

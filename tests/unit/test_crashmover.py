@@ -1,0 +1,312 @@
+"""
+The crash movers on a task.Clock: the backoff schedule (capped, jittered,
+seeded), "never dropped" after any number of failures, and shutdown.
+"""
+
+import random
+
+import attr
+import pytest
+from twisted.internet import defer, task
+
+from antenna_tw.crash import Crash
+from antenna_tw.crashmover import Backoff, CrashMover
+from antenna_tw.spool import CorruptEntry, SpoolEntry
+
+
+@attr.s
+class MemorySpool:
+    """The spool's load/remove/quarantine, in memory and synchronous."""
+
+    crashes = attr.ib(factory=dict)  # filename -> Crash or CorruptEntry
+    removed = attr.ib(factory=list)
+    quarantined = attr.ib(factory=list)
+
+    def add(self, crash_id, created=0.0, sequence=None):
+        sequence = len(self.crashes) if sequence is None else sequence
+        filename = f"{sequence:020d}-{crash_id}.crash"
+        self.crashes[filename] = Crash(crash_id, {"uuid": crash_id},
+                                       {"upload_file_minidump": b"MDMP"})
+        return SpoolEntry(filename, crash_id, 100, created)
+
+    def load(self, entry):
+        crash = self.crashes[entry.filename]
+        if isinstance(crash, Exception):
+            return defer.fail(crash)
+        return defer.succeed(crash)
+
+    def remove(self, entry):
+        self.removed.append(entry.filename)
+        del self.crashes[entry.filename]
+        return defer.succeed(None)
+
+    def quarantine(self, entry, reason):
+        self.quarantined.append((entry.filename, reason))
+        del self.crashes[entry.filename]
+        return defer.succeed(None)
+
+
+@attr.s
+class FlakyStorage:
+    """Fails the first ``failures`` saves, then stores; records when each try came."""
+
+    clock = attr.ib()
+    failures = attr.ib(default=0)
+    seconds_per_save = attr.ib(default=0.0)
+    attempts = attr.ib(factory=list)  # (clock time, crash id)
+    saved = attr.ib(factory=list)
+    cancelled = attr.ib(factory=list)
+
+    def save_crash(self, crash):
+        self.attempts.append((self.clock.seconds(), crash.crash_id))
+        if self.failures:
+            self.failures -= 1
+            return defer.fail(OSError("storage is down"))
+        if not self.seconds_per_save:
+            self.saved.append(crash.crash_id)
+            return defer.succeed(None)
+        d = task.deferLater(self.clock, self.seconds_per_save, self.saved.append, crash.crash_id)
+        d.addErrback(lambda failure: self.cancelled.append(crash.crash_id) or failure)
+        return d
+
+
+@attr.s
+class RecordingMetrics:
+    records = attr.ib(factory=list)
+
+    def incr(self, name, value=1, tags=None):
+        self.records.append(("incr", name, value))
+
+    def gauge(self, name, value, tags=None):
+        self.records.append(("gauge", name, value))
+
+    def timing(self, name, milliseconds, tags=None):
+        self.records.append(("timing", name, milliseconds))
+
+    def histogram(self, name, value, tags=None):
+        self.records.append(("histogram", name, value))
+
+    def named(self, name):
+        return [value for _, metric, value in self.records if metric == name]
+
+
+def make_mover(clock, storage, spool=None, workers=1, base=1.0, cap=8.0, seed=42):
+    spool = spool if spool is not None else MemorySpool()
+    metrics = RecordingMetrics()
+    mover = CrashMover(spool, storage, clock, metrics, workers=workers,
+                       backoff=Backoff(base, cap, random.Random(seed)))
+    return mover, spool, metrics
+
+
+def fired(d):
+    results = []
+    d.addBoth(results.append)
+    return results
+
+
+# -- the schedule ---------------------------------------------------------
+
+
+def test_backoff_ceiling_doubles_up_to_the_cap():
+    backoff = Backoff(base=1.0, cap=30.0)
+    assert [backoff.ceiling(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert backoff.ceiling(10_000) == 30.0  # no overflow after many failures
+
+
+def test_backoff_delays_are_jittered_between_half_the_base_and_the_ceiling():
+    backoff = Backoff(base=1.0, cap=30.0, rng=random.Random(7))
+    delays = [backoff.delay(n) for n in range(1, 200)]
+    for failures, delay in enumerate(delays, 1):
+        assert 0.5 <= delay <= backoff.ceiling(failures)
+    capped = delays[10:]
+    assert max(capped) <= 30.0
+    assert len({round(delay, 6) for delay in capped}) > 150  # jitter, not a fixed step
+    assert sum(capped) / len(capped) == pytest.approx(15.0, rel=0.2)  # uniform under the cap
+
+
+def test_backoff_is_reproducible_with_a_seeded_rng():
+    first = [Backoff(1.0, 30.0, random.Random(3)).delay(n) for n in range(1, 20)]
+    again = [Backoff(1.0, 30.0, random.Random(3)).delay(n) for n in range(1, 20)]
+    other = [Backoff(1.0, 30.0, random.Random(4)).delay(n) for n in range(1, 20)]
+    assert first == again
+    assert first != other
+
+
+def test_failed_saves_are_retried_on_the_backoff_schedule():
+    clock = task.Clock()
+    storage = FlakyStorage(clock, failures=7)
+    mover, spool, _ = make_mover(clock, storage, base=1.0, cap=8.0, seed=42)
+    entry = spool.add("a")
+    mover.enqueue(entry)
+    mover.start()
+    twin = Backoff(1.0, 8.0, random.Random(42))  # draws the same delays
+    delays = []
+    for failures in range(1, 8):
+        delay = twin.delay(failures)
+        delays.append(delay)
+        due = storage.attempts[-1][0] + delay
+        clock.advance(due - clock.seconds() - 0.001)
+        assert len(storage.attempts) == failures  # not a moment early
+        clock.advance(0.002)
+        assert len(storage.attempts) == failures + 1  # and on time
+    assert all(0.5 <= delay <= 8.0 for delay in delays)
+    assert delays[-1] > 4.0  # grew past the first ceilings
+    assert storage.saved == ["a"]
+    assert spool.removed == [entry.filename]
+    assert mover.queue_length() == 0
+
+
+@pytest.mark.parametrize("failures", [1, 25, 1000])
+def test_a_crash_is_never_dropped_whatever_the_number_of_failures(failures):
+    clock = task.Clock()
+    storage = FlakyStorage(clock, failures=failures)
+    mover, spool, metrics = make_mover(clock, storage, base=0.5, cap=5.0)
+    entry = spool.add("a")
+    mover.enqueue(entry)
+    mover.start()
+    for _ in range(failures * 2 + 10):
+        if storage.saved:
+            break
+        assert mover.queue_length() == 1
+        assert spool.removed == []  # the spool keeps it while it fails
+        assert mover.failures(entry) == len(storage.attempts)
+        clock.advance(5.0)
+    assert len(storage.attempts) == failures + 1
+    assert storage.saved == ["a"]
+    assert spool.removed == [entry.filename]
+    assert mover.queue_length() == 0 and mover.failures(entry) == 0
+    assert len(metrics.named("breakpad_resource.save_crash_exception.count")) == failures
+    assert metrics.named("breakpad_resource.save_crash.count") == [1]
+
+
+def test_crashes_failing_together_retry_at_different_times():
+    clock = task.Clock()
+    storage = FlakyStorage(clock, failures=20)
+    mover, spool, _ = make_mover(clock, storage, workers=4, base=1.0, cap=30.0)
+    for n in range(20):
+        mover.enqueue(spool.add(f"c{n}"))
+    mover.start()
+    assert len(storage.attempts) == 20  # every one failed once, at time 0
+    clock.advance(0.5)  # the earliest any retry may come
+    assert len(storage.attempts) == 20
+    clock.advance(0.25)
+    retried = len(storage.attempts) - 20
+    assert 0 < retried < 20  # spread over [0.5, 1] s by the jitter
+    for _ in range(100):
+        clock.advance(1.0)
+    assert sorted(storage.saved) == sorted(f"c{n}" for n in range(20))
+    assert mover.queue_length() == 0
+
+
+def test_same_crash_id_spooled_twice_is_tracked_twice():
+    clock = task.Clock()
+    storage = FlakyStorage(clock)
+    mover, spool, _ = make_mover(clock, storage)
+    first, second = spool.add("same"), spool.add("same")
+    mover.enqueue(first)
+    mover.enqueue(second)
+    assert mover.queue_length() == 2
+    mover.start()
+    assert storage.saved == ["same", "same"]
+    assert spool.removed == [first.filename, second.filename]
+    assert mover.queue_length() == 0
+
+
+def test_an_unreadable_entry_is_quarantined_never_saved():
+    clock = task.Clock()
+    storage = FlakyStorage(clock)
+    mover, spool, _ = make_mover(clock, storage)
+    bad = spool.add("bad")
+    spool.crashes[bad.filename] = CorruptEntry("dump 'upload_file_minidump' is damaged")
+    good = spool.add("good")
+    mover.enqueue(bad)
+    mover.enqueue(good)
+    mover.start()
+    assert storage.saved == ["good"]
+    assert spool.quarantined == [(bad.filename, "dump 'upload_file_minidump' is damaged")]
+    assert mover.queue_length() == 0
+
+
+def test_queue_length_oldest_age_and_metrics():
+    clock = task.Clock()
+    clock.advance(1000.0)
+    storage = FlakyStorage(clock, seconds_per_save=2.0)
+    mover, spool, metrics = make_mover(clock, storage)
+    mover.enqueue(spool.add("old", created=990.0))
+    mover.enqueue(spool.add("new", created=999.0))
+    assert (mover.queue_length(), mover.oldest_age()) == (2, 10.0)
+    mover.start()
+    clock.advance(2.0)
+    assert (mover.queue_length(), mover.oldest_age()) == (1, 3.0)
+    clock.advance(2.0)
+    assert (mover.queue_length(), mover.oldest_age()) == (0, 0.0)
+    assert metrics.named("breakpad_resource.save_queue_size") == [1, 2, 1, 0]
+    assert metrics.named("breakpad_resource.save_crash.count") == [1, 1]
+    assert metrics.named("breakpad_resource.crash_handling.time") == [12000.0, 5000.0]
+    assert len(metrics.named("breakpad_resource.crash_save.time")) == 2
+
+
+# -- shutdown -------------------------------------------------------------
+
+
+def test_stop_lets_the_movers_drain_then_returns():
+    clock = task.Clock()
+    storage = FlakyStorage(clock, seconds_per_save=1.0)
+    mover, spool, _ = make_mover(clock, storage)
+    for name in "abc":
+        mover.enqueue(spool.add(name))
+    mover.start()
+    stopped = fired(mover.stop(timeout=10.0))
+    clock.advance(1.0)
+    clock.advance(1.0)
+    assert not stopped
+    clock.advance(1.0)
+    assert len(stopped) == 1
+    assert storage.saved == ["a", "b", "c"] and mover.queue_length() == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_stop_gives_up_in_flight_saves_at_the_deadline_and_keeps_them_spooled():
+    clock = task.Clock()
+    storage = FlakyStorage(clock, seconds_per_save=10.0)
+    mover, spool, _ = make_mover(clock, storage, workers=2)
+    for name in "abc":
+        mover.enqueue(spool.add(name))
+    mover.start()
+    stopped = fired(mover.stop(timeout=3.0))
+    clock.advance(2.9)
+    assert not stopped
+    clock.advance(0.1)
+    assert len(stopped) == 1
+    assert sorted(storage.cancelled) == ["a", "b"]
+    assert storage.saved == [] and spool.removed == []
+    assert mover.queue_length() == 3  # still in the spool for the next start
+    assert clock.getDelayedCalls() == []
+    clock.advance(100.0)
+    assert len(storage.attempts) == 2  # nothing started after the stop
+
+
+def test_stop_cancels_backoff_waits():
+    clock = task.Clock()
+    storage = FlakyStorage(clock, failures=1000)
+    mover, spool, _ = make_mover(clock, storage, cap=30.0)
+    mover.enqueue(spool.add("a"))
+    mover.start()
+    clock.advance(20.0)
+    tries = len(storage.attempts)
+    stopped = fired(mover.stop(timeout=1.0))
+    clock.advance(1.0)
+    assert len(stopped) == 1
+    assert clock.getDelayedCalls() == []
+    clock.advance(1000.0)
+    assert len(storage.attempts) <= tries + 1
+    assert mover.queue_length() == 1
+
+
+def test_stop_with_nothing_queued_returns_at_once():
+    clock = task.Clock()
+    mover, _, _ = make_mover(clock, FlakyStorage(clock))
+    mover.start()
+    stopped = fired(mover.stop(timeout=30.0))
+    assert len(stopped) == 1
+    assert clock.getDelayedCalls() == []
