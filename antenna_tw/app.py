@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import attr
 from klein import Klein
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -67,9 +68,22 @@ class Collector:
             self.log.info("re-queued {count} spooled crashes", count=len(entries))
 
     async def stop(self):
-        """Drain the movers for up to SHUTDOWN_TIMEOUT, then stop the thread pool."""
+        """
+        Stop for good within SHUTDOWN_TIMEOUT: answer every new /submit busy,
+        let spool writes in flight land (their clients get their crash ids),
+        let the crash movers drain for the time left, then stop the thread
+        pool. Whatever is not stored stays in the spool for the next start.
+        """
+        deadline = self.reactor.seconds() + self.config.spool.shutdown_timeout
+        self.backpressure.close()
         try:
-            await self.mover.stop(self.config.spool.shutdown_timeout)
+            writes = self.spool.idle()
+            writes.addTimeout(self.config.spool.shutdown_timeout, self.reactor)
+            try:
+                await writes
+            except defer.TimeoutError:
+                self.log.warn("spool writes still in flight at the shutdown deadline")
+            await self.mover.stop(max(0.0, deadline - self.reactor.seconds()))
         finally:
             self.threadpool.stop()
 

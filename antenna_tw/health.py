@@ -51,14 +51,14 @@ class HealthHandler:
         errors = []
         for message in await self.storage.check_health():
             errors.append({"name": "storage", "msg": message})
-        spool_ok = await deferToThreadPool(
-            self.reactor, self.threadpool, os.access, self.spool.directory, os.W_OK)
-        if not spool_ok:
-            errors.append({"name": "spool", "msg": f"{self.spool.directory} is not writable"})
+        unwritable = await self.spool.check_writable()
+        if unwritable:
+            errors.append({"name": "spool", "msg": unwritable})
         free = self.backpressure.free_bytes()
         if free < self.backpressure.min_free_bytes:
             errors.append({"name": "spool", "msg": f"only {free} bytes free under the spool"})
-        if self.spool.total_bytes > self.backpressure.max_bytes:
+        used = self.backpressure.used_bytes()
+        if used > self.backpressure.max_bytes:
             errors.append({"name": "spool", "msg": "spool is over SPOOL_MAX_BYTES"})
         oldest = self.mover.oldest_age()
         if oldest > self.max_age:
@@ -66,8 +66,10 @@ class HealthHandler:
                            "msg": f"oldest unsaved crash is {oldest:.0f} s old"})
         info = {
             "queue_length": self.mover.queue_length(),
+            "retrying": self.mover.retrying(),
             "oldest_age_seconds": round(oldest, 3),
-            "spool_bytes": self.spool.total_bytes,
+            "spool_bytes": used,
+            "spool_max_bytes": self.backpressure.max_bytes,
             "spool_free_bytes": free,
             "storage": self.storage.name,
         }

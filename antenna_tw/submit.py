@@ -99,8 +99,9 @@ class SubmitHandler:
 
         if result == REJECT:
             return discarded(request, f"rule_{rule_name}", code=200)
-        if self.backpressure.busy():
-            self.log.warn("{crash_id}: spool is full; answered busy", crash_id=crash_id)
+        busy = self.backpressure.busy()
+        if busy:
+            self.log.warn("{crash_id}: {why}; answered busy", crash_id=crash_id, why=busy)
             return self._busy(request)
         if result == FAKEACCEPT:
             return self._crash_id_answer(request, crash_id)
