@@ -52,7 +52,9 @@ class SubmitHandler:
             app.route(path, methods=["POST"], endpoint=endpoint)(self.submit)
 
     def _refuse(self, request, reason):
-        self.metrics.incr("breakpad_resource.malformed", tags=[f"reason:{reason}"])
+        # Antenna's tag values: reason:no_content_type, not malformed_no_content_type
+        tag = reason.removeprefix("malformed_")
+        self.metrics.incr("breakpad_resource.malformed", tags=[f"reason:{tag}"])
         self.log.info("refused: {reason}", reason=reason)
         return discarded(request, reason)
 
