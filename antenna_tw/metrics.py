@@ -1,9 +1,18 @@
 """
-Metrics with the seed's statsd names (SPEC.md section 8).
+Metrics with the seed's statsd names (SPEC.md section 8), sent by markus
+backends (Mozilla's metrics library, which Antenna uses).
 
-``METRICS_CLASS`` picks the backend: ``statsd`` sends DogStatsd packets over
-UDP to STATSD_HOST:STATSD_PORT under STATSD_NAMESPACE, ``logging`` writes one
-debug log line per metric, ``none`` drops them.
+``METRICS_CLASS`` is a comma list of backends: ``statsd`` sends DogStatsd
+packets over UDP to STATSD_HOST:STATSD_PORT under STATSD_NAMESPACE (markus's
+Datadog backend), ``logging`` writes one debug log line per metric
+(``METRICS|<type>|<name>|<value>|<tags>``, as Antenna's LoggingMetrics),
+``none`` drops them. Antenna's and markus's class paths are accepted too.
+
+markus keeps its configured backends in a module global
+(``markus.configure``); this module does not use it: each ``Metrics`` holds
+its own backend instances and hands them markus ``MetricsRecord``s, so two
+collectors in one process (tests) never share metrics. What is left global
+is inside the datadog package (its default client, its fork hooks).
 """
 
 from __future__ import annotations
@@ -11,6 +20,10 @@ from __future__ import annotations
 import socket
 
 import attr
+from datadog.dogstatsd import DogStatsd
+from markus.backends import BackendBase
+from markus.backends.datadog import DatadogMetrics
+from markus.main import MetricsRecord
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
@@ -29,37 +42,19 @@ class IMetrics(Interface):
         """Report a distribution sample."""
 
 
-def _tag_text(tags):
-    return "|#" + ",".join(tags) if tags else ""
-
-
-@implementer(IMetrics)
-class NullMetrics:
-    def incr(self, name, value=1, tags=None):
-        pass
-
-    def gauge(self, name, value, tags=None):
-        pass
-
-    def timing(self, name, milliseconds, tags=None):
-        pass
-
-    def histogram(self, name, value, tags=None):
-        pass
-
-
 @implementer(IMetrics)
 @attr.s
-class LoggingMetrics:
-    """``METRICS|<type>|<name>|<value>|<tags>`` at debug level, as Antenna's LoggingMetrics."""
+class Metrics:
+    """Hands every metric, as a markus MetricsRecord, to each of its backends."""
 
-    namespace = attr.ib(default="")
-    log = Logger(namespace="antenna.metrics")
+    backends = attr.ib(factory=list)
 
-    def _emit(self, kind, name, value, tags):
-        full = f"{self.namespace}.{name}" if self.namespace else name
-        self.log.debug("METRICS|{kind}|{name}|{value}|{tags}", kind=kind, name=full,
-                       value=value, tags=",".join(tags or ()))
+    def _emit(self, stat_type, name, value, tags):
+        if not self.backends:
+            return
+        record = MetricsRecord(stat_type, name, value, list(tags or ()))
+        for backend in self.backends:
+            backend.emit_to_backend(record)
 
     def incr(self, name, value=1, tags=None):
         self._emit("incr", name, value, tags)
@@ -74,57 +69,96 @@ class LoggingMetrics:
         self._emit("histogram", name, value, tags)
 
 
-@implementer(IMetrics)
-@attr.s
-class StatsdMetrics:
-    """DogStatsd over a non-blocking UDP socket; a lost packet is never an error."""
+class TwistedLoggingMetrics(BackendBase):
+    """
+    ``METRICS|<type>|<name>|<value>|<tags>`` at debug level through
+    twisted.logger, so metric lines are mozlog JSON like every other line
+    (markus's own LoggingMetrics writes to the stdlib ``logging`` module,
+    which twistd does not route to stdout).
+    """
 
-    host = attr.ib()
-    port = attr.ib()
-    namespace = attr.ib(default="")
-    _socket = attr.ib(init=False, default=None)
+    log = Logger(namespace="antenna.metrics")
 
-    def __attrs_post_init__(self):
-        family, _, _, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
-        self._socket = socket.socket(family, socket.SOCK_DGRAM)
-        self._socket.setblocking(False)
-        self._address = address
+    def __init__(self, options=None, filters=None):
+        super().__init__(options, filters)
+        self.namespace = self.options.get("statsd_namespace", "")
 
-    def _send(self, name, value, kind, tags):
-        full = f"{self.namespace}.{name}" if self.namespace else name
-        packet = f"{full}:{value}|{kind}{_tag_text(tags)}".encode("utf-8")
-        try:
-            self._socket.sendto(packet, self._address)
-        except OSError:
-            pass
+    def emit(self, record):
+        name = f"{self.namespace}.{record.key}" if self.namespace else record.key
+        self.log.debug("METRICS|{kind}|{name}|{value}|{tags}", kind=record.stat_type,
+                       name=name, value=record.value, tags=",".join(record.tags or ()))
 
-    def incr(self, name, value=1, tags=None):
-        self._send(name, value, "c", tags)
 
-    def gauge(self, name, value, tags=None):
-        self._send(name, value, "g", tags)
+class DogStatsdMetrics(DatadogMetrics):
+    """
+    markus's Datadog backend with a client that never blocks the reactor
+    (a non-blocking UDP socket to an address resolved at start-up, no
+    background thread, no buffering) and sends only our metrics: no client
+    telemetry, no container tags, no fork hooks. A packet that cannot be
+    sent is dropped without a word, as statsd over UDP should be.
+    """
 
-    def timing(self, name, milliseconds, tags=None):
-        self._send(name, f"{milliseconds:.3f}", "ms", tags)
+    def __init__(self, options=None, filters=None):
+        options = dict(options or {})
+        self.address = options.get("statsd_address") or options.get("statsd_host", "localhost")
+        super().__init__(options, filters)
 
-    def histogram(self, name, value, tags=None):
-        self._send(name, value, "h", tags)
+    def _get_client(self, host, port, namespace, origin_detection_enabled):
+        return DogStatsd(
+            host=self.address, port=port, namespace=namespace or None,
+            origin_detection_enabled=False, disable_telemetry=True,
+            disable_buffering=True, disable_background_sender=True,
+            socket_timeout=0, track_instance=False,
+        )
 
+
+BACKENDS = {
+    "statsd": DogStatsdMetrics,
+    "logging": TwistedLoggingMetrics,
+}
 
 METRICS_ALIASES = {
-    "antenna.metrics.LoggingMetrics": "logging",
-    "antenna.metrics.DogStatsdMetrics": "statsd",
+    "datadog": "statsd",
+    "dogstatsd": "statsd",
+    "antenna.metrics.dogstatsdmetrics": "statsd",
+    "markus.backends.datadog.datadogmetrics": "statsd",
+    "antenna.metrics.loggingmetrics": "logging",
+    "markus.backends.logging.loggingmetrics": "logging",
+    "null": "none",
+    "": "none",
 }
 
 
+def resolve_host(host, port):
+    """
+    STATSD_HOST as a numeric address, looked up once at start-up: the client
+    reopens its socket after a send error, and must not ask DNS on the
+    reactor thread when it does.
+    """
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+    except (OSError, UnicodeError) as error:
+        raise ValueError(f"STATSD_HOST={host!r} does not resolve: {error}") from None
+
+
 def build_metrics(settings):
-    """The backend named by ``METRICS_CLASS`` (comma lists take the first)."""
-    name = settings.metrics_class.split(",")[0].strip()
-    name = METRICS_ALIASES.get(name, name).lower()
-    if name == "statsd":
-        return StatsdMetrics(settings.statsd_host, settings.statsd_port, settings.statsd_namespace)
-    if name == "logging":
-        return LoggingMetrics(settings.statsd_namespace)
-    if name in ("none", "null", ""):
-        return NullMetrics()
-    raise ValueError(f"METRICS_CLASS={settings.metrics_class!r} is not statsd, logging or none")
+    """A Metrics with a backend for each name in ``METRICS_CLASS``."""
+    options = {
+        "statsd_host": settings.statsd_host,
+        "statsd_port": settings.statsd_port,
+        "statsd_namespace": settings.statsd_namespace,
+    }
+    backends = []
+    for name in settings.metrics_class.split(","):
+        key = name.strip().lower()
+        key = METRICS_ALIASES.get(key, key)
+        if key == "none":
+            continue
+        if key not in BACKENDS:
+            raise ValueError(
+                f"METRICS_CLASS={settings.metrics_class!r}: {name.strip()!r} is not "
+                "statsd, logging or none")
+        if key == "statsd" and "statsd_address" not in options:
+            options["statsd_address"] = resolve_host(settings.statsd_host, settings.statsd_port)
+        backends.append(BACKENDS[key](options))
+    return Metrics(backends)
