@@ -12,6 +12,7 @@ from twisted.internet import defer, reactor, task, threads
 
 from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
+from antenna_tw.ext.fs import FSCrashStorage
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 MINIDUMPS = os.path.join(SHARED, "data", "minidumps")
@@ -197,3 +198,27 @@ class NeverStorage:
 
     def check_health(self):
         return defer.succeed([])
+
+
+class SlowFSStorage(FSCrashStorage):
+    """
+    Filesystem storage that takes ``seconds`` per save: it waits on the
+    reactor's clock (never sleeping in the reactor thread), then saves.
+    """
+
+    seconds = 2.0
+    name = "slow-fs"
+
+    @classmethod
+    def from_settings(cls, settings, reactor, threadpool, concurrency=None):
+        return cls(settings.fs_root, reactor, threadpool)
+
+    def save_crash(self, crash):
+        waited = task.deferLater(self.reactor, self.seconds, lambda: None)
+        return waited.addCallback(lambda _: FSCrashStorage.save_crash(self, crash))
+
+
+class QuickSlowFSStorage(SlowFSStorage):
+    """SlowFSStorage at 0.3 s per save."""
+
+    seconds = 0.3
