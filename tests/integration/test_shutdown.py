@@ -1,0 +1,80 @@
+"""
+Shutdown in order: the port closes, new crashes are answered busy, a crash
+being written to the spool still gets its crash id, the movers drain for
+what is left of SHUTDOWN_TIMEOUT, and what they could not store stays spooled.
+"""
+
+import os
+import threading
+
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from antenna_tw.send_crash import build_multipart
+from tests.helpers import http_request, minidump, raw_request, start_collector, stop_collector
+from tests.helpers import test_environ as environ_for
+
+BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test", "Version": "1.0"},
+                                     {"upload_file_minidump": minidump()})
+REQUEST = http_request(BODY, [("Content-Type", CONTENT_TYPE)])
+
+
+async def until(condition, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not met in time")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crash_being_spooled_at_shutdown_gets_its_id_and_is_stored(tmp_path):
+    running = await start_collector(tmp_path, environ_for(tmp_path, SHUTDOWN_TIMEOUT=5))
+    spool = running.collector.spool
+    real_put, gate = spool._put, threading.Event()
+
+    def slow_put(crash, filename):  # runs in the thread pool
+        gate.wait(5)
+        return real_put(crash, filename)
+
+    spool._put = slow_put
+    answer = raw_request(running.port_number, REQUEST)
+    await until(lambda: spool.writing_bytes > 0)
+
+    stopping = defer.ensureDeferred(stop_collector(running))
+    await task.deferLater(reactor, 0.2, lambda: None)
+    assert not stopping.called  # waiting for the write in flight
+    assert running.collector.backpressure.busy() == "shutting down"
+    gate.set()
+    status, _, body = await answer
+    assert status == 200, body
+    await stopping
+    crash_id = body.decode().strip()[len("CrashID=bp-"):]
+    assert running.stored_ids() == [crash_id]  # the movers drained it before stopping
+    assert sorted(os.listdir(spool.directory)) == ["corrupt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_answers_new_crashes_busy_on_open_connections(tmp_path):
+    running = await start_collector(tmp_path, environ_for(tmp_path))
+    running.collector.backpressure.close()  # what stop() does first
+    status, headers, body = await raw_request(running.port_number, REQUEST)
+    assert (status, body) == (503, b"Discarded=busy")
+    assert int(headers["retry-after"]) > 0
+    await stop_collector(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_gives_up_at_the_deadline_and_keeps_the_backlog(tmp_path):
+    environ = environ_for(tmp_path, SHUTDOWN_TIMEOUT=1,
+                          CRASHSTORAGE_CLASS="tests.helpers.NeverStorage")
+    running = await start_collector(tmp_path, environ)
+    for _ in range(3):
+        status, _, _ = await raw_request(running.port_number, REQUEST)
+        assert status == 200
+    started = reactor.seconds()
+    await stop_collector(running)
+    assert 1.0 <= reactor.seconds() - started < 2.0
+    entries = [name for name in os.listdir(running.collector.spool.directory)
+               if name.endswith(".crash")]
+    assert len(entries) == 3
