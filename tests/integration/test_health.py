@@ -1,16 +1,41 @@
-"""Health and operations endpoints over real HTTP (SPEC.md section 6)."""
+"""
+Health and operations endpoints over real HTTP (SPEC.md section 6).
+/__heartbeat__ really checks: storage, spool writability, free space,
+SPOOL_MAX_BYTES and the age of the oldest unstored crash.
+"""
 
 import json
+import os
 
 import pytest_twisted
+from twisted.internet import reactor, task
 
-from tests.helpers import http_request, raw_request
+from antenna_tw.send_crash import build_multipart
+from tests.helpers import http_request, minidump, raw_request
+
+BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test", "Version": "1.0"},
+                                     {"upload_file_minidump": minidump()})
+INFO_KEYS = {"queue_length", "retrying", "oldest_age_seconds", "spool_bytes",
+             "spool_max_bytes", "spool_free_bytes", "storage"}
 
 
 async def get(running, path):
     status, headers, body = await raw_request(
         running.port_number, http_request(b"", [], method="GET", path=path))
     return status, headers, body
+
+
+async def heartbeat(running):
+    status, headers, body = await get(running, "/__heartbeat__")
+    assert headers["content-type"] == "application/json"
+    return status, json.loads(body)
+
+
+async def submit(running):
+    status, _, body = await raw_request(
+        running.port_number, http_request(BODY, [("Content-Type", CONTENT_TYPE)]))
+    assert status == 200, body
+    return body.decode().strip()[len("CrashID=bp-"):]
 
 
 @pytest_twisted.ensureDeferred
@@ -22,21 +47,84 @@ async def test_lbheartbeat(collector):
 
 @pytest_twisted.ensureDeferred
 async def test_heartbeat_healthy_with_info(collector):
-    status, headers, body = await get(collector, "/__heartbeat__")
+    status, answer = await heartbeat(collector)
     assert status == 200
-    assert headers["content-type"] == "application/json"
-    answer = json.loads(body)
     assert answer["errors"] == []
     assert answer["info"]["queue_length"] == 0
     assert answer["info"]["storage"] == "fs"
 
 
 @pytest_twisted.ensureDeferred
+async def test_heartbeat_info_after_a_crash_is_stored(collector):
+    crash_id = await submit(collector)
+    await collector.wait_stored(crash_id)
+    await collector.wait_idle()
+    status, answer = await heartbeat(collector)
+    assert (status, answer["errors"]) == (200, [])
+    info = answer["info"]
+    assert set(info) == INFO_KEYS
+    assert (info["queue_length"], info["retrying"], info["oldest_age_seconds"]) == (0, 0, 0.0)
+    assert info["spool_bytes"] == 0 and info["spool_free_bytes"] > 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_heartbeat_unhealthy_when_spool_disk_is_short(collector_with):
     running = await collector_with(SPOOL_MIN_FREE_BYTES=str(1 << 60))
-    status, _, body = await get(running, "/__heartbeat__")
+    status, answer = await heartbeat(running)
     assert status == 503
-    assert [error["name"] for error in json.loads(body)["errors"]] == ["spool"]
+    assert [error["name"] for error in answer["errors"]] == ["spool"]
+    assert "bytes free under the spool" in answer["errors"][0]["msg"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_unhealthy_when_storage_cannot_be_written(collector):
+    root = collector.fs_root
+    os.rename(root, root + ".away")
+    with open(root, "w") as blocker:
+        blocker.write("a file where the FS root was")
+    try:
+        status, answer = await heartbeat(collector)
+    finally:
+        os.unlink(root)
+        os.rename(root + ".away", root)
+    assert status == 503
+    assert [error["name"] for error in answer["errors"]] == ["storage"]
+    assert answer["errors"][0]["msg"].startswith(f"crash storage root {root} is not writable")
+    status, _ = await heartbeat(collector)
+    assert status == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_unhealthy_when_the_spool_cannot_be_written(collector):
+    spool_dir = collector.collector.spool.directory
+    os.rename(spool_dir, spool_dir + ".away")
+    with open(spool_dir, "w") as blocker:
+        blocker.write("a file where the spool was")
+    try:
+        status, answer = await heartbeat(collector)
+    finally:
+        os.unlink(spool_dir)
+        os.rename(spool_dir + ".away", spool_dir)
+    assert status == 503
+    assert answer["errors"] == [{"name": "spool",
+                                 "msg": f"{spool_dir} is not writable: Not a directory"}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_unhealthy_over_max_bytes_and_when_crashes_wait_too_long(collector_with):
+    running = await collector_with(CRASHSTORAGE_CLASS="tests.helpers.NeverStorage",
+                                   SPOOL_MAX_BYTES=str(len(BODY) // 2), SPOOL_MAX_AGE="0.3")
+    await submit(running)
+    status, answer = await heartbeat(running)
+    assert status == 503
+    assert answer["errors"] == [{"name": "spool", "msg": "spool is over SPOOL_MAX_BYTES"}]
+    assert answer["info"]["queue_length"] == 1
+    assert answer["info"]["spool_bytes"] > answer["info"]["spool_max_bytes"]
+    await task.deferLater(reactor, 0.4, lambda: None)
+    status, answer = await heartbeat(running)
+    assert answer["errors"][-1]["name"] == "crashmover"
+    assert answer["errors"][-1]["msg"].startswith("oldest unsaved crash is ")
+    assert answer["info"]["oldest_age_seconds"] >= 0.3
 
 
 @pytest_twisted.ensureDeferred
