@@ -77,9 +77,11 @@ def makeService(options, environ=None, stream=None):
             die_with_parent(options["parent-pid"])
             spool_dir = config.spool.spool_dir
             adopt_orphan_shards(spool_dir, index, options["workers"])
-            config = attr.evolve(
-                config, spool=attr.evolve(config.spool,
-                                          spool_dir=shard_directory(spool_dir, index)))
+            # Each worker gets its shard and its share of the spool's size limit.
+            config = attr.evolve(config, spool=attr.evolve(
+                config.spool,
+                spool_dir=shard_directory(spool_dir, index),
+                spool_max_bytes=config.spool.spool_max_bytes // options["workers"]))
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
         else:
             endpoint = serverFromString(reactor, options["port"])
