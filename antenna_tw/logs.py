@@ -65,11 +65,26 @@ class MozLogObserver:
 
 
 def make_observer(stream, level_name, host_id):
-    """A filtered mozlog observer writing to ``stream`` (flushed per line)."""
+    """
+    A filtered mozlog observer writing to ``stream``: one unbuffered write
+    per line, so lines reach the log even if the process is killed.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
 
-    def write(line):
-        stream.write(line)
+    if fd is None:
+        def write(line):
+            stream.write(line)
+            stream.flush()
+    else:
         stream.flush()
+
+        def write(line):
+            data = line.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level_name])
     return FilteringLogObserver(MozLogObserver(write, host_id), [predicate])

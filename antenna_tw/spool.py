@@ -59,6 +59,12 @@ class SpoolEntry:
         return cls(filename, rest[: -len(SUFFIX)], size, int(stamp) / 1e9)
 
 
+def _checksum(crash, name):
+    """The dump's SHA-256: computed once while it streamed in, else now."""
+    known = crash.raw_crash.get("metadata", {}).get("dump_checksums", {}).get(name)
+    return known or hashlib.sha256(crash.dumps[name]).hexdigest()
+
+
 def encode_entry(crash):
     """The pieces of a spool file, in order, without joining the dumps."""
     names = crash.dump_names()
@@ -67,7 +73,7 @@ def encode_entry(crash):
             "crash_id": crash.crash_id,
             "raw_crash": crash.raw_crash,
             "dumps": [
-                [name, len(crash.dumps[name]), hashlib.sha256(crash.dumps[name]).hexdigest()]
+                [name, len(crash.dumps[name]), _checksum(crash, name)]
                 for name in names
             ],
         }

@@ -116,7 +116,7 @@ class SubmitHandler:
             self.log.failure("{crash_id}: spool write failed; answered busy", crash_id=crash_id)
             return self._busy(request)
         self.mover.enqueue(entry)
-        self.log.info("{crash_id} spooled", crash_id=crash_id)
+        self.log.debug("{crash_id} spooled", crash_id=crash_id)
         return self._crash_id_answer(request, crash_id)
 
     def _mint(self, submitted, digit):
