@@ -8,6 +8,7 @@ values and body bytes, and returns a ``CrashReport`` or raises
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -19,6 +20,18 @@ import multipart
 MULTIPART_TYPES = ("multipart/form-data", "multipart/mixed")
 SUPPORTED_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
 MAX_PART_HEADER_SIZE = 8 * 1024
+# Antenna reads text parts with a 20 MiB buffer and drops bigger ones with a note.
+MAX_TEXT_PART_SIZE = 20 * 1024 * 1024
+TEXT_PART_TOO_LARGE_NOTE = "extract payload text part exception: body part is too large"
+# A JSON part costs up to ~30 bytes of Python objects per byte of "[]," or "{},";
+# more commas and brackets than this are refused before decoding. Real
+# annotation objects have a few hundred keys.
+MAX_JSON_TOKENS = 1 << 18
+# Text codecs written in Python whose decoding can take quadratic time.
+SLOW_CODECS = frozenset({"punycode", "idna"})
+# Body bytes are handed to the parser in pieces of at least this size, so a
+# client sending one-byte chunks costs about what one sending big ones does.
+FEED_STEP = 8 * 1024
 RESERVED_DUMP_NAMES = frozenset({"dump_names", "raw_crash", "processed_crash"})
 BOTH_KINDS_NOTE = "includes annotations in both json-encoded extra and formdata parts"
 _DUMP_NAME_JUNK = re.compile(r"[^A-Za-z0-9_]")
@@ -143,23 +156,37 @@ class Decompressor:
 
 
 class _Part:
-    """One part being received: its headers, its bytes so far, its checksum."""
+    """
+    One part being received: its headers, its bytes so far, its checksum.
 
-    __slots__ = ("segment", "chunks", "sha256", "is_dump")
+    The bytes go into one growing buffer (no per-piece objects), and a text
+    part stops keeping bytes once it passes ``limit``.
+    """
 
-    def __init__(self, segment, is_dump):
+    __slots__ = ("segment", "data", "sha256", "is_dump", "limit", "too_large")
+
+    def __init__(self, segment, is_dump, limit=None):
         self.segment = segment
-        self.chunks = []
+        self.data = bytearray()
         self.is_dump = is_dump
         self.sha256 = hashlib.sha256() if is_dump else None
+        self.limit = limit
+        self.too_large = False
 
     def add(self, data):
-        self.chunks.append(data)
+        if self.too_large:
+            return
+        if self.limit is not None and len(self.data) + len(data) > self.limit:
+            self.too_large = True
+            self.data = bytearray()
+            return
+        self.data += data
         if self.sha256 is not None:
             self.sha256.update(data)
 
     def content(self):
-        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        data, self.data = self.data, bytearray()
+        return bytes(data)
 
 
 class PayloadParser:
@@ -238,10 +265,12 @@ class PayloadParser:
             return
         ctype = (segment.content_type or "").lower()
         is_text = ctype.startswith("text/plain") or not ctype
-        is_dump = not ctype.startswith("application/json") and not (
-            is_text and segment.filename is None
-        )
-        self._part = _Part(segment, is_dump)
+        is_json = ctype.startswith("application/json")
+        is_dump = not is_json and not (is_text and segment.filename is None)
+        # Only text parts have a size cap (Antenna's); dumps and JSON are bounded
+        # by MAX_DECOMPRESSED_SIZE, JSON's decoding cost by MAX_JSON_TOKENS.
+        limit = MAX_TEXT_PART_SIZE if not (is_dump or is_json) else None
+        self._part = _Part(segment, is_dump, limit)
 
     def _end_part(self):
         part, self._part = self._part, None
@@ -250,6 +279,8 @@ class PayloadParser:
         segment = part.segment
         if part.is_dump:
             self._add_dump(part)
+        elif part.too_large:
+            self._report.notes.append(TEXT_PART_TOO_LARGE_NOTE)
         elif (segment.content_type or "").lower().startswith("application/json"):
             self._add_json(part.content())
         else:
@@ -269,9 +300,12 @@ class PayloadParser:
         self._report.dump_checksums[name] = part.sha256.hexdigest()
 
     def _add_json(self, content):
+        tokens = content.count(b",") + content.count(b"[") + content.count(b"{")
+        if tokens > MAX_JSON_TOKENS:
+            raise MalformedCrashReport("malformed_invalid_json")
         try:
             value = json.loads(content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise MalformedCrashReport("malformed_invalid_json") from None
         if not isinstance(value, dict):
             raise MalformedCrashReport("malformed_invalid_json_value")
@@ -281,14 +315,21 @@ class PayloadParser:
     def _add_text(self, segment, content):
         charset = segment.charset or "utf-8"
         try:
-            value = content.decode(charset)
-        except (UnicodeDecodeError, LookupError):
+            value = _decode_text(content, charset)
+        except (ValueError, LookupError):  # UnicodeError is a ValueError
             self._report.notes.append(
                 f"extract payload text part exception: invalid text or charset: {charset}"
             )
             return
         self._saw_form = True
         self._report.annotations[_drop_nuls(segment.name)] = _drop_nuls(value)
+
+
+def _decode_text(content, charset):
+    """Decode with a client-named charset; refuse codecs that can be made slow."""
+    if codecs.lookup(charset).name in SLOW_CODECS:
+        raise LookupError(charset)
+    return content.decode(charset)
 
 
 def _clean_value(value):
@@ -309,7 +350,8 @@ class UploadReader:
 
     Header checks are made at once, but their verdict waits for the body so
     that a later-counted size limit still wins. The body is parsed only while
-    nothing is wrong; after the first error it is counted and dropped.
+    nothing is wrong; after the first error it is counted and dropped, and
+    everything the parser held is let go at once.
     """
 
     def __init__(self, content_type, content_encoding, declared_length, *,
@@ -321,15 +363,16 @@ class UploadReader:
         self._header_error = None
         self._encoding_error = None
         self._parser = None
+        self._pending = bytearray()
         try:
             boundary = parse_content_type(content_type)
         except MalformedCrashReport as error:
-            self._header_error = error
+            self._header_error = _plain(error)
             return
         try:
             encoding = check_content_encoding(content_encoding)
         except MalformedCrashReport as error:
-            self._encoding_error = error
+            self._encoding_error = _plain(error)
             return
         self._parser = PayloadParser(
             boundary, encoding,
@@ -351,13 +394,14 @@ class UploadReader:
         if self._parser is None:
             return
         if self.wire_bytes > self.max_payload_size:
-            self._parser = None
+            self._drop_parser()
             return
-        try:
-            self._parser.feed(data)
-        except MalformedCrashReport as error:
-            self.error = error
-            self._parser = None
+        if not self._pending and len(data) >= FEED_STEP:
+            self._parse(data)
+            return
+        self._pending += data
+        if len(self._pending) >= FEED_STEP:
+            self._parse_pending()
 
     def finish(self):
         """The CrashReport, or MalformedCrashReport for the first check that failed."""
@@ -369,7 +413,38 @@ class UploadReader:
             raise MalformedCrashReport("malformed_no_content_length")
         if self._encoding_error is not None:
             raise self._encoding_error
+        if self._parser is not None:
+            self._parse_pending()
         if self.error is not None:
             raise self.error
-        parser, self._parser = self._parser, None
-        return parser.close()
+        parser = self._parser
+        self._drop_parser()
+        try:
+            return parser.close()
+        except MalformedCrashReport as error:
+            failure = _plain(error)
+        raise failure
+
+    def _parse_pending(self):
+        pending, self._pending = self._pending, bytearray()
+        if pending:
+            self._parse(bytes(pending))
+
+    def _parse(self, data):
+        try:
+            self._parser.feed(data)
+        except MalformedCrashReport as error:
+            self.error = _plain(error)
+            self._drop_parser()
+
+    def _drop_parser(self):
+        self._parser = None
+        self._pending = bytearray()
+
+
+def _plain(error):
+    """
+    The same refusal without traceback or context: a kept exception must not
+    keep the parser's frames, and with them the dumps, alive.
+    """
+    return MalformedCrashReport(error.reason)

@@ -1,11 +1,15 @@
 """The sans-IO payload parser: fed bytes, returns a CrashReport or a reason."""
 
+import gc
 import gzip
 import random
+import time
+import tracemalloc
 import zlib
 
 import pytest
 
+from antenna_tw import payload
 from antenna_tw.payload import (
     BOTH_KINDS_NOTE,
     MalformedCrashReport,
@@ -255,3 +259,81 @@ def test_size_limit_wins_over_earlier_checks():
     reader.feed(b"x" * 11)
     with pytest.raises(MalformedCrashReport, match="too_large"):
         reader.finish()
+
+
+def test_json_nested_too_deep_is_invalid_json():
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert reason_of(body_of(part("extra", deep, "application/json"))) == "malformed_invalid_json"
+
+
+def test_json_with_too_many_values_is_refused_before_decoding():
+    # ~25 bytes of Python objects per byte: refused without building them
+    crowded = b'{"a": [' + b"[]," * payload.MAX_JSON_TOKENS + b"0]}"
+    assert reason_of(body_of(part("extra", crowded, "application/json"))) == (
+        "malformed_invalid_json")
+    roomy = b'{"a": [' + b"[]," * 1000 + b'0], "ProductName": "Firefox"}'
+    assert read(body_of(part("extra", roomy, "application/json"))).annotations["ProductName"] == (
+        "Firefox")
+
+
+@pytest.mark.parametrize("charset", ["punycode", "idna", "undefined", "rot13", "no-such"])
+def test_unusable_or_slow_charsets_drop_the_field_with_a_note(charset):
+    # punycode decodes in quadratic time: 1 MB would block for a minute
+    body = body_of(part("ProductName", b"Test"),
+                   part("Slow", b"a-" + b"b" * 1_000_000, f"text/plain; charset={charset}"))
+    started = time.perf_counter()
+    report = read(body)
+    assert time.perf_counter() - started < 1.0
+    assert report.annotations == {"ProductName": "Test"}
+    assert report.notes == [
+        f"extract payload text part exception: invalid text or charset: {charset}"]
+
+
+def test_text_part_over_the_cap_is_dropped_with_antennas_note(monkeypatch):
+    monkeypatch.setattr(payload, "MAX_TEXT_PART_SIZE", 1000)
+    body = body_of(part("ProductName", b"Test"), part("Big", b"x" * 1001),
+                   part("Fits", b"y" * 1000),
+                   part("extra", b'{"Json": "' + b"z" * 2000 + b'"}', "application/json"),
+                   part("upload_file_minidump", b"d" * 5000, "application/octet-stream", "f"))
+    report = read(body, chunk=100)
+    assert report.annotations == {"Json": "z" * 2000}  # JSON has no cap, as in Antenna
+    assert report.dumps == {"upload_file_minidump": b"d" * 5000}
+    assert report.notes == [payload.TEXT_PART_TOO_LARGE_NOTE, BOTH_KINDS_NOTE]
+
+
+def test_one_byte_pieces_hold_no_more_memory_than_the_dump():
+    dump = bytes(random.Random(2).randrange(256) for _ in range(64 * 1024))
+    body, ctype = build_multipart({"ProductName": "Test"}, {"upload_file_minidump": dump})
+    reader = UploadReader(ctype, None, None, **LIMITS)
+    tracemalloc.start()
+    try:
+        for index in range(len(body)):
+            reader.feed(body[index:index + 1])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # a bytes object per piece would cost ~40 bytes per dump byte
+    assert peak < 3 * len(dump)
+    assert reader.finish().dumps["upload_file_minidump"] == dump
+
+
+def test_a_refused_upload_lets_go_of_what_it_held_at_once():
+    head = (b'--xyz\r\nContent-Disposition: form-data; name="upload_file_minidump"; '
+            b'filename="f"\r\n\r\n')
+    bomb = gzip.compress(head + b"\x00" * (16 << 20))
+    reader = UploadReader("multipart/form-data; boundary=xyz", "gzip", len(bomb),
+                          **{**LIMITS, "max_decompressed_size": 8 << 20})
+    gc.disable()  # no cycle collection: references must go by themselves
+    tracemalloc.start()
+    try:
+        reader.feed(bomb)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert reader.too_large
+    assert peak > 8 << 20  # it did hold the dump up to the cap...
+    assert current < 1 << 20  # ...and holds nothing now
+    with pytest.raises(MalformedCrashReport) as caught:
+        reader.finish()
+    assert caught.value.__context__ is None
