@@ -1,11 +1,13 @@
 """
 Reading uploads as they arrive: a twisted.web Request and Site for /submit.
 
-``CrashRequest`` feeds each body chunk of ``POST /submit`` to an
-``UploadReader`` instead of buffering the body, so memory holds the dumps and
-nothing else. Oversized uploads are answered 413 at once and the rest of the
-body is read and dropped for a bounded time, so a client that is still
-sending can read the answer (nginx's lingering close).
+``CrashRequest`` feeds each body chunk to an ``UploadReader`` instead of
+buffering the body, so memory holds the dumps and nothing else. Every
+request is read this way, whatever its method and path: the router (not a
+string compare here) decides what reaches /submit, and no body is ever
+buffered whole. Oversized bodies are answered 413 at once and the rest is
+read and dropped for a bounded time, so a client that is still sending can
+read the answer (nginx's lingering close).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from twisted.web import server
 
 from antenna_tw.payload import MalformedCrashReport, UploadReader
 
-SUBMIT_PATHS = (b"/submit", b"/submit/")
 TOO_LARGE_BODY = b"Discarded=too_large"
 UPLOAD_READ_SIZE = 256 * 1024
 
@@ -33,9 +34,9 @@ def write_answer(request, code, body, content_type=b"text/plain; charset=utf-8",
 
 
 class CrashRequest(server.Request):
-    """A Request that parses ``POST /submit`` bodies while they arrive."""
+    """A Request that parses its body as an upload while it arrives."""
 
-    upload = None  # UploadReader for crash uploads, else None
+    upload = None  # the UploadReader while the body arrives
     arrived = None  # reactor time when the headers were complete
     answered_early = False
     crash_report = None  # the parsed CrashReport once the body is complete
@@ -43,16 +44,14 @@ class CrashRequest(server.Request):
     log = Logger()
 
     def gotLength(self, length):
-        channel = self.channel
-        path = channel._path.split(b"?", 1)[0]
-        if channel._command.upper() != b"POST" or path not in SUBMIT_PATHS:
-            super().gotLength(length)
-            return
-        site = channel.site
+        # Werkzeug routes "//submit" and "/%73ubmit" to /submit too, so the
+        # body is read as an upload whatever the path says; other routes
+        # ignore the result.
+        site = self.channel.site
         self.arrived = site.clock.seconds()
         self.content = io.BytesIO()  # stays empty: the body goes to the reader
         # Fewer, larger reads: each read costs a trip through the HTTP parser.
-        channel.transport.bufferSize = UPLOAD_READ_SIZE
+        self.channel.transport.bufferSize = UPLOAD_READ_SIZE
         headers = self.requestHeaders
         limits = site.limits
         self.upload = UploadReader(
@@ -68,9 +67,6 @@ class CrashRequest(server.Request):
 
     def handleContentChunk(self, data):
         upload = self.upload
-        if upload is None:
-            super().handleContentChunk(data)
-            return
         upload.feed(data)
         if not self.answered_early and upload.too_large:
             self._answer_too_large()
@@ -81,12 +77,11 @@ class CrashRequest(server.Request):
             self._cancel_linger()
             self.channel.transport.loseConnection()
             return
-        if self.upload is not None:
-            try:
-                self.crash_report = self.upload.finish()
-            except MalformedCrashReport as error:
-                self.malformed = error
-            self.upload = _Finished
+        try:
+            self.crash_report = self.upload.finish()
+        except MalformedCrashReport as error:
+            self.malformed = error.with_traceback(None)
+        self.upload = _Finished
         super().requestReceived(command, path, version)
 
     def _answer_too_large(self):
