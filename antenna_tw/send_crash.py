@@ -4,7 +4,10 @@ mini_poster). For people and for tests::
 
     python -m antenna_tw.send_crash --url http://127.0.0.1:8000/submit \\
         --dump upload_file_minidump=crash.dmp --annotation ProductName=Test \\
-        --annotation Version=1.0 [--json] [--gzip] [--chunked]
+        --annotation Version=1.0 [--json] [--gzip] [--chunked] [--crashpad]
+
+``--crashpad`` leaves the Content-Type out of every part, as Crashpad does;
+with ``--gzip --chunked`` the upload has Crashpad's shape.
 
 Prints the answer; the exit status is 0 only when the answer is a CrashID.
 """
@@ -21,14 +24,15 @@ from urllib.parse import urlsplit
 
 
 def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=None,
-                    dump_content_type="application/octet-stream"):
+                    dump_content_type="application/octet-stream",
+                    text_content_type="text/plain; charset=utf-8"):
     """
     A multipart/form-data body: ``(body, content_type)``.
 
     ``annotations`` become text parts (or one ``extra`` JSON part with
     ``use_json``), sorted by key; ``dumps`` maps part names to bytes and
-    become file parts. ``dump_content_type=None`` leaves the type out, as
-    Crashpad does.
+    become file parts. ``dump_content_type=None`` and
+    ``text_content_type=None`` leave the type out, as Crashpad does.
     """
     boundary = boundary or uuid.uuid4().hex
     annotations = annotations or {}
@@ -41,11 +45,10 @@ def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=No
         )
     else:
         for key in sorted(annotations):
-            parts.append(
-                (f'Content-Disposition: form-data; name="{key}"\r\n'
-                 "Content-Type: text/plain; charset=utf-8\r\n".encode("utf-8"),
-                 str(annotations[key]).encode("utf-8"))
-            )
+            headers = f'Content-Disposition: form-data; name="{key}"\r\n'
+            if text_content_type:
+                headers += f"Content-Type: {text_content_type}\r\n"
+            parts.append((headers.encode("utf-8"), str(annotations[key]).encode("utf-8")))
     for name in sorted(dumps or {}):
         headers = f'Content-Disposition: form-data; name="{name}"; filename="{name}.dmp"\r\n'
         if dump_content_type:
@@ -108,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--gzip", action="store_true", help="gzip the whole body")
     parser.add_argument("--chunked", action="store_true", help="Transfer-Encoding: chunked")
     parser.add_argument("--crashpad", action="store_true",
-                        help="dump parts without a Content-Type, as Crashpad sends them")
+                        help="parts without a Content-Type, as Crashpad sends them")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
@@ -117,11 +120,16 @@ def main(argv=None):
         name, sep, path = spec.partition("=")
         if not sep:
             name, path = args.dump_name, spec
-        with open(path, "rb") as dump_file:
-            dumps[name] = dump_file.read()
+        try:
+            with open(path, "rb") as dump_file:
+                dumps[name] = dump_file.read()
+        except OSError as error:
+            print(f"error: {path}: {error.strerror}", file=sys.stderr)
+            return 2
     body, content_type = build_multipart(
         dict(args.annotation), dumps, use_json=args.json,
         dump_content_type=None if args.crashpad else "application/octet-stream",
+        text_content_type=None if args.crashpad else "text/plain; charset=utf-8",
     )
     try:
         status, answer = post(args.url, body, content_type, compressed=args.gzip,

@@ -222,3 +222,39 @@ class QuickSlowFSStorage(SlowFSStorage):
     """SlowFSStorage at 0.3 s per save."""
 
     seconds = 0.3
+
+
+def crash_id_from(answer):
+    """The id in a ``CrashID=bp-<id>\\n`` answer; AssertionError for anything else."""
+    text = answer.decode("utf-8") if isinstance(answer, bytes) else answer
+    assert text.startswith("CrashID=bp-") and text.endswith("\n"), text
+    return text[len("CrashID=bp-"):-1]
+
+
+def multipart_body(parts, boundary="b0und", preamble=b"", epilogue=b""):
+    """
+    A multipart body from ``(headers, data)`` pairs, headers a list of
+    ``"Name: value"`` strings, sent exactly as given.
+    """
+    marker = b"--" + boundary.encode("latin-1")
+    body = [preamble]
+    for headers, data in parts:
+        head = b"".join(h.encode("latin-1") + b"\r\n" for h in headers)
+        body.append(marker + b"\r\n" + head + b"\r\n" + data + b"\r\n")
+    body.append(marker + b"--\r\n" + epilogue)
+    return b"".join(body)
+
+
+def text_part(name, value, ctype="text/plain; charset=utf-8"):
+    headers = [f'Content-Disposition: form-data; name="{name}"']
+    if ctype:
+        headers.append(f"Content-Type: {ctype}")
+    return headers, value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+def dump_part(name, data, ctype="application/octet-stream", filename=None):
+    headers = [f'Content-Disposition: form-data; name="{name}"; '
+               f'filename="{filename or name + ".dmp"}"']
+    if ctype:
+        headers.append(f"Content-Type: {ctype}")
+    return headers, data
