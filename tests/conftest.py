@@ -1,6 +1,7 @@
 import os
 
 import pytest_twisted
+from hypothesis import HealthCheck, settings
 
 from tests.helpers import start_collector, stop_collector, test_environ
 from tests.s3server import moto, moto_auth, s3_bucket  # noqa: F401  (S3 fixtures)
@@ -29,3 +30,12 @@ async def collector_with(tmp_path):
     yield start
     for running in started:
         await stop_collector(running)
+
+
+# Hypothesis: the same examples on every run and machine (CI must be stable),
+# no example database on disk, no per-example deadline on a busy CI machine.
+settings.register_profile(
+    "antenna", derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("antenna")
