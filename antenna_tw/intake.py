@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import io
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
+from zope.interface import implementer
 
 from antenna_tw.payload import MalformedCrashReport, UploadReader
 
@@ -41,7 +43,13 @@ class CrashRequest(server.Request):
     answered_early = False
     crash_report = None  # the parsed CrashReport once the body is complete
     malformed = None  # or the MalformedCrashReport that refused it
+    body_cut_short = False  # the client stopped sending before the body's end
     log = Logger()
+
+    @property
+    def awaiting_body(self):
+        """The headers are in and the body is still arriving."""
+        return self.upload is not None and self.upload is not _Finished
 
     def gotLength(self, length):
         # Werkzeug routes "//submit" and "/%73ubmit" to /submit too, so the
@@ -78,7 +86,7 @@ class CrashRequest(server.Request):
             self.channel.transport.loseConnection()
             return
         try:
-            self.crash_report = self.upload.finish()
+            self.crash_report = self.upload.finish(complete=not self.body_cut_short)
         except MalformedCrashReport as error:
             self.malformed = error.with_traceback(None)
         self.upload = _Finished
@@ -141,11 +149,40 @@ def _header(headers, name):
     return values[0].decode("latin-1")
 
 
+@implementer(IHalfCloseableProtocol)
+class CrashChannel(http.HTTPChannel):
+    """
+    An HTTPChannel that hears a client shut down its sending side (a TCP
+    half-close) instead of taking it for a lost connection, so the client
+    still reads an answer: the usual one to a complete request, and 400
+    ``malformed_invalid_payload_structure`` to a body that ended before its
+    declared end (SPEC.md section 1, row 9). The connection closes after it.
+    """
+
+    def readConnectionLost(self):
+        self.persistent = False  # requestDone closes the connection after the answer
+        if self._handlingRequest:
+            return  # a complete request is being answered
+        request = self.requests[-1] if self.requests else None
+        if request is not None and getattr(request, "awaiting_body", False):
+            request.body_cut_short = True
+            self.allContentReceived()
+        else:
+            self.loseConnection()  # idle, or the headers were not complete
+
+    def writeConnectionLost(self):
+        self.loseConnection()
+
+
 class CrashSite(server.Site):
     """
     A Site for the collector: streaming uploads, no form parsing, no
     per-request access log (the crash lifecycle lines say what happened).
+    Its channels are plain HTTP/1.x ``CrashChannel`` objects (no TLS, so
+    no HTTP/2 negotiation wrapper).
     """
+
+    protocol = CrashChannel
 
     def __init__(self, resource, *, limits, metrics, clock, linger_seconds=30.0):
         super().__init__(

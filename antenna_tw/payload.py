@@ -403,13 +403,19 @@ class UploadReader:
         if len(self._pending) >= FEED_STEP:
             self._parse_pending()
 
-    def finish(self):
-        """The CrashReport, or MalformedCrashReport for the first check that failed."""
+    def finish(self, complete=True):
+        """
+        The CrashReport, or MalformedCrashReport for the first check that failed.
+
+        ``complete=False``: the client stopped sending before the body's
+        declared end, which is a broken structure (check 9) unless an
+        earlier check already failed.
+        """
         if self.too_large:
             raise MalformedCrashReport("too_large")
         if self._header_error is not None:
             raise self._header_error
-        if self.wire_bytes == 0:
+        if self.wire_bytes == 0 and (complete or not self.declared_length):
             raise MalformedCrashReport("malformed_no_content_length")
         if self._encoding_error is not None:
             raise self._encoding_error
@@ -419,6 +425,8 @@ class UploadReader:
             raise self.error
         parser = self._parser
         self._drop_parser()
+        if not complete:
+            raise MalformedCrashReport("malformed_invalid_payload_structure")
         try:
             return parser.close()
         except MalformedCrashReport as error:

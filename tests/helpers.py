@@ -144,10 +144,17 @@ def _read_response(sock):
     return status, headers, rest[:length]
 
 
-def raw_exchange(port, request_bytes, timeout=20.0, read_until_close=False):
-    """Blocking: send bytes, read one response. Run it in a thread."""
+def raw_exchange(port, request_bytes, timeout=20.0, half_close=False):
+    """
+    Blocking: send bytes, read one response. Run it in a thread.
+
+    ``half_close`` shuts down the sending side after the bytes, as a client
+    that has nothing more to send may do.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request_bytes)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         return _read_response(sock)
 
 

@@ -40,6 +40,15 @@ ROWS = [
      b"Discarded=malformed_wrong_content_type"),
     ("4_no_boundary", [("Content-Type", "multipart/form-data")], GOOD_BODY, 400,
      b"Discarded=malformed_no_boundary"),
+    ("4_empty_boundary", [("Content-Type", 'multipart/form-data; boundary=""')], GOOD_BODY,
+     400, b"Discarded=malformed_no_boundary"),
+    ("4_boundary_over_70", [("Content-Type", "multipart/form-data; boundary=" + "b" * 71)],
+     GOOD_BODY, 400, b"Discarded=malformed_no_boundary"),
+    ("6_two_encodings", [("Content-Type", GOOD_TYPE), ("Content-Encoding", "gzip, identity")],
+     GOOD_BODY, 400, b"Discarded=malformed_unsupported_content_encoding"),
+    ("9_part_headers_over_8k", [("Content-Type", MP)],
+     body_of(ANNOTATION, b"X-Big: " + b"h" * 8200 + b"\r\n" + part("a", b"v")), 400,
+     b"Discarded=malformed_invalid_payload_structure"),
     ("5_empty_body", [("Content-Type", MP)], b"", 400,
      b"Discarded=malformed_no_content_length"),
     ("6_unsupported_encoding", [("Content-Type", GOOD_TYPE), ("Content-Encoding", "br")],
@@ -49,6 +58,9 @@ ROWS = [
     ("9_broken_structure", [("Content-Type", MP)], b"junk, not multipart", 400,
      b"Discarded=malformed_invalid_payload_structure"),
     ("9_truncated", [("Content-Type", MP)], body_of(ANNOTATION)[:-10], 400,
+     b"Discarded=malformed_invalid_payload_structure"),
+    ("9_more_than_max_parts", [("Content-Type", MP)],
+     body_of(*[part(f"k{i}", b"v") for i in range(257)]), 400,
      b"Discarded=malformed_invalid_payload_structure"),
     ("10_invalid_json", [("Content-Type", MP)],
      body_of(part("extra", b"{bad", "application/json")), 400,
@@ -127,6 +139,46 @@ async def test_8_decompressed_over_limit(collector_with):
         http_request(gzip.compress(GOOD_BODY),
                      [("Content-Type", GOOD_TYPE), ("Content-Encoding", "gzip")]))
     assert (status, answer) == (413, b"Discarded=too_large")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+@pytest_twisted.ensureDeferred
+async def test_9_body_shorter_than_declared(collector, chunked):
+    # the client sends part of the body, then shuts down its sending side
+    if chunked:
+        request = http_request(GOOD_BODY, [("Content-Type", GOOD_TYPE)], chunked=True,
+                               chunk_size=1000)[:-len(b"0\r\n\r\n")]
+    else:
+        request = http_request(GOOD_BODY, [("Content-Type", GOOD_TYPE),
+                                           ("Content-Length", str(len(GOOD_BODY) + 100))])
+    status, headers, answer = await raw_request(collector.port_number, request,
+                                                half_close=True, timeout=5)
+    assert (status, answer) == (400, b"Discarded=malformed_invalid_payload_structure")
+    assert headers["content-type"].startswith("text/plain")
+    await collector.wait_idle()
+    assert collector.stored_ids() == []
+
+
+@pytest.mark.parametrize("sent", [b"", GOOD_BODY[:10]], ids=["no_body_bytes", "ten_bytes"])
+@pytest_twisted.ensureDeferred
+async def test_9_short_body_comes_after_the_earlier_checks(collector, sent):
+    declared = ("Content-Length", str(len(GOOD_BODY)))  # positive: not check 5
+    request = http_request(sent, [("Content-Type", GOOD_TYPE), declared])
+    got = await raw_request(collector.port_number, request, half_close=True, timeout=5)
+    assert (got[0], got[2]) == (400, b"Discarded=malformed_invalid_payload_structure")
+    request = http_request(sent, [declared])
+    got = await raw_request(collector.port_number, request, half_close=True, timeout=5)
+    assert (got[0], got[2]) == (400, b"Discarded=malformed_no_content_type")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_complete_request_then_a_half_close_still_gets_its_answer(collector):
+    status, _, answer = await raw_request(
+        collector.port_number, http_request(GOOD_BODY, [("Content-Type", GOOD_TYPE)]),
+        half_close=True, timeout=5)
+    assert status == 200 and answer.startswith(b"CrashID=bp-")
+    await collector.wait_idle()
+    assert len(collector.stored_ids()) == 1
 
 
 @pytest_twisted.ensureDeferred
