@@ -337,3 +337,21 @@ def test_a_refused_upload_lets_go_of_what_it_held_at_once():
     with pytest.raises(MalformedCrashReport) as caught:
         reader.finish()
     assert caught.value.__context__ is None
+
+
+def test_body_cut_short_is_a_broken_structure_after_earlier_checks():
+    body, ctype = build_multipart({"ProductName": "T"}, {})
+
+    def cut_short(content_type, data, encoding=None, declared=len(body) + 10):
+        reader = UploadReader(content_type, encoding, declared, **LIMITS)
+        reader.feed(data)
+        with pytest.raises(MalformedCrashReport) as caught:
+            reader.finish(complete=False)
+        return caught.value.reason
+
+    # even a body that parses whole is refused when its declared end never came
+    assert cut_short(ctype, body) == "malformed_invalid_payload_structure"
+    assert cut_short(ctype, b"") == "malformed_invalid_payload_structure"
+    assert cut_short(ctype, b"", declared=None) == "malformed_no_content_length"
+    assert cut_short(None, body) == "malformed_no_content_type"
+    assert cut_short(ctype, b"not gzip", "gzip") == "malformed_bad_gzip"
