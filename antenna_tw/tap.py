@@ -9,12 +9,10 @@ import attr
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from antenna_tw.app import StartupError, build_collector
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.logs import make_observer
 from antenna_tw.reuseport import ReusePortEndpoint, parse_tcp_description
-from antenna_tw.service import CollectorService
-from antenna_tw.storage import StorageUnavailable
+from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.workers import (
     WorkerSupervisor,
     adopt_orphan_shards,
@@ -68,8 +66,11 @@ def makeService(options, environ=None, stream=None):
         config = load_config(environ, options["env"])
         observer = make_observer(stream, config.app.logging_level, config.app.host_id)
         if options["workers"] > 0 and index is None:
+            # The parent only supervises: it checks what it can and stays
+            # small (no web stack imported here).
             parse_tcp_description(options["port"])
-            build_collector(config, reactor).storage.verify()
+            storage_class(config.storage.crashstorage_class).from_settings(
+                config.storage, reactor, None).verify()
             return WorkerSupervisor(
                 reactor, options["workers"], _worker_args(options),
                 stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
@@ -85,8 +86,14 @@ def makeService(options, environ=None, stream=None):
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
         else:
             endpoint = serverFromString(reactor, options["port"])
-        collector = build_collector(config, reactor)
-        entries = collector.prepare()
-    except (ConfigError, StartupError, StorageUnavailable, ValueError, OSError) as error:
+        from antenna_tw.app import StartupError, build_collector
+        from antenna_tw.service import CollectorService
+
+        try:
+            collector = build_collector(config, reactor)
+            entries = collector.prepare()
+        except StartupError as error:
+            raise ConfigError(str(error)) from None
+    except (ConfigError, StorageUnavailable, ValueError, OSError) as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
     return CollectorService(collector, endpoint, options["port"], entries, observer)

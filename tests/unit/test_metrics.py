@@ -6,7 +6,8 @@ import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
 from antenna_tw.config import AppSettings
-from antenna_tw.metrics import DogStatsdMetrics, Metrics, TwistedLoggingMetrics, build_metrics
+from antenna_tw.metrics import Metrics, TwistedLoggingMetrics, build_metrics
+from antenna_tw.statsd import DogStatsdMetrics
 
 
 @pytest.fixture
