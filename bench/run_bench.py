@@ -108,20 +108,27 @@ def tree_pids(root):
 
 
 def tree_cpu_ticks(root):
-    """{pid: utime+stime ticks} of the tree."""
+    """{pid: [utime, stime] ticks} of the tree."""
     ticks = {}
     for pid in tree_pids(root):
         try:
             fields = _proc_stat(pid)
-            ticks[pid] = int(fields[11]) + int(fields[12])
+            ticks[pid] = [int(fields[11]), int(fields[12])]
         except (OSError, ValueError, IndexError):
             pass
     return ticks
 
 
+def cpu_delta_split(before, after):
+    """(user, system) CPU seconds between two tree_cpu_ticks() snapshots."""
+    user = sum(t[0] - before.get(pid, [0, 0])[0] for pid, t in after.items()) / HZ
+    system = sum(t[1] - before.get(pid, [0, 0])[1] for pid, t in after.items()) / HZ
+    return user, system
+
+
 def cpu_delta_seconds(before, after):
     """CPU seconds between two tree_cpu_ticks() snapshots (new processes count from 0)."""
-    return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / HZ
+    return sum(cpu_delta_split(before, after))
 
 
 def thread_cpu_ticks(pids):
@@ -468,9 +475,12 @@ def hook(which):
     else:
         crashes = answered
     before = {int(k): v for k, v in json.loads(mark.read_text()).items()}
-    cpu = cpu_delta_seconds(before, tree_cpu_ticks(target["pid"]))
+    user, system = cpu_delta_split(before, tree_cpu_ticks(target["pid"]))
+    cpu = user + system
     record["cpu_s"] = round(cpu, 2)
     record["cpu_ms_per_crash"] = round(1000 * cpu / crashes, 3) if crashes else None
+    record["user_ms_per_crash"] = round(1000 * user / crashes, 3) if crashes else None
+    record["sys_ms_per_crash"] = round(1000 * system / crashes, 3) if crashes else None
     with open(Path(state["dir"]) / "hooks.jsonl", "a") as fp:
         fp.write(json.dumps(record) + "\n")
     shown = {k: v for k, v in record.items() if k not in ("block", "kind")}
@@ -768,9 +778,10 @@ def summarize(args, results, workers_result, down):
            "min..max; CPU per stored crash from the hooks, and from proc_sampler over the "
            "whole block):", ""]
     out.append("| block | antenna crashes/s | floor crashes/s | antenna/floor per round "
-               "| antenna p99 ms | floor p99 ms | CPU ms/crash (runs) | CPU ms/crash (block) "
+               "| antenna p99 ms | floor p99 ms | CPU ms/crash (runs) | user / sys "
+               "| CPU ms/crash (block) "
                "| floor CPU ms/crash | peak RSS / PSS MB | answered | stored | lost | orphaned |")
-    out.append("|" + "---|" * 14)
+    out.append("|" + "---|" * 15)
     acceptance = []
     lost_total = answered_total = stored_total = orphaned_total = 0
     for r in results:
@@ -789,13 +800,16 @@ def summarize(args, results, workers_result, down):
         r["block_cpu"] = block_cpu
         orphaned = sum(h["orphaned"] for h in hooks_a)
         orphaned_total += orphaned
-        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        out.append(("| {} " * 15 + "|").format(
             r["block"], med_range([float(x["rps"]) for x in a]),
             med_range([float(x["rps"]) for x in f]),
             "{:.2f} ({:.2f}..{:.2f})".format(*ratio) if ratio else "-",
             med_range([float(x["p99_ms"]) for x in a], "{:.1f}"),
             med_range([float(x["p99_ms"]) for x in f], "{:.1f}"),
             med_range([h["cpu_ms_per_crash"] for h in hooks_a], "{:.2f}"),
+            "{:.2f} / {:.2f}".format(
+                statistics.median(h["user_ms_per_crash"] for h in hooks_a),
+                statistics.median(h["sys_ms_per_crash"] for h in hooks_a)) if hooks_a else "-",
             f"{block_cpu:.2f}" if block_cpu else "-",
             med_range([h["cpu_ms_per_crash"] for h in hooks_f], "{:.2f}"),
             f"{s.get('peak_rss_mb', '-')} / {s.get('peak_pss_mb', '-')}",
@@ -878,7 +892,8 @@ def summarize(args, results, workers_result, down):
             f"{label} {med_range(values, '{:.2f}')}" for label, values in per_label.items())]
     if down:
         out += ["", "spool-down: {answered} x {payload} answered in {fill_s} s with storage "
-                "down ({failed_saves} 'save failed' log lines; {wait_cpu_pct}% CPU while waiting); RSS {rss_base[2]} MB at "
+                "down ({failed_saves} 'save failed' log lines; {wait_cpu_pct}% CPU while "
+                "waiting); RSS {rss_base[2]} MB at "
                 "{rss_base[1]} waiting, {rss_full_min}..{rss_full_max} MB while all waited "
                 "{wait_s} s; after a restart with storage back the spool drained in "
                 "{recover_s} s (peak RSS {recover_peak_rss} MB); stored {stored}, lost "
@@ -915,6 +930,10 @@ AREAS = [
 ]
 
 
+# Inclusive time is listed for these frames only (the rest is framework plumbing).
+INTERESTING = r"\((antenna_tw/|twisted/web/|klein/|multipart\.py|json/|tempfile\.py|uuid\.py)"
+
+
 def _frame_key(frame, keep_line):
     m = re.match(r"^(.*) \((.*?)(?::(\d+))?\)$", frame)
     if not m:
@@ -934,7 +953,8 @@ def analyse_profile(raw_path, cpu_ms_per_crash, top=20):
         if not count.isdigit():
             continue
         count = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        stack = re.sub(r'(process|thread) [^"]*?"[^"]*";', "", stack)  # --subprocesses frames
+        frames = stack.split(";")
         if not frames or frames[-1].startswith(IDLE_LEAVES):
             idle += count
             continue
@@ -942,7 +962,8 @@ def analyse_profile(raw_path, cpu_ms_per_crash, top=20):
         by_line[_frame_key(frames[-1], True)] += count
         keys = [_frame_key(f, False) for f in frames]
         for key in set(keys):
-            inclusive[key] += count
+            if re.search(INTERESTING, key):
+                inclusive[key] += count
         area = "other"  # the leaf-most frame that matches an area decides
         for key in reversed(keys):
             hit = next((name for pattern, name in AREAS if re.search(pattern, key)), None)
@@ -966,8 +987,8 @@ def analyse_profile(raw_path, cpu_ms_per_crash, top=20):
             "|---|---|---|---|"]
     for key, n in by_line.most_common(top):
         out.append(f"| {key} | {pct(n):.1f} | {ms(n):.3f} | {_source(key)} |")
-    out += ["", f"Top {top} functions by inclusive time:", "", "| function | % busy |",
-            "|---|---|"]
+    out += ["", f"Top {top} functions of antenna_tw, twisted.web, klein, multipart, json, "
+            "tempfile, uuid by inclusive time:", "", "| function | % busy |", "|---|---|"]
     out += [f"| {k} | {pct(n):.1f} |" for k, n in inclusive.most_common(top)]
     return out
 
@@ -1019,7 +1040,8 @@ def profile(args):
             time.sleep(3.5)
             subprocess.run([str(py_spy), "record", "--pid", str(collector.pid),
                             "--subprocesses", "--duration", str(args.duration),
-                            "--rate", str(args.rate), "--format", "raw", "-o", str(raw)],
+                            "--rate", str(args.rate), "--format", "raw", "-o", str(raw)]
+                           + (["--gil"] if args.gil else []),
                            check=True, stdout=subprocess.DEVNULL)
             line = load.communicate()[0].strip().splitlines()[-1]
             _cleanups.remove(stopper)
@@ -1033,7 +1055,8 @@ def profile(args):
             reactor_ms = 1000 * (threads["reactor"] - threads_before["reactor"]) / HZ
             pool_ms = 1000 * (threads["threads"] - threads_before["threads"]) / HZ
             head = [f"## {name}, conc {args.conc}, CONN_CLOSE=1, --workers {args.workers}, "
-                    f"py-spy {args.rate} Hz for {args.duration} s", "",
+                    f"py-spy {args.rate} Hz for {args.duration} s"
+                    + (" (--gil: GIL holders only)" if args.gil else ""), "",
                     f"load: {line}",
                     f"stored {counts['stored']} for {answered} answered; collector CPU "
                     f"{cpu:.1f} s = {per_crash:.2f} ms/crash (workers' main threads "
@@ -1080,6 +1103,8 @@ def parse_args(argv):
     parser.add_argument("--duration", type=int, default=15, help="profile: py-spy seconds")
     parser.add_argument("--rate", type=int, default=100, help="profile: py-spy samples/s")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--gil", action="store_true",
+                        help="profile: only samples of threads holding the GIL (py-spy --gil)")
     parser.add_argument("--max-minutes", type=float, default=30,
                         help="watchdog: stop everything after this long")
     args = parser.parse_args(argv)
