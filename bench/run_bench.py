@@ -132,22 +132,25 @@ def cpu_delta_seconds(before, after):
 
 
 def thread_cpu_ticks(pids):
-    """{"reactor": ticks, "threads": ticks}: main threads vs the other threads of ``pids``."""
-    out = {"reactor": 0, "threads": 0}
+    """
+    CPU ticks of ``pids`` split into their main (reactor) threads and all
+    their other threads (the process total minus the main thread, so threads
+    that ended count too), as {"reactor": [user, sys], "threads": [user, sys]},
+    plus "minflt": minor page faults of the processes.
+    """
+    out = {"reactor": [0, 0], "threads": [0, 0], "minflt": 0}
     for pid in pids:
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
+            proc = _proc_stat(pid)
+            with open(f"/proc/{pid}/task/{pid}/stat") as fp:
+                stat = fp.read()
+            main = stat[stat.rindex(")") + 2:].split()
+        except (OSError, ValueError, IndexError):
             continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as fp:
-                    stat = fp.read()
-                fields = stat[stat.rindex(")") + 2:].split()
-                ticks = int(fields[11]) + int(fields[12])
-            except (OSError, ValueError, IndexError):
-                continue
-            out["reactor" if int(tid) == pid else "threads"] += ticks
+        for i, field in enumerate((11, 12)):
+            out["reactor"][i] += int(main[field])
+            out["threads"][i] += int(proc[field]) - int(main[field])
+        out["minflt"] += int(proc[7])
     return out
 
 
@@ -711,6 +714,7 @@ def versions(args):
         "kernel: " + sh("uname -r"), "cpus: " + sh("nproc"),
         "cpu: " + sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         "memory: " + sh("free -m | awk '/Mem:/ {print $2 \" MB\"}'"),
+        "load average at start: " + sh("cut -d' ' -f1-3 /proc/loadavg"),
         "scratch fs: " + sh(f"df -hT {args.scratch} | tail -1"),
         f"settings: --workers {args.workers}, LOGGING_LEVEL={args.log_level}, SPOOL_FSYNC=false,"
         f" METRICS_CLASS=none, CRASHSTORAGE_CLASS=fs"
@@ -762,7 +766,10 @@ def matrix(args):
         down = down_test(args, run, sha)
     report = summarize(args, results, workers_result, down)
     minutes = (time.monotonic() - started) / 60
-    report.insert(0, "\n".join(info) + f"\nwall time: {minutes:.1f} min\n")
+    with open("/proc/loadavg") as fp:
+        load = " ".join(fp.read().split()[:3])
+    report.insert(0, "\n".join(info) + f"\nwall time: {minutes:.1f} min; load average at "
+                  f"the end: {load}\n")
     text = "\n".join(report) + "\n"
     (run.out / "summary.txt").write_text(text)
     print("\n" + text, flush=True)
@@ -1052,16 +1059,22 @@ def profile(args):
             fields = kv_line(line)
             answered = int(fields["ok200"]) + int(fields["warmup_ok200"])
             per_crash = 1000 * cpu / counts["stored"] if counts["stored"] else 0.0
-            reactor_ms = 1000 * (threads["reactor"] - threads_before["reactor"]) / HZ
-            pool_ms = 1000 * (threads["threads"] - threads_before["threads"]) / HZ
+            stored = max(1, counts["stored"])
+
+            def per_crash_ms(kind, i):
+                return 1000 * (threads[kind][i] - threads_before[kind][i]) / HZ / stored
+
+            faults = (threads["minflt"] - threads_before["minflt"]) / stored
             head = [f"## {name}, conc {args.conc}, CONN_CLOSE=1, --workers {args.workers}, "
                     f"py-spy {args.rate} Hz for {args.duration} s"
                     + (" (--gil: GIL holders only)" if args.gil else ""), "",
                     f"load: {line}",
                     f"stored {counts['stored']} for {answered} answered; collector CPU "
-                    f"{cpu:.1f} s = {per_crash:.2f} ms/crash (workers' main threads "
-                    f"{reactor_ms / max(1, counts['stored']):.2f} ms, other threads "
-                    f"{pool_ms / max(1, counts['stored']):.2f} ms)", ""]
+                    f"{cpu:.1f} s = {per_crash:.2f} ms/crash. Per crash in the workers: "
+                    f"main (reactor) threads user {per_crash_ms('reactor', 0):.2f} + sys "
+                    f"{per_crash_ms('reactor', 1):.2f} ms, other (thread pool) threads user "
+                    f"{per_crash_ms('threads', 0):.2f} + sys {per_crash_ms('threads', 1):.2f} "
+                    f"ms; {faults:.0f} minor page faults", ""]
             section = head + analyse_profile(raw, per_crash, args.top) + [""]
             print("\n".join(section), flush=True)
             report += section
@@ -1116,8 +1129,8 @@ def parse_args(argv):
     args.payloads = args.scratch / "payloads"
     if args.out is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        args.out = ROOT / "bench" / "results" / (stamp + ("-profile" if args.mode == "profile"
-                                                          else ""))
+        suffix = ("-profile" + ("-gil" if args.gil else "")) if args.mode == "profile" else ""
+        args.out = ROOT / "bench" / "results" / (stamp + suffix)
     return args
 
 
