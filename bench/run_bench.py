@@ -176,8 +176,22 @@ def listener_pids(port):
     return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
+def session_pids(sid):
+    """Processes in session ``sid`` (one we started with start_new_session=True).
+    Sessions, unlike process groups, also hold what ``timeout`` moved to its own group."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if int(_proc_stat(name)[3]) == sid:
+                    pids.append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
 def stop_group(process, first_signal, grace, name):
-    """Signal ``process``; after ``grace`` seconds SIGKILL its process group (our session)."""
+    """Signal ``process``; after ``grace`` seconds SIGKILL what is left of its session."""
     if process.poll() is None:
         try:
             os.kill(process.pid, first_signal)
@@ -187,10 +201,11 @@ def stop_group(process, first_signal, grace, name):
             process.wait(grace)
         except subprocess.TimeoutExpired:
             print(f"bench: {name} did not stop in {grace:.0f} s; SIGKILL", file=sys.stderr)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # leftovers of the session we created
-    except (ProcessLookupError, PermissionError):
-        pass
+    for pid in session_pids(process.pid):  # leftovers of the session we created
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         process.wait(5)
     except subprocess.TimeoutExpired:
