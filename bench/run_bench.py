@@ -464,6 +464,27 @@ def kv_line(line):
 
 # -- compare.sh hooks (run by compare.sh as `run_bench.py _hook before|after`) -----
 
+def machine_ticks():
+    """(busy, total) CPU ticks of the whole machine, and the CPU ticks of
+    compare.sh's reaped children (wrk and the hooks); for hooks only."""
+    with open("/proc/stat") as fp:
+        fields = [int(x) for x in fp.readline().split()[1:9]]
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+    client, pid = 0, os.getppid()  # compare.sh, maybe with a `bash -c` between
+    for _ in range(3):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fp:
+                is_compare = b"compare.sh" in fp.read()
+            stat = _proc_stat(pid)
+        except (OSError, ValueError, IndexError):
+            break
+        if is_compare:
+            client = int(stat[13]) + int(stat[14])
+            break
+        pid = int(stat[1])
+    return busy, sum(fields), client
+
+
 def hook(which):
     state = json.loads(Path(os.environ["BENCH_STATE"]).read_text())
     label = os.environ["RUN_LABEL"]
@@ -472,7 +493,9 @@ def hook(which):
         return
     mark = Path(state["dir"]) / f"cpu-{label}.json"
     if which == "before":
-        mark.write_text(json.dumps({str(k): v for k, v in tree_cpu_ticks(target["pid"]).items()}))
+        mark.write_text(json.dumps({"tree": {str(k): v for k, v in
+                                             tree_cpu_ticks(target["pid"]).items()},
+                                    "machine": machine_ticks()}))
         return
     line = kv_line(os.environ.get("RUN_LINE", ""))
     answered = int(line.get("ok200", 0)) + int(line.get("warmup_ok200", 0))
@@ -492,9 +515,16 @@ def hook(which):
         crashes = record["stored"]
     else:
         crashes = answered
-    before = {int(k): v for k, v in json.loads(mark.read_text()).items()}
+    marks = json.loads(mark.read_text())
+    before = {int(k): v for k, v in marks["tree"].items()}
     user, system = cpu_delta_split(before, tree_cpu_ticks(target["pid"]))
     cpu = user + system
+    # Everything else on the machine: busy CPU minus this target and the load
+    # generator (wrk, reaped by compare.sh), as % of all CPUs' time.
+    (busy0, total0, client0), (busy1, total1, client1) = marks["machine"], machine_ticks()
+    other = (busy1 - busy0) / HZ - cpu - (client1 - client0) / HZ
+    record["other_cpu_pct"] = round(100 * other / ((total1 - total0) / HZ), 1) \
+        if total1 > total0 else None
     record["cpu_s"] = round(cpu, 2)
     record["cpu_ms_per_crash"] = round(1000 * cpu / crashes, 3) if crashes else None
     record["user_ms_per_crash"] = round(1000 * user / crashes, 3) if crashes else None
@@ -798,12 +828,15 @@ def verdict(ok):
 def summarize(args, results, workers_result, down):
     out = ["Per block (antenna = antenna-tw; rps and p99 are medians of the rounds with "
            "min..max; CPU per stored crash from the hooks, and from proc_sampler over the "
-           "whole block):", ""]
+           "whole block; 'other load' is the CPU used by everything but the target and wrk "
+           "during each run, % of all CPUs, median (min..max) over all runs of the block: "
+           "other sessions, kernel writeback, the sampler):", ""]
     out.append("| block | antenna crashes/s | floor crashes/s | antenna/floor per round "
                "| antenna p99 ms | floor p99 ms | CPU ms/crash (runs) | user / sys "
                "| CPU ms/crash (block) "
-               "| floor CPU ms/crash | peak RSS / PSS MB | answered | stored | lost | orphaned |")
-    out.append("|" + "---|" * 15)
+               "| floor CPU ms/crash | peak RSS / PSS MB | answered | stored | lost | orphaned "
+               "| other load % |")
+    out.append("|" + "---|" * 16)
     acceptance = []
     lost_total = answered_total = stored_total = orphaned_total = 0
     for r in results:
@@ -822,7 +855,7 @@ def summarize(args, results, workers_result, down):
         r["block_cpu"] = block_cpu
         orphaned = sum(h["orphaned"] for h in hooks_a)
         orphaned_total += orphaned
-        out.append(("| {} " * 15 + "|").format(
+        out.append(("| {} " * 16 + "|").format(
             r["block"], med_range([float(x["rps"]) for x in a]),
             med_range([float(x["rps"]) for x in f]),
             "{:.2f} ({:.2f}..{:.2f})".format(*ratio) if ratio else "-",
@@ -835,7 +868,8 @@ def summarize(args, results, workers_result, down):
             f"{block_cpu:.2f}" if block_cpu else "-",
             med_range([h["cpu_ms_per_crash"] for h in hooks_f], "{:.2f}"),
             f"{s.get('peak_rss_mb', '-')} / {s.get('peak_pss_mb', '-')}",
-            answered, stored, lost, orphaned))
+            answered, stored, lost, orphaned,
+            med_range([h.get("other_cpu_pct") for h in r["hooks"]], "{:.0f}")))
     extra = []
     for r in results:
         for h in r["hooks"]:
