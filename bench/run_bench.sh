@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# antenna-tw against the nginx floor with the shared load harness (issue 7); not run by CI.
+#   bench/run_bench.sh [matrix] [--blocks ...] [--rounds 3] [--secs 10] [--workers 2]
+#   bench/run_bench.sh profile [--payloads 400k 400k_gz] [--conc 32] [--duration 15]
+# Full usage: bench/run_bench.sh --help, and the top of bench/run_bench.py.
+set -euo pipefail
+exec python3 "$(dirname "$0")/run_bench.py" "$@"
