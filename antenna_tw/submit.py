@@ -14,7 +14,9 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
 import attr
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from antenna_tw import crashid
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
@@ -110,14 +112,21 @@ class SubmitHandler:
 
         finish_raw_crash(raw_crash, crash_id, rule_name)
         crash = Crash(crash_id, raw_crash, report.dumps)
+        written = self.spool.put(crash)
+        # Queue the crash once it is spooled even if the client hangs up
+        # meanwhile (which cancels this handler): it must not sit unqueued.
+        written.addCallback(self._queue)
         try:
-            entry = await self.spool.put(crash)
+            await _shielded(written)
         except Exception:
             self.log.failure("{crash_id}: spool write failed; answered busy", crash_id=crash_id)
             return self._busy(request)
-        self.mover.enqueue(entry)
-        self.log.debug("{crash_id} spooled", crash_id=crash_id)
         return self._crash_id_answer(request, crash_id)
+
+    def _queue(self, entry):
+        self.mover.enqueue(entry)
+        self.log.debug("{crash_id} spooled", crash_id=entry.crash_id)
+        return entry
 
     def _mint(self, submitted, digit):
         if self.make_uuid is None:
@@ -141,6 +150,22 @@ class SubmitHandler:
     def _crash_id_answer(self, request, crash_id):
         prefix = self.settings.dump_id_prefix
         return write_answer(request, 200, f"CrashID={prefix}{crash_id}\n".encode("utf-8"))
+
+
+def _shielded(d):
+    """A Deferred of ``d``'s result whose cancellation leaves ``d`` running."""
+    outer = defer.Deferred()
+
+    def relay(result):
+        if not outer.called:
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+        return None
+
+    d.addBoth(relay)
+    return outer
 
 
 def _header(request, name):
