@@ -970,10 +970,11 @@ AREAS = [
     (r"^Decompressor\.", "gunzip (zlib)"),
     (r"^encode_entry", "spool encode (JSON header + SHA-256 of dump)"),
     (r"^_write_all|^Spool\._put", "spool write (open/writev/rename, thread)"),
-    (r"^decode_entry|^Spool\._load", "spool load (read + SHA-256 verify, thread)"),
+    (r"^decode_entry|^read_entry|^read_header|^Spool\._load",
+     "spool load (read + SHA-256 verify, thread)"),
     (r"^serialize_raw_crash|^serialize_dump_names", "storage JSON dumps"),
     (r"^write_atomically|^FSCrashStorage\.", "storage writes (mkstemp/write/rename, thread)"),
-    (r"^Spool\._remove", "spool unlink (thread)"),
+    (r"^Spool\._remove|^_unlink \(antenna_tw/spool", "spool unlink (thread)"),
     (r"^_Part\.|\(multipart\.py|^PayloadParser\.|^UploadReader\.", "multipart parsing"),
     (r"^build_raw_crash|^finish_raw_crash|^Throttler|\(antenna_tw/throttler\.py"
      r"|^create_crash_id|^uuid4", "raw crash, throttle, crash id"),
