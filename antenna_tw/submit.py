@@ -118,6 +118,10 @@ class SubmitHandler:
         written.addCallback(self._queue)
         try:
             await _shielded(written)
+        except defer.CancelledError:
+            self.log.info("{crash_id}: client left before its answer; the crash is kept",
+                          crash_id=crash_id)
+            raise
         except Exception:
             self.log.failure("{crash_id}: spool write failed; answered busy", crash_id=crash_id)
             return self._busy(request)
