@@ -8,21 +8,7 @@ import time
 
 from antenna_tw.send_crash import build_multipart, post
 from tests.system.collector_process import CollectorProcess
-
-
-def children_of(pid):
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(name))
-    return sorted(found)
+from tests.system.crash_clients import children_of
 
 
 def wait_for(predicate, timeout=20.0):
