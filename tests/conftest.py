@@ -1,6 +1,8 @@
 import os
 
+import pytest
 import pytest_twisted
+from twisted.logger import formatEvent, globalLogPublisher
 from hypothesis import HealthCheck, settings
 
 from tests.helpers import start_collector, stop_collector, test_environ
@@ -39,3 +41,16 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("antenna")
+
+
+@pytest.fixture
+def log_messages():
+    """Every log message (metrics included: they are debug log lines) while the test runs."""
+    messages = []
+
+    def observe(event):
+        messages.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield messages
+    globalLogPublisher.removeObserver(observe)

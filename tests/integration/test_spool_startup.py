@@ -6,9 +6,7 @@ uploaded, and the collector serves all the same.
 
 import os
 
-import pytest
 import pytest_twisted
-from twisted.logger import formatEvent, globalLogPublisher
 
 from antenna_tw.crash import Crash
 from antenna_tw.spool import CORRUPT_DIR, encode_entry
@@ -34,20 +32,8 @@ def filename(name, stamp):
     return f"{stamp:020d}-{IDS[name]}.crash"
 
 
-@pytest.fixture
-def logged():
-    messages = []
-
-    def observe(event):
-        messages.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield messages
-    globalLogPublisher.removeObserver(observe)
-
-
 @pytest_twisted.ensureDeferred
-async def test_a_dead_process_spool_is_stored_or_moved_aside(tmp_path, logged):
+async def test_a_dead_process_spool_is_stored_or_moved_aside(tmp_path, log_messages):
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
     good = entry_bytes("good")
@@ -90,9 +76,9 @@ async def test_a_dead_process_spool_is_stored_or_moved_aside(tmp_path, logged):
     assert sorted(os.listdir(spool_dir)) == [CORRUPT_DIR]
     for name in moved:
         assert any(message.startswith(f"spool entry {name} moved aside to corrupt: ")
-                   for message in logged), (name, logged)
+                   for message in log_messages), (name, log_messages)
     assert any(message == f"spool entry .tmp-{filename('half', 2)} moved aside to corrupt: "
-               "half-written" for message in logged)
+               "half-written" for message in log_messages)
     assert any(message.startswith(f"{IDS['damaged']}: spool entry unreadable, moved aside")
-               for message in logged)
-    assert "re-queued 3 spooled crashes" in logged  # older, damaged (found at load), good
+               for message in log_messages)
+    assert "re-queued 3 spooled crashes" in log_messages  # older, damaged (found at load), good

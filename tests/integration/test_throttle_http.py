@@ -5,9 +5,7 @@ import os
 import re
 import sys
 
-import pytest
 import pytest_twisted
-from twisted.logger import formatEvent, globalLogPublisher
 
 from antenna_tw.send_crash import build_multipart, post
 from tests.helpers import in_thread, minidump, start_collector, stop_collector, test_environ
@@ -53,19 +51,6 @@ def files_under(directory):
 def todays_buildid():
     # has_old_buildid runs on the real clock here: a build from today is never old.
     return datetime.datetime.now().strftime("%Y%m%d%H%M%S")
-
-
-@pytest.fixture
-def log_messages():
-    """Every log message (metrics included: they are debug log lines) while the test runs."""
-    messages = []
-
-    def observe(event):
-        messages.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield messages
-    globalLogPublisher.removeObserver(observe)
 
 
 @pytest_twisted.ensureDeferred

@@ -9,7 +9,6 @@ import attr
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from antenna_tw import spool as spool_module
@@ -32,18 +31,6 @@ def threadpool():
     pool.start()
     yield pool
     pool.stop()
-
-
-@pytest.fixture
-def logged():
-    messages = []
-
-    def observe(event):
-        messages.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield messages
-    globalLogPublisher.removeObserver(observe)
 
 
 def write_entry(directory, name, data):
@@ -94,7 +81,7 @@ def test_open_lists_entries_oldest_first_and_counts_their_bytes(tmp_path):
     assert spool.total_bytes == sum(entry.size for entry in entries)
 
 
-def test_open_moves_aside_what_is_not_a_complete_entry(tmp_path, logged):
+def test_open_moves_aside_what_is_not_a_complete_entry(tmp_path, log_messages):
     directory = tmp_path / "spool"
     directory.mkdir()
     good = make_crash()
@@ -124,9 +111,9 @@ def test_open_moves_aside_what_is_not_a_complete_entry(tmp_path, logged):
     assert sorted(os.listdir(directory)) == sorted([CORRUPT_DIR, name_for(good, 10), "README.txt"])
     for name in bad:
         assert any(message.startswith(f"spool entry {name} moved aside to corrupt: ")
-                   for message in logged), (name, logged)
-    assert any("half-written" in message for message in logged)
-    assert any("truncated" in message for message in logged)
+                   for message in log_messages), (name, log_messages)
+    assert any("half-written" in message for message in log_messages)
+    assert any("truncated" in message for message in log_messages)
 
 
 def test_open_creates_the_directory(tmp_path):
