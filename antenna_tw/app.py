@@ -114,7 +114,8 @@ def build_collector(config, reactor, rng=None, make_uuid=None):
     mover = CrashMover(spool, storage, reactor, metrics,
                        workers=spool_settings.concurrent_crashmovers,
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,
-                                       spool_settings.crashmover_retry_max_delay))
+                                       spool_settings.crashmover_retry_max_delay),
+                       threadpool=threadpool)
     backpressure = Backpressure(spool, reactor, spool_settings.spool_max_bytes,
                                 spool_settings.spool_min_free_bytes)
 

@@ -14,14 +14,41 @@ BAD_FIELDS = ("Email", "TelemetryClientId", "TelemetryServerURL", "TelemetrySess
 
 @attr.s(slots=True)
 class Crash:
-    """An accepted crash: its id, the raw crash mapping and the dumps by name."""
+    """
+    An accepted crash: its id, the raw crash mapping and the dumps by name.
+
+    A dump is bytes, or a list of bytes pieces as they arrived (written out
+    without joining them). A crash read back from the spool for a backend
+    that links files into place has ``dump_files`` (name -> path) instead of
+    dump bytes, and ``raw_crash_file``, a file holding exactly
+    ``serialized_raw_crash()``.
+    """
 
     crash_id = attr.ib()
     raw_crash = attr.ib()
     dumps = attr.ib(factory=dict)
+    dump_files = attr.ib(factory=dict, eq=False)
+    raw_crash_file = attr.ib(default=None, eq=False)
+    _serialized = attr.ib(default=None, eq=False, repr=False)
 
     def dump_names(self):
-        return sorted(self.dumps)
+        return sorted(self.dump_files or self.dumps)
+
+    def dump_bytes(self, name):
+        """One dump as bytes, joining its pieces if it has several."""
+        dump = self.dumps[name]
+        return dump if isinstance(dump, bytes) else b"".join(dump)
+
+    def dump_pieces(self, name):
+        """One dump as a list of bytes-like pieces."""
+        dump = self.dumps[name]
+        return [dump] if isinstance(dump, (bytes, bytearray, memoryview)) else dump
+
+    def serialized_raw_crash(self):
+        """The raw crash as stored (JSON, sorted keys, UTF-8), serialized once."""
+        if self._serialized is None:
+            self._serialized = serialize_raw_crash(self.raw_crash)
+        return self._serialized
 
 
 def format_timestamp(moment):

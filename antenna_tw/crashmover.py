@@ -1,23 +1,37 @@
 """
 The crash movers: cooperative workers that copy spooled crashes to storage.
 
-Each worker takes the next spool entry, loads it, saves it with the storage
-backend and only then removes it from the spool. A failed save goes back on
-the queue after a capped exponential backoff with jitter, timed by the
-injected reactor; nothing is ever dropped, whatever the number of failures.
+Each worker takes the next spool entry, saves it with the storage backend and
+only then removes it from the spool. A backend that works in threads
+(``save_crash_blocking``, the filesystem) gets the whole move, reading the
+entry, storing and deleting it, as one thread-pool job; others get the
+crash loaded in the pool and save it on the reactor.
+
+A failed save goes back on the queue after a capped exponential backoff with
+jitter; the waiting crashes sit in one time-ordered heap under one timer of
+the injected reactor, so a long outage costs a few bytes per crash. When the
+last ``outage_after`` saves all failed, storage looks down: saves then go one
+at a time, each after a backoff of its own, so an outage is probed, not
+hammered. Nothing is ever dropped, whatever the number of failures.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import time
 from collections import OrderedDict
 
 import attr
 from twisted.internet import defer, task
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from antenna_tw.spool import CorruptEntry
+
+OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down
 
 
 @attr.s(frozen=True)
@@ -50,6 +64,7 @@ class CrashMover:
 
     Crashes not yet stored are tracked by spool file name (unique even when a
     client sends the same crash id twice), in the order they were accepted.
+    ``threadpool`` runs whole moves for a backend with ``save_crash_blocking``.
     """
 
     spool = attr.ib()
@@ -58,16 +73,24 @@ class CrashMover:
     metrics = attr.ib()
     workers = attr.ib(default=2)
     backoff = attr.ib(factory=Backoff)
+    threadpool = attr.ib(default=None)
+    outage_after = attr.ib(default=OUTAGE_AFTER)
     log = Logger(namespace="antenna.crashmover")
 
     def __attrs_post_init__(self):
         self._queue = defer.DeferredQueue()
         self._pending = OrderedDict()  # spool file name -> entry, oldest first
         self._failures = {}  # spool file name -> failures in a row
-        self._retries = {}  # spool file name -> Deferred of its backoff wait
+        self._waiting = []  # heap of (due time, sequence, entry): failed, backing off
+        self._sequence = itertools.count()
+        self._timer = None  # the one DelayedCall for the heap's earliest entry
+        self._failed_in_a_row = 0  # saves failed in a row, across crashes
+        self._probe = defer.DeferredLock()  # one save at a time while storage looks down
         self._loops = []
         self._stopping = False
         self._drained = []
+        self._blocking = self.threadpool is not None and getattr(
+            self.storage, "save_crash_blocking", None) is not None
 
     # -- what the rest of the collector sees --------------------------------
 
@@ -95,6 +118,10 @@ class CrashMover:
         """How many times in a row saving ``entry`` has failed."""
         return self._failures.get(entry.filename, 0)
 
+    def storage_looks_down(self):
+        """True while the last ``outage_after`` saves all failed."""
+        return self._failed_in_a_row >= self.outage_after
+
     # -- running -----------------------------------------------------------
 
     def start(self):
@@ -119,9 +146,9 @@ class CrashMover:
     def _halt(self):
         self._stopping = True
         self._drained = []
-        retries, self._retries = self._retries, {}
-        for waiting in retries.values():
-            waiting.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         loops, self._loops = self._loops, []
         for loop in loops:
             loop.cancel()  # idle ones stop waiting; busy ones give up their save
@@ -133,40 +160,57 @@ class CrashMover:
     async def _work(self):
         while not self._stopping:
             entry = await self._queue.get()
-            await self._move(entry)
+            if not self.storage_looks_down():
+                await self._move(entry)
+                continue
+            await self._probe.acquire()
+            try:
+                if self.storage_looks_down():
+                    await task.deferLater(self.reactor, self.backoff.delay(
+                        self._failed_in_a_row - self.outage_after + 1))
+                await self._move(entry)
+            finally:
+                self._probe.release()
 
     async def _move(self, entry):
         started = time.perf_counter()
-        try:
-            crash = await self.spool.load(entry)
-        except defer.CancelledError:
-            return
-        except CorruptEntry as error:
+        if self._blocking:
+            try:
+                stage, error = await deferToThreadPool(
+                    self.reactor, self.threadpool, self._move_in_thread, entry)
+            except defer.CancelledError:
+                return  # shutting down; the thread finishes what it started
+        else:
+            try:
+                stage, error = await self._move_on_reactor(entry)
+            except defer.CancelledError:
+                return  # shutting down: the entry stays spooled
+        if stage == "corrupt":
             self.log.error("{crash_id}: spool entry unreadable, moved aside: {error}",
                            crash_id=entry.crash_id, error=str(error))
-            await self.spool.quarantine(entry, str(error))
+            if not self._blocking:
+                await self.spool.quarantine(entry, str(error))
+            else:
+                self.spool.forget(entry)
             self._done(entry)
             return
-        except Exception:
-            self.log.failure("{crash_id}: could not read spool entry", crash_id=entry.crash_id)
+        if stage == "read":
+            self.log.failure("{crash_id}: could not read spool entry", error,
+                             crash_id=entry.crash_id)
             self._retry(entry)
             return
-        try:
-            await self.storage.save_crash(crash)
-        except defer.CancelledError:
-            return  # shutting down: the entry stays spooled
-        except Exception as error:
+        if stage == "save":
+            self._failed_in_a_row += 1
             self.metrics.incr("breakpad_resource.save_crash_exception.count")
             self.log.warn("{crash_id}: save failed ({error}); will retry",
                           crash_id=entry.crash_id, error=_describe(error))
             self._retry(entry)
             return
-        try:
-            await self.spool.remove(entry)
-        except defer.CancelledError:
-            pass  # stored; the thread removes the file all the same
-        except Exception:
-            self.log.failure("{crash_id}: stored but its spool entry remains",
+        self._failed_in_a_row = 0
+        if stage == "done" and self._blocking:
+            self.spool.forget(entry)
+        if stage == "delete":
+            self.log.failure("{crash_id}: stored but its spool entry remains", error,
                              crash_id=entry.crash_id)
         self.metrics.timing("breakpad_resource.crash_save.time",
                             (time.perf_counter() - started) * 1000)
@@ -176,19 +220,81 @@ class CrashMover:
         self.log.info("{crash_id} saved", crash_id=entry.crash_id)
         self._done(entry)
 
+    def _move_in_thread(self, entry):
+        """
+        One whole move in a pool thread: ``(stage, error)`` where stage is
+        ``done``, or the step that failed: ``corrupt`` (moved aside), ``read``,
+        ``save`` or ``delete``.
+        """
+        try:
+            crash = self.spool.read(entry, with_dumps=False)
+        except CorruptEntry as error:
+            self.spool._quarantine(entry, str(error))
+            return "corrupt", error
+        except Exception:
+            return "read", Failure()
+        try:
+            self.storage.save_crash_blocking(crash)
+        except Exception as error:
+            return "save", error
+        try:
+            self.spool.delete(entry)
+        except Exception:
+            return "delete", Failure()
+        return "done", None
+
+    async def _move_on_reactor(self, entry):
+        """The same steps for a backend that saves on the reactor."""
+        try:
+            crash = await self.spool.load(entry)
+        except CorruptEntry as error:
+            return "corrupt", error
+        except defer.CancelledError:
+            raise
+        except Exception:
+            return "read", Failure()
+        try:
+            await self.storage.save_crash(crash)
+        except defer.CancelledError:
+            raise
+        except Exception as error:
+            return "save", error
+        try:
+            await self.spool.remove(entry)
+        except defer.CancelledError:
+            pass  # stored; the thread removes the file all the same
+        except Exception:
+            return "delete", Failure()
+        return "done", None
+
     def _retry(self, entry):
         if self._stopping:
             return
         failures = self._failures.get(entry.filename, 0) + 1
         self._failures[entry.filename] = failures
-        waiting = task.deferLater(self.reactor, self.backoff.delay(failures),
-                                  self._requeue, entry)
-        waiting.addErrback(lambda failure: failure.trap(defer.CancelledError))
-        self._retries[entry.filename] = waiting
+        due = self.reactor.seconds() + self.backoff.delay(failures)
+        heapq.heappush(self._waiting, (due, next(self._sequence), entry))
+        self._schedule()
 
-    def _requeue(self, entry):
-        self._retries.pop(entry.filename, None)
-        self._queue.put(entry)
+    def _schedule(self):
+        """Keep the one timer set for the earliest waiting crash."""
+        if not self._waiting or self._stopping:
+            return
+        due = self._waiting[0][0]
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= due:
+                return
+            self._timer.cancel()
+        self._timer = self.reactor.callLater(max(0.0, due - self.reactor.seconds()),
+                                             self._requeue_due)
+
+    def _requeue_due(self):
+        self._timer = None
+        now = self.reactor.seconds()
+        while self._waiting and self._waiting[0][0] <= now:
+            _, _, entry = heapq.heappop(self._waiting)
+            self._queue.put(entry)
+        self._schedule()
 
     def _done(self, entry):
         self._pending.pop(entry.filename, None)

@@ -48,15 +48,25 @@ class MalformedCrashReport(Exception):
 
 @attr.s(slots=True)
 class CrashReport:
-    """What a client sent, parsed: annotations, dumps and the notes made on the way."""
+    """
+    What a client sent, parsed: annotations, dumps and the notes made on the way.
+
+    Each dump is kept as the list of byte pieces it arrived in
+    (``dump_pieces``), so it is written out without ever being joined.
+    """
 
     annotations = attr.ib(factory=dict)
-    dumps = attr.ib(factory=dict)
+    dump_pieces = attr.ib(factory=dict)
     dump_checksums = attr.ib(factory=dict)
     notes = attr.ib(factory=list)
     payload = attr.ib(default="multipart")
     payload_compressed = attr.ib(default=False)
     payload_size = attr.ib(default=0)
+
+    @property
+    def dumps(self):
+        """The dumps as bytes by name (joined on each call: for tests and tools)."""
+        return {name: b"".join(pieces) for name, pieces in self.dump_pieces.items()}
 
 
 def parse_content_type(header):
@@ -159,15 +169,16 @@ class _Part:
     """
     One part being received: its headers, its bytes so far, its checksum.
 
-    The bytes go into one growing buffer (no per-piece objects), and a text
-    part stops keeping bytes once it passes ``limit``.
+    A dump keeps the pieces it arrives in (no copy); other parts grow one
+    buffer, and a text part stops keeping bytes once it passes ``limit``.
     """
 
-    __slots__ = ("segment", "data", "sha256", "is_dump", "limit", "too_large")
+    __slots__ = ("segment", "data", "size", "sha256", "is_dump", "limit", "too_large")
 
     def __init__(self, segment, is_dump, limit=None):
         self.segment = segment
-        self.data = bytearray()
+        self.data = [] if is_dump else bytearray()
+        self.size = 0
         self.is_dump = is_dump
         self.sha256 = hashlib.sha256() if is_dump else None
         self.limit = limit
@@ -176,13 +187,20 @@ class _Part:
     def add(self, data):
         if self.too_large:
             return
-        if self.limit is not None and len(self.data) + len(data) > self.limit:
+        if self.limit is not None and self.size + len(data) > self.limit:
             self.too_large = True
             self.data = bytearray()
             return
-        self.data += data
+        self.size += len(data)
         if self.sha256 is not None:
+            self.data.append(bytes(data) if not isinstance(data, bytes) else data)
             self.sha256.update(data)
+        else:
+            self.data += data
+
+    def pieces(self):
+        data, self.data = self.data, []
+        return data
 
     def content(self):
         data, self.data = self.data, bytearray()
@@ -296,7 +314,7 @@ class PayloadParser:
             # Crashpad sends no type at all: the filename alone makes it a dump.
             if ctype is not None:
                 self._report.notes.append(f"unknown content type: {name} {ctype.strip()}")
-        self._report.dumps[name] = part.content()
+        self._report.dump_pieces[name] = part.pieces()
         self._report.dump_checksums[name] = part.sha256.hexdigest()
 
     def _add_json(self, content):

@@ -1,24 +1,23 @@
 """
 The durable local queue of accepted crashes.
 
-An accepted crash is one file, ``<nanoseconds>-<crash id>.crash``, written under
-a temporary name and renamed into the spool before the client gets its
-answer; so a crash answered with an id survives a crash of the process.
-Names sort oldest first. The crash movers load entries, store them and remove
-them. Disk work runs in a thread pool, never on the reactor thread.
+An accepted crash is a few files sharing a stem, ``<nanoseconds>-<crash id>``:
 
-File layout::
+    <stem>.<dump name>.dump   each dump, as it arrived (written first)
+    <stem>.crash              the raw crash exactly as storage keeps it
+                              (JSON, sorted keys); written under a temporary
+                              name and renamed last: it commits the entry
 
-    ANTENNA-SPOOL 1\\n
-    <length of the JSON header in bytes>\\n
-    {"crash_id": ..., "raw_crash": {...}, "dumps": [[name, size, sha256], ...]}
-    <the dumps' bytes, in header order>
+all in place before the client gets its answer, so a crash answered with an
+id survives a crash of the process. Dumps without their ``.crash`` file were
+never answered. Stems sort oldest first. The crash movers store entries and
+remove them; a filesystem backend links the files into place instead of
+copying them. Disk work runs in a thread pool, never on the reactor thread.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -32,109 +31,70 @@ from twisted.python.failure import Failure
 
 from antenna_tw.crash import Crash
 
-MAGIC = b"ANTENNA-SPOOL 1\n"
 SUFFIX = ".crash"
+DUMP_SUFFIX = ".dump"
 TEMP_PREFIX = ".tmp-"
 PROBE_PREFIX = ".probe-"
 CORRUPT_DIR = "corrupt"
-HEADER_ESTIMATE = 4096  # bytes reserved for a header until the write says
+HEADER_ESTIMATE = 4096  # bytes reserved for the raw crash until the write says
+_READ_STEP = 1024 * 1024
 
 
 class CorruptEntry(Exception):
-    """A spool file that is not a complete crash."""
+    """Spool files that are not a complete crash."""
 
 
 @attr.s(frozen=True, slots=True)
 class SpoolEntry:
-    """One spooled crash: its file name, id, size and when it was accepted."""
+    """
+    One spooled crash: its ``.crash`` file name, id, size in bytes (all its
+    files), when it was accepted, its dump names, and whether it was found
+    at start-up (its dumps are then checked against their checksums before
+    they are stored).
+    """
 
     filename = attr.ib()
     crash_id = attr.ib()
     size = attr.ib()
     created = attr.ib()  # seconds since the epoch
+    dump_names = attr.ib(default=(), converter=tuple)
+    recovered = attr.ib(default=False)
 
     @classmethod
-    def from_filename(cls, filename, size):
+    def from_filename(cls, filename, size, dump_names=(), recovered=False):
         stamp, _, rest = filename.partition("-")
-        return cls(filename, rest[: -len(SUFFIX)], size, int(stamp) / 1e9)
+        return cls(filename, rest[: -len(SUFFIX)], size, int(stamp) / 1e9,
+                   dump_names, recovered)
+
+    @property
+    def stem(self):
+        return self.filename[: -len(SUFFIX)]
+
+    def dump_filename(self, name):
+        return dump_filename(self.stem, name)
 
 
-def _checksum(crash, name):
-    """The dump's SHA-256: computed once while it streamed in, else now."""
-    known = crash.raw_crash.get("metadata", {}).get("dump_checksums", {}).get(name)
-    return known or hashlib.sha256(crash.dumps[name]).hexdigest()
+def dump_filename(stem, name):
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"unusable dump name {name!r}")
+    return f"{stem}.{name}{DUMP_SUFFIX}"
 
 
-def encode_entry(crash):
-    """The pieces of a spool file, in order, without joining the dumps."""
-    names = crash.dump_names()
-    header = json.dumps(
-        {
-            "crash_id": crash.crash_id,
-            "raw_crash": crash.raw_crash,
-            "dumps": [
-                [name, len(crash.dumps[name]), _checksum(crash, name)]
-                for name in names
-            ],
-        }
-    ).encode("utf-8")
-    return [MAGIC, b"%d\n" % len(header), header] + [crash.dumps[name] for name in names]
+def split_dump_filename(filename):
+    """``(stem, dump name)`` of a dump file's name."""
+    stem, _, rest = filename[: -len(DUMP_SUFFIX)].partition(".")
+    return stem, rest
 
 
-def read_header(spool_file):
-    """
-    ``(header, offset of the first dump)`` from an open spool file, after
-    checking the header's shape; CorruptEntry when anything is off.
-    """
-    if spool_file.read(len(MAGIC)) != MAGIC:
-        raise CorruptEntry("bad magic")
-    line = spool_file.readline(24)
-    if not line.endswith(b"\n"):
-        raise CorruptEntry("truncated header")
+def _write_file(path, pieces, fsync, exclusive=True):
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
     try:
-        length = int(line)
-    except ValueError:
-        raise CorruptEntry("bad header length") from None
-    raw = spool_file.read(length)
-    if len(raw) != length:
-        raise CorruptEntry("truncated header")
-    try:
-        header = json.loads(raw)
-        valid = (isinstance(header["crash_id"], str) and isinstance(header["raw_crash"], dict)
-                 and all(isinstance(name, str) and isinstance(size, int) and size >= 0
-                         and isinstance(checksum, str)
-                         for name, size, checksum in header["dumps"]))
-    except (ValueError, KeyError, TypeError) as error:
-        raise CorruptEntry(f"unreadable header: {error}") from None
-    if not valid:
-        raise CorruptEntry("unreadable header: wrong types")
-    return header, len(MAGIC) + len(line) + length
-
-
-def expected_size(header, offset):
-    """The size in bytes of the complete file the header describes."""
-    return offset + sum(size for _, size, _ in header["dumps"])
-
-
-def read_entry(spool_file):
-    """A Crash from an open spool file, every dump checked; CorruptEntry when damaged."""
-    header, _ = read_header(spool_file)
-    dumps = {}
-    for name, size, checksum in header["dumps"]:
-        dump = spool_file.read(size)
-        if len(dump) != size:
-            raise CorruptEntry(f"dump {name!r} is truncated")
-        if hashlib.sha256(dump).hexdigest() != checksum:
-            raise CorruptEntry(f"dump {name!r} is damaged")
-        dumps[name] = dump
-    if spool_file.read(1):
-        raise CorruptEntry("trailing bytes")
-    return Crash(header["crash_id"], header["raw_crash"], dumps)
-
-
-def decode_entry(data):
-    """A Crash from a spool file's bytes; CorruptEntry when anything is off."""
-    return read_entry(io.BytesIO(data))
+        _write_all(fd, pieces)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd, pieces):
@@ -148,6 +108,40 @@ def _write_all(fd, pieces):
             else:
                 views[0] = views[0][written:]
                 written = 0
+
+
+def _read_file(path):
+    with open(path, "rb", buffering=0) as spool_file:
+        return spool_file.read()
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as dump_file:
+        while True:
+            block = dump_file.read(_READ_STEP)
+            if not block:
+                return digest.hexdigest()
+            digest.update(block)
+
+
+def _expected_checksums(raw_crash):
+    metadata = raw_crash.get("metadata")
+    checksums = metadata.get("dump_checksums") if isinstance(metadata, dict) else None
+    return checksums if isinstance(checksums, dict) else None
+
+
+def parse_raw_crash(data, crash_id):
+    """The raw crash mapping in a ``.crash`` file's bytes; CorruptEntry when unusable."""
+    try:
+        raw_crash = json.loads(data)
+    except ValueError as error:
+        raise CorruptEntry(f"unreadable raw crash: {error}") from None
+    if not isinstance(raw_crash, dict):
+        raise CorruptEntry("unreadable raw crash: not an object")
+    if raw_crash.get("uuid", crash_id) != crash_id:
+        raise CorruptEntry(f"holds crash {raw_crash.get('uuid')!r}, not {crash_id!r}")
+    return raw_crash
 
 
 @attr.s
@@ -176,45 +170,54 @@ class Spool:
     def open(self):
         """
         Create the directory and list what is there, oldest first, moving
-        aside half-written and unreadable entries (each with a log line).
-        Runs once at start-up, before the reactor, so it may block; it reads
-        each entry's header, not its dumps (their checksums are checked when
-        an entry is loaded for storage).
+        aside half-written and unreadable entries and dumps without a
+        ``.crash`` file (each with a log line). Runs once at start-up,
+        before the reactor, so it may block; it reads each raw crash, not
+        the dumps (their checksums are checked when they are stored).
         """
         os.makedirs(os.path.join(self.directory, CORRUPT_DIR), exist_ok=True)
-        entries = []
+        crash_files, dump_files = [], {}
         for filename in sorted(os.listdir(self.directory)):
-            path = os.path.join(self.directory, filename)
-            if filename == CORRUPT_DIR:
-                continue
             if filename.startswith(PROBE_PREFIX):
-                _unlink(path)  # a health probe interrupted by a crash of the process
-                continue
-            if filename.startswith(TEMP_PREFIX):
+                _unlink(os.path.join(self.directory, filename))  # a health probe cut short
+            elif filename.startswith(TEMP_PREFIX):
                 self._move_aside(filename, "half-written")
-                continue
-            if not filename.endswith(SUFFIX):
-                continue
+            elif filename.endswith(SUFFIX):
+                crash_files.append(filename)
+            elif filename.endswith(DUMP_SUFFIX):
+                stem, name = split_dump_filename(filename)
+                dump_files.setdefault(stem, {})[name] = filename
+        entries = []
+        for filename in crash_files:
+            dumps = dump_files.pop(filename[: -len(SUFFIX)], {})
             try:
-                entry = SpoolEntry.from_filename(filename, os.path.getsize(path))
-                self._check(path, entry)
+                entry = self._check(filename, dumps)
             except (ValueError, OSError, CorruptEntry) as error:
+                for dump in dumps.values():
+                    self._move_aside(dump, f"its crash {filename} is unusable")
                 self._move_aside(filename, str(error))
                 continue
             entries.append(entry)
+        for dumps in dump_files.values():
+            for dump in dumps.values():
+                self._move_aside(dump, "a dump without its crash file: its write, or its "
+                                "removal after storing, was cut short")
         self.total_bytes = sum(entry.size for entry in entries)
         return entries
 
-    def _check(self, path, entry):
-        """A complete file whose header matches its name, or CorruptEntry."""
-        with open(path, "rb") as spool_file:
-            header, offset = read_header(spool_file)
-        if header["crash_id"] != entry.crash_id:
-            raise CorruptEntry(f"holds crash {header['crash_id']!r}, not {entry.crash_id!r}")
-        expected = expected_size(header, offset)
-        if entry.size != expected:
-            raise CorruptEntry(f"truncated: {entry.size} bytes of {expected}"
-                               if entry.size < expected else "trailing bytes")
+    def _check(self, filename, dumps):
+        """A SpoolEntry for a complete crash found at start-up, or CorruptEntry."""
+        entry = SpoolEntry.from_filename(filename, 0)
+        path = os.path.join(self.directory, filename)
+        raw_crash = parse_raw_crash(_read_file(path), entry.crash_id)
+        expected = _expected_checksums(raw_crash)
+        if expected is not None and set(expected) != set(dumps):
+            missing = sorted(set(expected) - set(dumps))
+            raise CorruptEntry(f"dumps missing: {', '.join(missing)}" if missing
+                               else "dumps its raw crash does not list")
+        size = os.path.getsize(path) + sum(
+            os.path.getsize(os.path.join(self.directory, dump)) for dump in dumps.values())
+        return attr.evolve(entry, size=size, dump_names=sorted(dumps), recovered=True)
 
     def _move_aside(self, filename, reason):
         try:
@@ -229,40 +232,45 @@ class Spool:
             filename=filename, corrupt=CORRUPT_DIR, reason=reason,
         )
 
-    def _put(self, crash, filename):
-        pieces = encode_entry(crash)
-        temp_path = os.path.join(self.directory, TEMP_PREFIX + filename)
-        path = os.path.join(self.directory, filename)
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    def _put(self, crash, stem):
+        """Write the dumps, then commit the raw crash by rename. Blocking."""
+        directory = self.directory
+        written = []
+        size = 0
         try:
-            try:
-                _write_all(fd, pieces)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            for name in crash.dump_names():
+                path = os.path.join(directory, dump_filename(stem, name))
+                pieces = crash.dump_pieces(name)
+                written.append(path)
+                _write_file(path, pieces, self.fsync)
+                size += sum(len(piece) for piece in pieces)
+            raw = crash.serialized_raw_crash()
+            temp_path = os.path.join(directory, TEMP_PREFIX + stem + SUFFIX)
+            written.append(temp_path)
+            _write_file(temp_path, [raw], self.fsync)
+            path = os.path.join(directory, stem + SUFFIX)
             os.replace(temp_path, path)
+            written[-1] = path
+            if self.fsync:
+                # The client will hear "busy" and send it again if this fails.
+                _fsync_directory(directory)
         except BaseException:
-            _unlink(temp_path)
-            raise
-        if self.fsync:
-            try:
-                _fsync_directory(self.directory)
-            except BaseException:
-                # The client will hear "busy" and send it again: keep no copy.
+            for path in written:
                 _unlink(path)
-                raise
-        return SpoolEntry.from_filename(filename, sum(len(piece) for piece in pieces))
+            raise
+        return SpoolEntry.from_filename(stem + SUFFIX, size + len(raw), crash.dump_names())
 
     def put(self, crash):
         """
-        Write a crash durably (temp file, then rename; fsync of the file and
-        the directory when ``fsync``); a Deferred of its SpoolEntry.
+        Write a crash durably (dumps, then the raw crash under a temp name
+        renamed into place; fsync of every file and the directory when
+        ``fsync``); a Deferred of its SpoolEntry.
         """
-        filename = f"{self.clock_ns():020d}-{crash.crash_id}{SUFFIX}"
-        reserved = HEADER_ESTIMATE + sum(len(dump) for dump in crash.dumps.values())
+        stem = f"{self.clock_ns():020d}-{crash.crash_id}"
+        reserved = HEADER_ESTIMATE + sum(
+            len(piece) for name in crash.dumps for piece in crash.dump_pieces(name))
         self.writing_bytes += reserved
-        d = deferToThreadPool(self.reactor, self.threadpool, self._put, crash, filename)
+        d = deferToThreadPool(self.reactor, self.threadpool, self._put, crash, stem)
         self._writes.add(d)
 
         def settle(result):
@@ -287,35 +295,72 @@ class Spool:
         self._idle_waiters.append(waiter)
         return waiter
 
-    def _load(self, entry):
-        with open(os.path.join(self.directory, entry.filename), "rb") as spool_file:
-            return read_entry(spool_file)
+    def read(self, entry, with_dumps=True):
+        """
+        The Crash in ``entry``, blocking: with its dumps' bytes, or (not
+        ``with_dumps``) with ``dump_files`` and ``raw_crash_file`` for a
+        backend that links files into place. The dumps of an entry found at
+        start-up are checked against their checksums first. CorruptEntry
+        when something is missing or damaged, OSError when the disk fails.
+        """
+        directory = self.directory
+        raw_path = os.path.join(directory, entry.filename)
+        try:
+            raw = _read_file(raw_path)
+        except FileNotFoundError:
+            raise CorruptEntry("its crash file is gone") from None
+        raw_crash = parse_raw_crash(raw, entry.crash_id)
+        expected = _expected_checksums(raw_crash) or {}
+        paths = {name: os.path.join(directory, entry.dump_filename(name))
+                 for name in entry.dump_names}
+        dumps = {}
+        for name, path in paths.items():
+            try:
+                if with_dumps:
+                    dumps[name] = _read_file(path)
+                    checksum = (hashlib.sha256(dumps[name]).hexdigest()
+                                if entry.recovered else None)
+                else:
+                    checksum = _file_sha256(path) if entry.recovered else None
+            except FileNotFoundError:
+                raise CorruptEntry(f"dump {name!r} is missing") from None
+            if checksum is not None and name in expected and checksum != expected[name]:
+                raise CorruptEntry(f"dump {name!r} is damaged")
+        if with_dumps:
+            return Crash(entry.crash_id, raw_crash, dumps, serialized=raw)
+        return Crash(entry.crash_id, raw_crash, dump_files=paths, raw_crash_file=raw_path,
+                     serialized=raw)
 
     def load(self, entry):
-        """A Deferred of the Crash in ``entry``; fails with CorruptEntry or OSError."""
-        return deferToThreadPool(self.reactor, self.threadpool, self._load, entry)
+        """A Deferred of the Crash in ``entry``, dumps read; fails with CorruptEntry or OSError."""
+        return deferToThreadPool(self.reactor, self.threadpool, self.read, entry)
 
-    def _remove(self, entry):
+    def delete(self, entry):
+        """Delete a stored crash's files (blocking): the raw crash first, then the dumps."""
         _unlink(os.path.join(self.directory, entry.filename))
+        for name in entry.dump_names:
+            _unlink(os.path.join(self.directory, entry.dump_filename(name)))
+
+    def forget(self, entry):
+        """Stop counting the bytes of an entry that was deleted or moved aside."""
+        self.total_bytes -= entry.size
 
     def remove(self, entry):
         """Delete a stored crash's entry; a Deferred."""
-        d = deferToThreadPool(self.reactor, self.threadpool, self._remove, entry)
+        d = deferToThreadPool(self.reactor, self.threadpool, self.delete, entry)
+        return d.addCallback(lambda _: self.forget(entry))
 
-        def uncount(_):
-            self.total_bytes -= entry.size
-
-        return d.addCallback(uncount)
+    def _quarantine(self, entry, reason):
+        self._move_aside(entry.filename, reason)
+        for name in entry.dump_names:
+            dump = entry.dump_filename(name)
+            if os.path.exists(os.path.join(self.directory, dump)):
+                self._move_aside(dump, f"its crash {entry.filename} is unusable")
 
     def quarantine(self, entry, reason):
         """Move an unreadable entry aside so it is never retried; a Deferred."""
-        d = deferToThreadPool(self.reactor, self.threadpool, self._move_aside,
-                              entry.filename, reason)
-
-        def uncount(_):
-            self.total_bytes -= entry.size
-
-        return d.addCallback(uncount)
+        d = deferToThreadPool(self.reactor, self.threadpool, self._quarantine, entry, reason)
+        return d.addCallback(lambda _: self.forget(entry))
 
     def _probe(self):
         try:

@@ -27,6 +27,11 @@ class ICrashStorage(Interface):
     def save_crash(crash):
         """Store a Crash: dump_names, each dump, the raw crash last. Deferred."""
 
+    # Optional: ``save_crash_blocking(crash)`` stores a crash in the calling
+    # thread. A backend that has it gets each whole move (read the spool
+    # entry, store, delete) as one thread-pool job, and crashes whose
+    # ``dump_files``/``raw_crash_file`` it may link instead of copying.
+
     def check_health():
         """A Deferred of a list of error strings (empty when healthy)."""
 

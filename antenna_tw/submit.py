@@ -111,7 +111,7 @@ class SubmitHandler:
             return self._crash_id_answer(request, crash_id)
 
         finish_raw_crash(raw_crash, crash_id, rule_name)
-        crash = Crash(crash_id, raw_crash, report.dumps)
+        crash = Crash(crash_id, raw_crash, report.dump_pieces)
         written = self.spool.put(crash)
         # Queue the crash once it is spooled even if the client hangs up
         # meanwhile (which cancels this handler): it must not sit unqueued.

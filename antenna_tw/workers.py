@@ -21,7 +21,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.logger import ILogObserver, Logger
 
-from antenna_tw.spool import SUFFIX
+from antenna_tw.spool import DUMP_SUFFIX, SUFFIX
 
 SHARD = re.compile(r"^worker-(\d+)$")
 PR_SET_PDEATHSIG = 1
@@ -49,10 +49,13 @@ def adopt_orphan_shards(spool_dir, index, count, log=None):
                 sources.append(os.path.join(spool_dir, name))
     moved = 0
     for source in sources:
-        for filename in os.listdir(source):
-            if filename.endswith(SUFFIX) and not filename.startswith("."):
-                os.replace(os.path.join(source, filename), os.path.join(own, filename))
-                moved += 1
+        names = [name for name in os.listdir(source) if not name.startswith(".")]
+        # Dumps before the .crash file that commits them, as when they were written.
+        for suffix in (DUMP_SUFFIX, SUFFIX):
+            for filename in names:
+                if filename.endswith(suffix):
+                    os.replace(os.path.join(source, filename), os.path.join(own, filename))
+                    moved += suffix == SUFFIX
     if moved and log is not None:
         log.info("adopted {count} spooled crashes from stopped workers", count=moved)
     return moved

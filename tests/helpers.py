@@ -220,9 +220,12 @@ class SlowFSStorage(FSCrashStorage):
     def from_settings(cls, settings, reactor, threadpool, concurrency=None):
         return cls(settings.fs_root, reactor, threadpool)
 
+    save_crash_blocking = None  # so the movers go through save_crash and its wait
+
     def save_crash(self, crash):
         waited = task.deferLater(self.reactor, self.seconds, lambda: None)
-        return waited.addCallback(lambda _: FSCrashStorage.save_crash(self, crash))
+        return waited.addCallback(lambda _: threads.deferToThreadPool(
+            self.reactor, self.threadpool, FSCrashStorage.save_crash_blocking, self, crash))
 
 
 class QuickSlowFSStorage(SlowFSStorage):

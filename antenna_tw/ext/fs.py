@@ -2,36 +2,98 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
+import threading
 
 import attr
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
-from antenna_tw.crash import serialize_dump_names, serialize_raw_crash
+from antenna_tw.crash import serialize_dump_names
 from antenna_tw.crashid import date_from_crash_id
 from antenna_tw.storage import ICrashStorage, StorageUnavailable
 
 
 def write_atomically(path, data, fsync=False):
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    temp_path = _temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as temp_file:
-            temp_file.write(data)
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as temp_file:
+            view = memoryview(data)
+            while view:
+                view = view[temp_file.write(view):]
             if fsync:
-                temp_file.flush()
                 os.fsync(temp_file.fileno())
         os.replace(temp_path, path)
     except BaseException:
-        try:
-            os.unlink(temp_path)
-        except OSError:
-            pass
+        _unlink(temp_path)
         raise
+
+
+def _temp_path(path):
+    """A temp name beside ``path`` that no other thread or process uses now."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".tmp-{os.getpid()}-{threading.get_ident()}-{name}")
+
+
+# link() fails with these where the spool and storage cannot share an inode.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+
+
+def place_file(source, path):
+    """
+    Put a copy of the file ``source`` at ``path``, atomically: a hard link
+    when both are on one filesystem (no data is copied), else a copy
+    written beside ``path`` and renamed. An existing ``path`` is replaced.
+    """
+    try:
+        os.link(source, path)
+        return
+    except FileNotFoundError:
+        if not os.path.exists(source):
+            raise
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return place_file(source, path)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        if error.errno not in _NO_LINK:
+            raise
+        return _copy_into_place(source, path)
+    temp_path = _temp_path(path)
+    _unlink(temp_path)
+    os.link(source, temp_path)
+    try:
+        os.replace(temp_path, path)
+    except BaseException:
+        _unlink(temp_path)
+        raise
+
+
+def _copy_into_place(source, path):
+    temp_path = _temp_path(path)
+    try:
+        with open(source, "rb") as source_file, open(temp_path, "wb") as temp_file:
+            shutil.copyfileobj(source_file, temp_file, 1024 * 1024)
+        os.replace(temp_path, path)
+    except BaseException:
+        _unlink(temp_path)
+        raise
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 @implementer(ICrashStorage)
@@ -71,16 +133,27 @@ class FSCrashStorage:
                 f"crash storage root {self.root} is not writable: {error.strerror}"
             ) from None
 
-    def _save(self, crash):
+    def save_crash_blocking(self, crash):
+        """
+        Store a crash in the calling thread, the raw crash last. Files the
+        crash already has on disk (spooled dumps and raw crash) are linked
+        into place rather than copied.
+        """
         names = crash.dump_names()
         dump_names_path, dump_paths, raw_crash_path = self.paths(crash.crash_id, names)
         write_atomically(dump_names_path, serialize_dump_names(names))
         for name in names:
-            write_atomically(dump_paths[name], crash.dumps[name])
-        write_atomically(raw_crash_path, serialize_raw_crash(crash.raw_crash))
+            if name in crash.dump_files:
+                place_file(crash.dump_files[name], dump_paths[name])
+            else:
+                write_atomically(dump_paths[name], crash.dump_bytes(name))
+        if crash.raw_crash_file is not None:
+            place_file(crash.raw_crash_file, raw_crash_path)
+        else:
+            write_atomically(raw_crash_path, crash.serialized_raw_crash())
 
     def save_crash(self, crash):
-        return deferToThreadPool(self.reactor, self.threadpool, self._save, crash)
+        return deferToThreadPool(self.reactor, self.threadpool, self.save_crash_blocking, crash)
 
     def _health(self):
         try:

@@ -181,8 +181,9 @@ class FSStore:
 
 def spool_entries(spool_dir):
     """
-    Names of the entries in a spool directory and its worker shards
-    (``worker-<i>/``), not the temp files of writes in progress.
+    Names of the entries (their ``.crash`` files) in a spool directory and
+    its worker shards (``worker-<i>/``), not the temp files of writes in
+    progress.
     """
     names = []
     for folder, subfolders, files in os.walk(spool_dir):

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import defer, task
 
 from antenna_tw.crash import Crash
-from antenna_tw.crashmover import Backoff, CrashMover
+from antenna_tw.crashmover import OUTAGE_AFTER, Backoff, CrashMover
 from antenna_tw.spool import CorruptEntry, SpoolEntry
 
 
@@ -90,11 +90,13 @@ class RecordingMetrics:
         return [value for _, metric, value in self.records if metric == name]
 
 
-def make_mover(clock, storage, spool=None, workers=1, base=1.0, cap=8.0, seed=42):
+def make_mover(clock, storage, spool=None, workers=1, base=1.0, cap=8.0, seed=42,
+               outage_after=OUTAGE_AFTER):
     spool = spool if spool is not None else MemorySpool()
     metrics = RecordingMetrics()
     mover = CrashMover(spool, storage, clock, metrics, workers=workers,
-                       backoff=Backoff(base, cap, random.Random(seed)))
+                       backoff=Backoff(base, cap, random.Random(seed)),
+                       outage_after=outage_after)
     return mover, spool, metrics
 
 
@@ -135,7 +137,8 @@ def test_backoff_is_reproducible_with_a_seeded_rng():
 def test_failed_saves_are_retried_on_the_backoff_schedule():
     clock = task.Clock()
     storage = FlakyStorage(clock, failures=7)
-    mover, spool, _ = make_mover(clock, storage, base=1.0, cap=8.0, seed=42)
+    # One crash failing is not an outage here: only its own schedule counts.
+    mover, spool, _ = make_mover(clock, storage, base=1.0, cap=8.0, seed=42, outage_after=100)
     entry = spool.add("a")
     mover.enqueue(entry)
     mover.start()
@@ -182,7 +185,8 @@ def test_a_crash_is_never_dropped_whatever_the_number_of_failures(failures):
 def test_crashes_failing_together_retry_at_different_times():
     clock = task.Clock()
     storage = FlakyStorage(clock, failures=20)
-    mover, spool, _ = make_mover(clock, storage, workers=4, base=1.0, cap=30.0)
+    mover, spool, _ = make_mover(clock, storage, workers=4, base=1.0, cap=30.0,
+                                 outage_after=100)
     for n in range(20):
         mover.enqueue(spool.add(f"c{n}"))
     mover.start()
@@ -196,6 +200,61 @@ def test_crashes_failing_together_retry_at_different_times():
         clock.advance(1.0)
     assert sorted(storage.saved) == sorted(f"c{n}" for n in range(20))
     assert mover.queue_length() == 0
+
+
+def test_an_outage_is_probed_one_save_at_a_time_with_growing_waits():
+    clock = task.Clock()
+    storage = FlakyStorage(clock, failures=1_000_000)
+    mover, spool, _ = make_mover(clock, storage, workers=4, base=1.0, cap=30.0)
+    for n in range(1000):
+        mover.enqueue(spool.add(f"c{n}"))
+    mover.start()
+    # The first OUTAGE_AFTER saves fail back to back, then storage looks down.
+    assert len(storage.attempts) == OUTAGE_AFTER
+    assert mover.storage_looks_down()
+    for _ in range(600):  # ten minutes
+        clock.advance(1.0)
+    probes = [when for when, _ in storage.attempts[OUTAGE_AFTER:]]
+    # About one try per half-ceiling once the waits reach the 30 s cap, not
+    # one per crash per backoff: 1000 crashes would make thousands.
+    assert 10 < len(probes) < 80, len(probes)
+    assert all(later >= earlier for earlier, later in zip(probes, probes[1:]))
+    gaps = [later - earlier for earlier, later in zip(probes, probes[1:])]
+    assert max(gaps[-5:]) > 5.0  # the waits grew
+    assert mover.queue_length() == 1000 and storage.saved == []
+    assert len(clock.getDelayedCalls()) <= 2  # the heap's timer and one probe wait
+
+    storage.failures = 0  # storage is back: the next probe succeeds and all flow
+    for _ in range(40):
+        clock.advance(1.0)
+    assert not mover.storage_looks_down()
+    for _ in range(200):
+        clock.advance(1.0)
+    assert sorted(storage.saved) == sorted(f"c{n}" for n in range(1000))
+    assert mover.queue_length() == 0 and mover.retrying() == 0
+
+
+def test_one_crash_that_always_fails_does_not_stop_the_others():
+    clock = task.Clock()
+
+    @attr.s
+    class PoisonStorage(FlakyStorage):
+        def save_crash(self, crash):
+            if crash.crash_id == "poison":
+                self.attempts.append((self.clock.seconds(), crash.crash_id))
+                return defer.fail(OSError("this one is refused"))
+            return super().save_crash(crash)
+
+    storage = PoisonStorage(clock)
+    mover, spool, _ = make_mover(clock, storage, workers=2, base=1.0, cap=4.0)
+    mover.enqueue(spool.add("poison"))
+    mover.start()
+    for n in range(50):
+        mover.enqueue(spool.add(f"c{n}"))
+        clock.advance(0.5)
+    assert not mover.storage_looks_down()
+    assert sorted(storage.saved) == sorted(f"c{n}" for n in range(50))
+    assert mover.queue_length() == 1 and mover.retrying() == 1
 
 
 def test_same_crash_id_spooled_twice_is_tracked_twice():

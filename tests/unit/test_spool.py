@@ -3,6 +3,7 @@ The spool on disk: round trips, what start-up moves aside, fsync, failed
 writes, the bytes backpressure sees, and the writability probe.
 """
 
+import hashlib
 import os
 
 import attr
@@ -13,16 +14,21 @@ from twisted.python.threadpool import ThreadPool
 
 from antenna_tw import spool as spool_module
 from antenna_tw.crash import Crash
-from antenna_tw.spool import (CORRUPT_DIR, Backpressure, CorruptEntry, Spool, decode_entry,
-                              encode_entry)
+from antenna_tw.spool import CORRUPT_DIR, Backpressure, CorruptEntry, Spool
 
 CRASH_ID = "de1bb258-cbbf-4589-a673-34f800160918"
+DUMPS = ["browser", "memory_report", "upload_file_minidump"]
 
 
 def make_crash(crash_id=CRASH_ID, size=5000):
-    return Crash(crash_id, {"ProductName": "Test", "uuid": crash_id, "Note": "ünï"},
-                 {"upload_file_minidump": os.urandom(size), "memory_report": b"",
-                  "browser": os.urandom(size // 2)})
+    dumps = {"upload_file_minidump": [os.urandom(size // 2), os.urandom(size - size // 2)],
+             "memory_report": b"", "browser": os.urandom(size // 2)}
+    checksums = {name: hashlib.sha256(b"".join(pieces) if isinstance(pieces, list)
+                                      else pieces).hexdigest()
+                 for name, pieces in dumps.items()}
+    raw_crash = {"ProductName": "Test", "uuid": crash_id, "Note": "ünï",
+                 "metadata": {"dump_checksums": checksums}}
+    return Crash(crash_id, raw_crash, dumps)
 
 
 @pytest.fixture
@@ -40,80 +46,111 @@ def write_entry(directory, name, data):
     return path
 
 
-def entry_bytes(crash):
-    return b"".join(encode_entry(crash))
+def spool_files(directory, crash, stamp):
+    """Write a crash's entry as the spool's writer does; its file names."""
+    entry = Spool(str(directory), reactor, None)._put(crash, stem_for(crash, stamp))
+    return [entry.filename] + [entry.dump_filename(name) for name in entry.dump_names]
+
+
+def stem_for(crash, stamp):
+    return f"{stamp:020d}-{crash.crash_id}"
 
 
 def name_for(crash, stamp):
-    return f"{stamp:020d}-{crash.crash_id}.crash"
+    return stem_for(crash, stamp) + ".crash"
 
 
-def test_encoded_entries_decode_to_the_same_crash():
+def joined(crash):
+    return {name: crash.dump_bytes(name) for name in crash.dumps}
+
+
+def test_an_entry_is_its_dumps_then_the_raw_crash_as_stored(tmp_path):
     crash = make_crash()
-    assert decode_entry(entry_bytes(crash)) == crash
-
-
-@pytest.mark.parametrize("damage,reason", [
-    (lambda data: b"XX" + data[2:], "bad magic"),
-    (lambda data: data[:20], "truncated header"),
-    (lambda data: data[:-1], "truncated"),
-    (lambda data: data + b"x", "trailing bytes"),
-    (lambda data: data[:-10] + bytes([data[-10] ^ 1]) + data[-9:], "damaged"),
-    (lambda data: data.replace(b'"dumps"', b'"dumpz"', 1), "unreadable header"),
-])
-def test_damaged_entries_do_not_decode(damage, reason):
-    with pytest.raises(CorruptEntry, match=reason):
-        decode_entry(damage(entry_bytes(make_crash())))
+    names = spool_files(tmp_path, crash, 7)
+    stem = stem_for(crash, 7)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [stem + ".crash"] + [f"{stem}.{name}.dump" for name in DUMPS])
+    assert (tmp_path / names[0]).read_bytes() == crash.serialized_raw_crash()
+    for name in DUMPS:
+        assert (tmp_path / f"{stem}.{name}.dump").read_bytes() == crash.dump_bytes(name)
 
 
 def test_open_lists_entries_oldest_first_and_counts_their_bytes(tmp_path):
     directory = tmp_path / "spool"
     directory.mkdir()
     crashes = [make_crash(f"{n}e1bb258-cbbf-4589-a673-34f800160918") for n in range(3)]
+    sizes = []
     for stamp, crash in zip((300, 100, 200), crashes):
-        write_entry(directory, name_for(crash, stamp), entry_bytes(crash))
+        sizes.append(sum(os.path.getsize(directory / name)
+                         for name in spool_files(directory, crash, stamp)))
     spool = Spool(str(directory), reactor, None)
     entries = spool.open()
     assert [entry.crash_id for entry in entries] == [crashes[1].crash_id, crashes[2].crash_id,
                                                      crashes[0].crash_id]
     assert [entry.created for entry in entries] == [100e-9, 200e-9, 300e-9]
-    assert spool.total_bytes == sum(len(entry_bytes(crash)) for crash in crashes)
-    assert spool.total_bytes == sum(entry.size for entry in entries)
+    assert [entry.dump_names for entry in entries] == [tuple(DUMPS)] * 3
+    assert all(entry.recovered for entry in entries)
+    assert spool.total_bytes == sum(sizes) == sum(entry.size for entry in entries)
 
 
 def test_open_moves_aside_what_is_not_a_complete_entry(tmp_path, log_messages):
     directory = tmp_path / "spool"
     directory.mkdir()
     good = make_crash()
-    data = entry_bytes(good)
-    other = make_crash("0e1bb258-cbbf-4589-a673-34f800160918")
-    bad = {
-        ".tmp-" + name_for(good, 1): data[:100],  # killed while writing
-        name_for(make_crash("1" + CRASH_ID[1:]), 2): data[:len(data) // 2],  # truncated dumps
-        name_for(make_crash("2" + CRASH_ID[1:]), 3): data[:30],  # truncated header
-        name_for(make_crash("3" + CRASH_ID[1:]), 4): b"",  # empty
-        name_for(make_crash("4" + CRASH_ID[1:]), 5): b"garbage" * 10,  # not a spool file
-        name_for(make_crash("5" + CRASH_ID[1:]), 6): data + b"extra",  # trailing bytes
-        name_for(other, 7): data,  # holds another crash than its name says
-        "notanumber-" + CRASH_ID + ".crash": data,  # a name that is not ours
-    }
-    for name, content in bad.items():
-        write_entry(directory, name, content)
-    write_entry(directory, name_for(good, 10), data)
+    moved = []
+
+    def broken(n, damage):
+        crash = make_crash(f"{n}" + CRASH_ID[1:])
+        names = spool_files(directory, crash, n)
+        moved.extend(damage(crash, names))
+
+    def half_written(crash, names):  # killed before the rename
+        os.rename(directory / names[0], directory / (".tmp-" + names[0]))
+        return [".tmp-" + names[0]] + names[1:]
+
+    def dump_missing(crash, names):
+        os.unlink(directory / names[1])
+        return [names[0], names[2], names[3]]
+
+    def unreadable(crash, names):
+        write_entry(directory, names[0], b"{not json")
+        return names
+
+    def not_an_object(crash, names):
+        write_entry(directory, names[0], b"[1, 2]")
+        return names
+
+    def other_crash(crash, names):  # holds another crash than its name says
+        write_entry(directory, names[0], good.serialized_raw_crash())
+        return names
+
+    def extra_dump(crash, names):  # a dump its raw crash does not list
+        write_entry(directory, names[0].replace(".crash", ".stray.dump"), b"x")
+        return names + [names[0].replace(".crash", ".stray.dump")]
+
+    for n, damage in enumerate([half_written, dump_missing, unreadable, not_an_object,
+                                other_crash, extra_dump], 1):
+        broken(n, damage)
+    orphan = make_crash("9" + CRASH_ID[1:])  # dumps whose crash file never came
+    orphan_names = spool_files(directory, orphan, 9)
+    os.unlink(directory / orphan_names[0])
+    moved += orphan_names[1:]
+    kept = spool_files(directory, good, 10)
     write_entry(directory, "README.txt", b"left alone")
 
     spool = Spool(str(directory), reactor, None)
     entries = spool.open()
 
     assert [entry.filename for entry in entries] == [name_for(good, 10)]
-    assert spool.total_bytes == len(data)
-    assert sorted(os.listdir(directory / CORRUPT_DIR)) == sorted(bad)
-    assert sorted(os.listdir(directory)) == sorted([CORRUPT_DIR, name_for(good, 10), "README.txt"])
-    for name in bad:
+    assert sorted(os.listdir(directory / CORRUPT_DIR)) == sorted(moved)
+    assert sorted(os.listdir(directory)) == sorted([CORRUPT_DIR, "README.txt"] + kept)
+    for name in moved:
         assert any(message.startswith(f"spool entry {name} moved aside to corrupt: ")
                    for message in log_messages), (name, log_messages)
-    assert any("half-written" in message for message in log_messages)
-    assert any("truncated" in message for message in log_messages)
+    for reason in ("half-written", "dumps missing: browser", "unreadable raw crash",
+                   "not an object", "holds crash", "dumps its raw crash does not list",
+                   "a dump without its crash file: its write"):
+        assert any(reason in message for message in log_messages), reason
 
 
 def test_open_creates_the_directory(tmp_path):
@@ -129,34 +166,49 @@ async def test_put_load_remove(tmp_path, threadpool):
     crash = make_crash()
     entry = await spool.put(crash)
     assert entry.filename == name_for(crash, 1234)
-    assert sorted(os.listdir(spool.directory)) == sorted([CORRUPT_DIR, entry.filename])
-    assert spool.total_bytes == entry.size == os.path.getsize(
-        os.path.join(spool.directory, entry.filename))
+    assert entry.dump_names == tuple(DUMPS) and not entry.recovered
+    files = [entry.filename] + [entry.dump_filename(name) for name in DUMPS]
+    assert sorted(os.listdir(spool.directory)) == sorted([CORRUPT_DIR] + files)
+    assert spool.total_bytes == entry.size == sum(
+        os.path.getsize(os.path.join(spool.directory, name)) for name in files)
     assert spool.writing_bytes == 0
-    assert await spool.load(entry) == crash
+    loaded = await spool.load(entry)
+    assert (loaded.crash_id, loaded.raw_crash, loaded.dumps) == (
+        crash.crash_id, crash.raw_crash, joined(crash))
+    assert loaded.serialized_raw_crash() == crash.serialized_raw_crash()
+    linkable = spool.read(entry, with_dumps=False)
+    assert linkable.dumps == {} and linkable.dump_names() == DUMPS
+    assert linkable.raw_crash_file == os.path.join(spool.directory, entry.filename)
+    assert {name: open(path, "rb").read() for name, path in linkable.dump_files.items()} == \
+        joined(crash)
     # what a restart would find
-    assert Spool(spool.directory, reactor, None).open() == [entry]
+    assert Spool(spool.directory, reactor, None).open() == [
+        attr.evolve(entry, recovered=True)]
     await spool.remove(entry)
     assert spool.total_bytes == 0
     assert sorted(os.listdir(spool.directory)) == [CORRUPT_DIR]
 
 
+@pytest.mark.parametrize("with_dumps", [True, False])
 @pytest_twisted.ensureDeferred
-async def test_a_damaged_dump_is_found_when_loaded_and_quarantined(tmp_path, threadpool):
+async def test_a_damaged_dump_found_at_start_up_is_refused_and_quarantined(
+        tmp_path, threadpool, with_dumps):
     spool = Spool(str(tmp_path / "spool"), reactor, threadpool)
     spool.open()
     entry = await spool.put(make_crash())
-    path = os.path.join(spool.directory, entry.filename)
-    with open(path, "r+b") as spool_file:  # same size, one bit flipped in a dump
-        spool_file.seek(-100, os.SEEK_END)
-        byte = spool_file.read(1)
-        spool_file.seek(-100, os.SEEK_END)
-        spool_file.write(bytes([byte[0] ^ 0x40]))
-    assert Spool(spool.directory, reactor, None).open() == [entry]  # sizes are right
-    with pytest.raises(CorruptEntry, match="damaged"):
-        await spool.load(entry)
-    await spool.quarantine(entry, "damaged")
-    assert os.listdir(os.path.join(spool.directory, CORRUPT_DIR)) == [entry.filename]
+    path = os.path.join(spool.directory, entry.dump_filename("browser"))
+    with open(path, "r+b") as dump_file:  # same size, one bit flipped
+        dump_file.seek(100)
+        byte = dump_file.read(1)
+        dump_file.seek(100)
+        dump_file.write(bytes([byte[0] ^ 0x40]))
+    assert spool.read(entry, with_dumps) is not None  # not checked: written by this process
+    [recovered] = Spool(spool.directory, reactor, None).open()  # sizes are right
+    with pytest.raises(CorruptEntry, match="dump 'browser' is damaged"):
+        spool.read(recovered, with_dumps)
+    await spool.quarantine(recovered, "damaged")
+    assert sorted(os.listdir(os.path.join(spool.directory, CORRUPT_DIR))) == sorted(
+        [entry.filename] + [entry.dump_filename(name) for name in DUMPS])
     assert spool.total_bytes == 0
 
 
@@ -173,7 +225,8 @@ async def test_fsync_syncs_the_file_and_the_directory(tmp_path, threadpool, monk
     spool = Spool(str(tmp_path / "spool"), reactor, threadpool, fsync=True)
     spool.open()
     await spool.put(make_crash())
-    assert synced == [False, True]  # the file, then the directory after the rename
+    # Each dump, the raw crash, then the directory after the rename.
+    assert synced == [False, False, False, False, True]
 
     synced.clear()
     spool.fsync = False
@@ -195,6 +248,23 @@ async def test_a_failed_write_leaves_nothing_behind(tmp_path, threadpool, monkey
         await spool.put(make_crash())
     assert sorted(os.listdir(spool.directory)) == [CORRUPT_DIR]
     assert (spool.total_bytes, spool.writing_bytes) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_failing_at_the_raw_crash_leaves_nothing_behind(tmp_path, threadpool,
+                                                                        monkeypatch):
+    spool = Spool(str(tmp_path / "spool"), reactor, threadpool)
+    spool.open()
+    real_replace = os.replace
+
+    def broken_rename(source, target):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spool_module.os, "replace", broken_rename)
+    with pytest.raises(OSError, match="Input/output"):
+        await spool.put(make_crash())
+    monkeypatch.setattr(spool_module.os, "replace", real_replace)
+    assert sorted(os.listdir(spool.directory)) == [CORRUPT_DIR]
 
 
 @pytest_twisted.ensureDeferred

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
 
-from antenna_tw.crash import serialize_dump_names, serialize_raw_crash
+from antenna_tw.crash import serialize_dump_names
 from antenna_tw.ext.s3.connection import S3Connection, S3Error, S3Unreachable
 from antenna_tw.ext.s3.credentials import CredentialSource
 from antenna_tw.ext.s3.keys import dump_key, dump_names_key, raw_crash_key
@@ -93,8 +93,8 @@ class S3CrashStorage:
         put = self.connection.put_object
         await put(dump_names_key(crash_id), serialize_dump_names(names))
         for name in names:
-            await put(dump_key(crash_id, name), crash.dumps[name])
-        await put(raw_crash_key(crash_id), serialize_raw_crash(crash.raw_crash))
+            await put(dump_key(crash_id, name), crash.dump_bytes(name))
+        await put(raw_crash_key(crash_id), crash.serialized_raw_crash())
 
     def save_crash(self, crash):
         return defer.ensureDeferred(self._save(crash))
