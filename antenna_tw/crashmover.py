@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from antenna_tw.spool import CorruptEntry
 
 OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down
+MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
 
 
 @attr.s(frozen=True)
@@ -161,30 +162,45 @@ class CrashMover:
         while not self._stopping:
             entry = await self._queue.get()
             if not self.storage_looks_down():
-                await self._move(entry)
+                await self._move(self._batch(entry))
                 continue
             await self._probe.acquire()
             try:
                 if self.storage_looks_down():
                     await task.deferLater(self.reactor, self.backoff.delay(
                         self._failed_in_a_row - self.outage_after + 1))
-                await self._move(entry)
+                await self._move([entry])
             finally:
                 self._probe.release()
 
-    async def _move(self, entry):
-        started = time.perf_counter()
+    def _batch(self, entry):
+        """``entry`` and, for a thread-pool backend, more queued ones to move in the same job."""
+        batch = [entry]
         if self._blocking:
-            try:
-                stage, error = await deferToThreadPool(
-                    self.reactor, self.threadpool, self._move_in_thread, entry)
-            except defer.CancelledError:
-                return  # shutting down; the thread finishes what it started
-        else:
-            try:
-                stage, error = await self._move_on_reactor(entry)
-            except defer.CancelledError:
-                return  # shutting down: the entry stays spooled
+            queued = self._queue.pending
+            while queued and len(batch) < MOVE_BATCH:
+                batch.append(queued.pop(0))
+        return batch
+
+    async def _move(self, batch):
+        started = time.perf_counter()
+        try:
+            if self._blocking:
+                outcomes = await deferToThreadPool(
+                    self.reactor, self.threadpool, self._move_in_thread, batch)
+            else:
+                outcomes = [await self._move_on_reactor(batch[0])]
+        except defer.CancelledError:
+            return  # shutting down: entries stay spooled (a thread finishes what it started)
+        milliseconds = (time.perf_counter() - started) * 1000
+        for entry, (stage, error) in zip(batch, outcomes):
+            if stage == "skipped":
+                self._queue.put(entry)
+            else:
+                await self._settle(entry, stage, error, milliseconds)
+
+    async def _settle(self, entry, stage, error, milliseconds):
+        """Log, count and track the outcome of one crash's move."""
         if stage == "corrupt":
             self.log.error("{crash_id}: spool entry unreadable, moved aside: {error}",
                            crash_id=entry.crash_id, error=str(error))
@@ -212,20 +228,29 @@ class CrashMover:
         if stage == "delete":
             self.log.failure("{crash_id}: stored but its spool entry remains", error,
                              crash_id=entry.crash_id)
-        self.metrics.timing("breakpad_resource.crash_save.time",
-                            (time.perf_counter() - started) * 1000)
+        self.metrics.timing("breakpad_resource.crash_save.time", milliseconds)
         self.metrics.incr("breakpad_resource.save_crash.count")
         handling = max(0.0, self.reactor.seconds() - entry.created) * 1000
         self.metrics.timing("breakpad_resource.crash_handling.time", handling)
         self.log.info("{crash_id} saved", crash_id=entry.crash_id)
         self._done(entry)
 
-    def _move_in_thread(self, entry):
+    def _move_in_thread(self, batch):
         """
-        One whole move in a pool thread: ``(stage, error)`` where stage is
-        ``done``, or the step that failed: ``corrupt`` (moved aside), ``read``,
-        ``save`` or ``delete``.
+        Whole moves in a pool thread: one ``(stage, error)`` per entry, where
+        stage is ``done``, or the step that failed: ``corrupt`` (moved
+        aside), ``read``, ``save`` or ``delete``; or ``skipped``, for those
+        after a failed save (storage may be down: they go back on the queue).
         """
+        outcomes = []
+        for entry in batch:
+            if outcomes and outcomes[-1][0] in ("save", "skipped"):
+                outcomes.append(("skipped", None))
+            else:
+                outcomes.append(self._move_one_in_thread(entry))
+        return outcomes
+
+    def _move_one_in_thread(self, entry):
         try:
             crash = self.spool.read(entry, with_dumps=False)
         except CorruptEntry as error:

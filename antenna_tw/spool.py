@@ -299,20 +299,24 @@ class Spool:
         """
         The Crash in ``entry``, blocking: with its dumps' bytes, or (not
         ``with_dumps``) with ``dump_files`` and ``raw_crash_file`` for a
-        backend that links files into place. The dumps of an entry found at
-        start-up are checked against their checksums first. CorruptEntry
+        backend that links files into place (and no ``raw_crash`` when this
+        process wrote the entry: nothing is read then). The dumps of an
+        entry found at start-up are checked against their checksums first. CorruptEntry
         when something is missing or damaged, OSError when the disk fails.
         """
         directory = self.directory
         raw_path = os.path.join(directory, entry.filename)
+        paths = {name: os.path.join(directory, entry.dump_filename(name))
+                 for name in entry.dump_names}
+        if not with_dumps and not entry.recovered:
+            # Written by this process: nothing to check, the files are linked as they are.
+            return Crash(entry.crash_id, None, dump_files=paths, raw_crash_file=raw_path)
         try:
             raw = _read_file(raw_path)
         except FileNotFoundError:
             raise CorruptEntry("its crash file is gone") from None
         raw_crash = parse_raw_crash(raw, entry.crash_id)
         expected = _expected_checksums(raw_crash) or {}
-        paths = {name: os.path.join(directory, entry.dump_filename(name))
-                 for name in entry.dump_names}
         dumps = {}
         for name, path in paths.items():
             try:
@@ -321,7 +325,7 @@ class Spool:
                     checksum = (hashlib.sha256(dumps[name]).hexdigest()
                                 if entry.recovered else None)
                 else:
-                    checksum = _file_sha256(path) if entry.recovered else None
+                    checksum = _file_sha256(path)
             except FileNotFoundError:
                 raise CorruptEntry(f"dump {name!r} is missing") from None
             if checksum is not None and name in expected and checksum != expected[name]:

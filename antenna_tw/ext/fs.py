@@ -79,6 +79,7 @@ def place_file(source, path):
 
 
 def _copy_into_place(source, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     temp_path = _temp_path(path)
     try:
         with open(source, "rb") as source_file, open(temp_path, "wb") as temp_file:

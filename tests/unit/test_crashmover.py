@@ -8,6 +8,7 @@ import random
 import attr
 import pytest
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
 from antenna_tw.crash import Crash
 from antenna_tw.crashmover import OUTAGE_AFTER, Backoff, CrashMover
@@ -369,3 +370,103 @@ def test_stop_with_nothing_queued_returns_at_once():
     stopped = fired(mover.stop(timeout=30.0))
     assert len(stopped) == 1
     assert clock.getDelayedCalls() == []
+
+
+# -- backends that store in a pool thread -----------------------------------
+
+
+class ImmediateReactor(task.Clock):
+    """A Clock whose callFromThread runs at once (with ImmediatePool)."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+@attr.s
+class ImmediatePool:
+    """Runs each 'thread-pool' job at once and counts the jobs."""
+
+    jobs = attr.ib(default=0)
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.jobs += 1
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+@attr.s
+class BlockingSpool(MemorySpool):
+    """MemorySpool with the spool's blocking read/delete/forget."""
+
+    forgotten = attr.ib(factory=list)
+
+    def read(self, entry, with_dumps=True):
+        crash = self.crashes[entry.filename]
+        if isinstance(crash, Exception):
+            raise crash
+        return crash
+
+    def delete(self, entry):
+        self.removed.append(entry.filename)
+        del self.crashes[entry.filename]
+
+    def _quarantine(self, entry, reason):
+        self.quarantined.append((entry.filename, reason))
+        del self.crashes[entry.filename]
+
+    def forget(self, entry):
+        self.forgotten.append(entry.filename)
+
+
+@attr.s
+class BlockingStorage:
+    failing = attr.ib(factory=set)  # crash ids whose save raises
+    saved = attr.ib(factory=list)
+    attempts = attr.ib(factory=list)
+
+    def save_crash_blocking(self, crash):
+        self.attempts.append(crash.crash_id)
+        if crash.crash_id in self.failing:
+            raise OSError("storage is down")
+        self.saved.append(crash.crash_id)
+
+
+def make_blocking_mover(storage, workers=2):
+    clock = ImmediateReactor()
+    pool = ImmediatePool()
+    spool = BlockingSpool()
+    mover = CrashMover(spool, storage, clock, RecordingMetrics(), workers=workers,
+                       backoff=Backoff(1.0, 8.0, random.Random(1)), threadpool=pool)
+    return mover, spool, pool, clock
+
+
+def test_queued_crashes_are_moved_in_batches_one_pool_job_each():
+    storage = BlockingStorage()
+    mover, spool, pool, _ = make_blocking_mover(storage)
+    entries = [spool.add(f"c{n}") for n in range(40)]
+    for entry in entries:
+        mover.enqueue(entry)
+    mover.start()
+    assert storage.saved == [f"c{n}" for n in range(40)]
+    assert spool.removed == spool.forgotten == [entry.filename for entry in entries]
+    assert pool.jobs == 3  # 16 + 16 + 8, not 40
+    assert mover.queue_length() == 0
+
+
+def test_a_failed_save_in_a_batch_sends_the_rest_back_untried():
+    storage = BlockingStorage(failing={"c3"})
+    mover, spool, pool, clock = make_blocking_mover(storage, workers=1)
+    for n in range(10):
+        mover.enqueue(spool.add(f"c{n}"))
+    mover.start()
+    # c0-c2 stored, c3 failed, c4-c9 skipped in that job and then moved in the next.
+    assert storage.attempts == [f"c{n}" for n in range(10)]
+    assert sorted(storage.saved) == sorted(f"c{n}" for n in range(10) if n != 3)
+    assert mover.retrying() == 1 and mover.queue_length() == 1
+    storage.failing.clear()
+    clock.advance(8.0)
+    assert "c3" in storage.saved and mover.queue_length() == 0
