@@ -17,6 +17,8 @@ import zlib
 import attr
 import multipart
 
+from antenna_tw import inflate
+
 MULTIPART_TYPES = ("multipart/form-data", "multipart/mixed")
 SUPPORTED_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
 MAX_PART_HEADER_SIZE = 8 * 1024
@@ -110,14 +112,21 @@ class Decompressor:
 
     The output is produced in bounded steps, so a bomb is stopped after at
     most one step past the cap rather than after inflating a whole chunk.
+
+    ``backend`` names the zlib-compatible module that inflates (see
+    ``antenna_tw.inflate``): zlib-ng where it is installed, else zlib. Both
+    give the same bytes and the same refusals; ``backend`` says which one
+    this decompressor uses.
     """
 
-    def __init__(self, encoding, limit):
+    def __init__(self, encoding, limit, backend=None):
+        self.backend = backend or inflate.DEFAULT_BACKEND
+        self._zlib = inflate.BACKENDS[self.backend]
         if encoding == "deflate":
             self._window = zlib.MAX_WBITS  # zlib-wrapped; raw deflate retried below
         else:
             self._window = 16 + zlib.MAX_WBITS
-        self._inflater = zlib.decompressobj(self._window)
+        self._inflater = self._zlib.decompressobj(self._window)
         self._encoding = encoding
         self._limit = limit
         self._produced = 0
@@ -135,10 +144,10 @@ class Decompressor:
                 return
             try:
                 out = self._inflater.decompress(data, _OUTPUT_STEP)
-            except zlib.error:
+            except self._zlib.error:
                 if self._encoding == "deflate" and not self._started:
                     # Some clients send raw deflate for "deflate".
-                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._inflater = self._zlib.decompressobj(-zlib.MAX_WBITS)
                     self._started = True
                     continue
                 raise MalformedCrashReport("malformed_bad_gzip") from None
@@ -154,7 +163,7 @@ class Decompressor:
         """Check the stream ended properly; yield whatever was left."""
         try:
             out = self._inflater.flush()
-        except zlib.error:
+        except self._zlib.error:
             raise MalformedCrashReport("malformed_bad_gzip") from None
         self._produced += len(out)
         if self._produced > self._limit:
