@@ -7,7 +7,8 @@ per crash: the whole parse (``UploadReader`` feed + finish) and the inflate
 alone (``Decompressor`` feed + close). With ``--backend`` it compares inflate
 backends (``zlib``, ``zlib-ng``) where the code has more than one. Each
 figure is the best and the median of ``--rounds`` rounds of a few hundred
-milliseconds, so the whole run takes a few seconds.
+milliseconds, so the whole run takes a few seconds. Rounds
+alternate between backends, so other load on the machine hits them alike.
 
     python3 ../shared/bench/make_payloads.py /tmp/inflate-payloads
     .venv/bin/python bench/inflate_micro.py --payloads /tmp/inflate-payloads \
@@ -70,30 +71,44 @@ def inflate_only(chunks, encoding):
     return size
 
 
-def measure(function, rounds, budget=0.3):
-    """Best and median ms per call, over rounds of about ``budget`` seconds."""
-    function()  # warm up; also checks that it works
-    started = time.process_time()
-    function()
-    once = max(time.process_time() - started, 1e-5)
-    calls = max(1, int(budget / once))
-    per_call = []
-    for _ in range(rounds):
+def measure(functions, rounds, budget=0.25):
+    """
+    Best and median ms per call of each function. The rounds alternate
+    between the functions, so a change in the machine's other load hits
+    them alike.
+    """
+    calls = []
+    for function in functions:
+        function()  # warm up; also checks that it works
         started = time.process_time()
-        for _ in range(calls):
-            function()
-        per_call.append((time.process_time() - started) / calls * 1000)
-    return min(per_call), statistics.median(per_call)
+        function()
+        calls.append(max(1, int(budget / max(time.process_time() - started, 1e-5))))
+    per_call = [[] for _ in functions]
+    for _ in range(rounds):
+        for function, count, times in zip(functions, calls, per_call):
+            started = time.process_time()
+            for _ in range(count):
+                function()
+            times.append((time.process_time() - started) / count * 1000)
+    return [(min(times), statistics.median(times)) for times in per_call]
 
 
-def use_backend(name):
+def in_backend(name, default, function):
+    """``function`` run with the inflate backend ``name`` (None: the code's choice)."""
     if name is None:
-        return
+        return function
     if inflate is None:
         raise SystemExit("this code has a single inflate backend (zlib); drop --backend")
     if name not in inflate.BACKENDS:
         raise SystemExit(f"backend {name} is not installed here")
-    inflate.DEFAULT_BACKEND = name
+
+    def run():
+        inflate.DEFAULT_BACKEND = name
+        try:
+            return function()
+        finally:
+            inflate.DEFAULT_BACKEND = default
+    return run
 
 
 def main(argv=None):
@@ -114,22 +129,23 @@ def main(argv=None):
         body, headers = load(args.payloads, name)
         chunks = pieces(body)
         encoding = payload.check_content_encoding(headers.get("content-encoding"))
-        for backend in args.backend:
-            use_backend(backend)
-            try:
-                report = parse(chunks, headers)
-                assert report.dumps, name
-                whole = measure(lambda: parse(chunks, headers), args.rounds)
-                alone = ""
-                if encoding != "identity":
-                    best, median = measure(lambda: inflate_only(chunks, encoding), args.rounds)
-                    alone = f"{best:7.3f} / {median:7.3f}"
-            finally:
-                use_backend(default if backend is not None else None)
+        backends = args.backend if encoding != "identity" else [None]
+        functions = []
+        for backend in backends:
+            functions.append(in_backend(backend, default, lambda: parse(chunks, headers)))
+            if encoding != "identity":
+                functions.append(in_backend(
+                    backend, default, lambda: inflate_only(chunks, encoding)))
+        assert parse(chunks, headers).dumps, name
+        figures = iter(measure(functions, args.rounds))
+        for backend in backends:
+            whole = next(figures)
+            alone = ""
+            if encoding != "identity":
+                alone = "%7.3f / %7.3f" % next(figures)
             label = backend or default if encoding != "identity" else "-"
             print(f"{name:10} {label:8} {len(body) / 1000:8.1f} "
                   f"{whole[0]:7.3f} / {whole[1]:7.3f} {alone:>17}")
-
 
 if __name__ == "__main__":
     main()
