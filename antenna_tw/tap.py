@@ -6,10 +6,15 @@ import os
 import sys
 
 import attr
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from antenna_tw.config import ConfigError, load_config
+from antenna_tw.footprint import (
+    builtin_storage,
+    forbid_pyopenssl,
+    storage_needs_tls,
+    without_pyopenssl,
+)
 from antenna_tw.logs import make_observer
 from antenna_tw.reuseport import ReusePortEndpoint, parse_tcp_description
 from antenna_tw.storage import StorageUnavailable, storage_class
@@ -19,6 +24,11 @@ from antenna_tw.workers import (
     die_with_parent,
     shard_directory,
 )
+
+# What this module imports is imported by every `twistd antenna` process,
+# the supervising parent included, before the reactor: nothing here may
+# import the reactor, twisted.internet.endpoints (it loads pyOpenSSL) or the
+# web stack. See antenna_tw/footprint.py.
 
 
 def _workers(value):
@@ -56,25 +66,46 @@ def _worker_args(options):
     return args
 
 
+def _supervisor(options, config, observer):
+    """
+    The parent of ``--workers N``: it checks what it can, then only
+    supervises. It never serves HTTP nor speaks TLS, so it imports neither
+    the web stack nor pyOpenSSL. The start-up checks of our storage classes
+    need no pyOpenSSL either (S3's uses http.client and the standard
+    library's ``ssl``); another storage class is checked outside the block.
+    """
+    parse_tcp_description(options["port"])
+    storage = config.storage
+    with without_pyopenssl():
+        from twisted.internet import reactor
+
+        if builtin_storage(storage):
+            storage_class(storage.crashstorage_class).from_settings(
+                storage, reactor, None).verify()
+    if not builtin_storage(storage):
+        storage_class(storage.crashstorage_class).from_settings(
+            storage, reactor, None).verify()
+    return WorkerSupervisor(
+        reactor, options["workers"], _worker_args(options),
+        stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
+
+
 def makeService(options, environ=None, stream=None):
     """Build the collector (or the worker supervisor); a bad option exits with one line."""
-    from twisted.internet import reactor
-
     stream = stream or sys.stdout  # captured before twistd redirects stdout
     index = options["worker-index"]
     try:
         config = load_config(environ, options["env"])
         observer = make_observer(stream, config.app.logging_level, config.app.host_id)
         if options["workers"] > 0 and index is None:
-            # The parent only supervises: it checks what it can and stays
-            # small (no web stack imported here).
-            parse_tcp_description(options["port"])
-            storage_class(config.storage.crashstorage_class).from_settings(
-                config.storage, reactor, None).verify()
-            return WorkerSupervisor(
-                reactor, options["workers"], _worker_args(options),
-                stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
+            return _supervisor(options, config, observer)
         if index is not None:
+            # A worker listens on plain TCP (ReusePortEndpoint); it needs
+            # TLS only for the storage's own connections.
+            if not storage_needs_tls(config.storage):
+                forbid_pyopenssl()
+            from twisted.internet import reactor
+
             die_with_parent(options["parent-pid"])
             spool_dir = config.spool.spool_dir
             adopt_orphan_shards(spool_dir, index, options["workers"])
@@ -85,6 +116,10 @@ def makeService(options, environ=None, stream=None):
                 spool_max_bytes=config.spool.spool_max_bytes // options["workers"]))
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
         else:
+            # One process, any strports description (ssl: included).
+            from twisted.internet import reactor
+            from twisted.internet.endpoints import serverFromString
+
             endpoint = serverFromString(reactor, options["port"])
         from antenna_tw.app import StartupError, build_collector
         from antenna_tw.service import CollectorService
