@@ -21,7 +21,7 @@ from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.logger import ILogObserver, Logger
 
-from antenna_tw.spool import DUMP_SUFFIX, SUFFIX
+from antenna_tw.footprint import worker_environment
 
 SHARD = re.compile(r"^worker-(\d+)$")
 PR_SET_PDEATHSIG = 1
@@ -39,6 +39,9 @@ def adopt_orphan_shards(spool_dir, index, count, log=None):
     and those of a shard ``worker-k`` with ``k >= count`` go to ``k % count``.
     Returns how many entries were moved. Runs at start-up, before the reactor.
     """
+    # not imported by the parent, which needs none of the spool
+    from antenna_tw.spool import DUMP_SUFFIX, SUFFIX
+
     own = shard_directory(spool_dir, index)
     os.makedirs(own, exist_ok=True)
     sources = [spool_dir] if index == 0 else []
@@ -88,7 +91,7 @@ class WorkerSupervisor(Service):
     reactor = attr.ib()
     count = attr.ib()
     worker_args = attr.ib()  # index -> list of twistd arguments
-    environ = attr.ib(factory=lambda: dict(os.environ))
+    environ = attr.ib(factory=lambda: worker_environment(os.environ))
     stop_timeout = attr.ib(default=60.0)
     log_observer = attr.ib(default=None)
     log = Logger(namespace="antenna.workers")
@@ -114,7 +117,9 @@ class WorkerSupervisor(Service):
 
     def _spawn(self, index):
         self._respawns.pop(index, None)
-        args = [sys.executable, "-c", TWISTD] + self.worker_args(index)
+        # -P: no current directory on sys.path (as for the twistd script),
+        # so a worker imports the same modules as its parent.
+        args = [sys.executable, "-P", "-c", TWISTD] + self.worker_args(index)
         self._processes[index] = self.reactor.spawnProcess(
             _WorkerProtocol(self, index), sys.executable, args, env=self.environ,
             childFDs={0: "w", 1: 1, 2: 2})
