@@ -115,9 +115,22 @@ class CrashRequest(server.Request):
         if linger is not None and linger.active():
             linger.cancel()
 
+    def finish(self):
+        self._drop_crash_report()
+        return super().finish()
+
     def connectionLost(self, reason):
         self._cancel_linger()
+        self._drop_crash_report()
         super().connectionLost(reason)
+
+    def _drop_crash_report(self):
+        # The /submit handler took the report before its first await. klein
+        # leaves every request in a reference cycle (its render closures),
+        # so whatever the request still holds is freed by a cyclic garbage
+        # collection, which under load comes after hundreds of requests:
+        # tens of MB of dumps per worker (docs/performance.rst, "Memory").
+        self.crash_report = None
 
     def processingFailed(self, reason):
         """Log an unhandled error and answer a plain 500 without details."""
