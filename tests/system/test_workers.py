@@ -101,3 +101,36 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
     collector.wait_exit(10)
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30)
     assert port_free(collector.port)
+
+
+def mapped_files(pid):
+    with open(f"/proc/{pid}/maps") as maps:
+        return {line.split()[-1] for line in maps if "/" in line}
+
+
+def environment_of(pid):
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        pairs = [item.partition(b"=") for item in environ.read().split(b"\0") if item]
+    return {key.decode(): value.decode() for key, _, value in pairs}
+
+
+def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_max(tmp_path):
+    # A klein.py in the current directory must not shadow the real klein in
+    # the workers (their sys.path has no current directory, as the twistd
+    # script's has none): a worker that imported it would not start.
+    (tmp_path / "klein.py").write_text("raise ImportError('a stray klein.py was imported')\n")
+    collector = CollectorProcess.start(tmp_path, {
+        "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
+    try:
+        workers = both_listening(collector)
+        send(collector)
+        for pid in [collector.process.pid] + workers:
+            # pyOpenSSL needs cryptography's compiled module (its own OpenSSL)
+            assert not [path for path in mapped_files(pid)
+                        if "/cryptography/" in path or "/OpenSSL/" in path], pid
+        for pid in workers:  # the operator's own setting wins
+            assert environment_of(pid)["MALLOC_ARENA_MAX"] == \
+                os.environ.get("MALLOC_ARENA_MAX", "2")
+    finally:
+        collector.stop()
+    assert "stray klein.py" not in collector.output()
