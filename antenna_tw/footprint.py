@@ -1,5 +1,5 @@
 """
-Keeping the collector's processes small (docs/performance.rst, "Memory").
+Keeping the collector's processes small (docs/performance.rst, "Process memory").
 
 Importing the reactor imports ``twisted.internet.ssl`` whenever pyOpenSSL
 can be imported (``twisted.internet.posixbase`` tries it), and with it

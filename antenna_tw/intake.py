@@ -129,7 +129,7 @@ class CrashRequest(server.Request):
         # leaves every request in a reference cycle (its render closures),
         # so whatever the request still holds is freed by a cyclic garbage
         # collection, which under load comes after hundreds of requests:
-        # tens of MB of dumps per worker (docs/performance.rst, "Memory").
+        # tens of MB of dumps per worker (docs/performance.rst, "Process memory").
         self.crash_report = None
 
     def processingFailed(self, reason):
