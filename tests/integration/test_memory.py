@@ -11,10 +11,11 @@ from tests.helpers import in_thread
 
 def holders_of(value):
     """
-    Names of the objects that hold a bytes-like object equal to ``value``
-    (but not ``value`` itself), directly or through a dict, list or tuple.
-    gc.get_objects() skips dicts that hold only strings and bytes, so they
-    are found as the referents of tracked objects.
+    Names of the objects that hold ``value`` or a piece of it of 1 KiB or
+    more (but not ``value`` itself), directly or through a dict, list or
+    tuple: dumps are kept in the pieces they arrived in. gc.get_objects()
+    skips dicts that hold only strings and bytes, so they are found as the
+    referents of tracked objects.
     """
     found = []
 
@@ -26,7 +27,7 @@ def holders_of(value):
         else:
             return False
         return any(item is not value and isinstance(item, (bytes, bytearray))
-                   and item == value for item in items)
+                   and len(item) >= 1024 and item in value for item in items)
 
     for owner in gc.get_objects():
         if holds(owner):
@@ -46,7 +47,9 @@ async def test_a_stored_crash_leaves_no_dump_behind_even_without_the_cyclic_gc(c
     request may hold the crash's dumps: they must go when their last
     reference does, even with the cyclic collector off.
     """
-    dump = b"MDMP" + os.urandom(64 * 1024)  # no other object in the process equals it
+    # random bytes: no other object in the process holds a piece of them;
+    # larger than one 256 KiB read, so the dump arrives in several pieces
+    dump = b"MDMP" + os.urandom(600 * 1024)
     body, content_type = build_multipart({"ProductName": "Test"}, {"upload_file_minidump": dump})
     gc.collect()
     gc.disable()
