@@ -119,9 +119,10 @@ def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_
     # the workers (their sys.path has no current directory, as the twistd
     # script's has none): a worker that imported it would not start.
     (tmp_path / "klein.py").write_text("raise ImportError('a stray klein.py was imported')\n")
-    collector = CollectorProcess.start(tmp_path, {
+    collector = CollectorProcess.spawn(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     try:
+        collector.wait_listening(20)
         workers = both_listening(collector)
         send(collector)
         for pid in [collector.process.pid] + workers:
