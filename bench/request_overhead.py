@@ -1,0 +1,307 @@
+"""
+CPU per /submit request outside body parsing and disk (not run by CI).
+
+Builds a real collector (``build_collector``) and feeds whole HTTP requests
+through its Site's protocol over a ``StringTransport``: one crash per
+connection, as the load benchmark sends them (``Connection: close``). The
+spool write is left out: ``Spool.put`` is replaced by an already-fired
+Deferred and the crash movers by a no-op, so the figures are the reactor
+thread's work for one request up to and including the answer: twisted.web's
+request handling, routing, the body parse, the raw crash, throttling, the
+crash id, metrics, log lines (rendered by the mozlog observer into
+/dev/null, as twistd would) and the answer.
+
+It prints microseconds per request for the whole request and for each piece
+measured on its own, the body parse among them, so that "whole minus parse"
+is the per-request overhead this script is about::
+
+    .venv/bin/python bench/request_overhead.py --payloads /tmp/lean-payloads
+    .venv/bin/python bench/request_overhead.py --rules mozilla --profile 30
+
+Make the payloads with ``python3 ../shared/bench/make_payloads.py DIR``.
+Each figure is the best of ``--rounds`` rounds of ``--requests`` requests,
+so a busy machine inflates it less. Keep runs to a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from twisted.internet import defer, reactor  # noqa: E402
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.error import ConnectionDone  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
+from twisted.logger import Logger, globalLogBeginner  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+
+from antenna_tw import crashid  # noqa: E402
+from antenna_tw.app import build_collector  # noqa: E402
+from antenna_tw.config import load_config  # noqa: E402
+from antenna_tw.crash import build_raw_crash  # noqa: E402
+from antenna_tw.intake import CrashRequest  # noqa: E402
+from antenna_tw.logs import make_observer  # noqa: E402
+from antenna_tw.payload import UploadReader  # noqa: E402
+from antenna_tw.spool import SpoolEntry  # noqa: E402
+
+RULES = {
+    "accept-all": {},
+    "mozilla": {
+        "THROTTLE_RULES": "antenna_tw.throttler.MOZILLA_RULES",
+        "PRODUCTS": "antenna_tw.throttler.MOZILLA_PRODUCTS",
+        "PRODUCT_PACKAGENAMES": "antenna_tw.throttler.MOZILLA_PRODUCT_PACKAGENAMES",
+    },
+}
+READ_SIZE = 256 * 1024  # what intake.UPLOAD_READ_SIZE asks of the socket
+CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+def load_payload(directory, name):
+    body = (Path(directory) / f"{name}.body").read_bytes()
+    headers = []
+    for line in (Path(directory) / f"{name}.headers").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip():
+            headers.append((key.strip(), value.strip()))
+    return body, headers
+
+
+def wire_request(body, headers, path="/submit"):
+    """The request as wrk sends it, in the pieces a 256 KiB recv would return."""
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1:19310"]
+    head += [f"{key}: {value}" for key, value in headers]
+    head += ["Connection: close", f"Content-Length: {len(body)}", "", ""]
+    data = "\r\n".join(head).encode("latin-1") + body
+    return [data[n:n + READ_SIZE] for n in range(0, len(data), READ_SIZE)]
+
+
+def build(args, scratch):
+    environ = {
+        "CRASHSTORAGE_CLASS": "noop",
+        "METRICS_CLASS": args.metrics,
+        "LOGGING_LEVEL": args.log_level,
+        "SPOOL_DIR": os.path.join(scratch, "spool"),
+        "SPOOL_MIN_FREE_BYTES": "0",
+        "BASEDIR": scratch,
+        **RULES[args.rules],
+    }
+    collector = build_collector(load_config(environ, None), reactor)
+    collector.prepare()
+
+    def put(crash):  # the spool write, left out
+        return defer.succeed(SpoolEntry(f"0-{crash.crash_id}.crash", crash.crash_id, 0, 0))
+
+    collector.spool.put = put
+    collector.mover.enqueue = lambda entry: None
+    return collector
+
+
+def serve_one(site, chunks):
+    transport = StringTransport(peerAddress=CLIENT)
+    protocol = site.buildProtocol(CLIENT)
+    protocol.makeConnection(transport)
+    for chunk in chunks:
+        protocol.dataReceived(chunk)
+    protocol.connectionLost(Failure(ConnectionDone()))
+    return transport.value()
+
+
+class Stopwatch:
+    """Wraps methods of classes to add up the time spent in them, by label."""
+
+    def __init__(self):
+        self.spent = {}
+        self._undo = []
+
+    def wrap(self, label, owner, name):
+        own = name in vars(owner)
+        original = getattr(owner, name)
+        spent = self.spent
+        spent.setdefault(label, 0.0)
+        clock = time.perf_counter
+
+        def timed(*args, **kwargs):
+            started = clock()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] += clock() - started
+
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, original, own))
+
+    def unwrap(self):
+        for owner, name, original, own in reversed(self._undo):
+            if own:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+        self._undo = []
+
+
+def breakdown(site, chunks, count, rounds):
+    """
+    Microseconds per request: the whole request, and the parts of it spent
+    parsing the body (UploadReader) and in Request.process (routing, the
+    handler, the answer), from the round with the fastest whole request.
+    """
+    best = None
+    for _ in range(rounds):
+        watch = Stopwatch()
+        watch.wrap("body parse", UploadReader, "__init__")
+        watch.wrap("body parse", UploadReader, "feed")
+        watch.wrap("body parse", UploadReader, "finish")
+        watch.wrap("process", CrashRequest, "process")
+        try:
+            gc.collect()
+            started = time.perf_counter()
+            for _ in range(count):
+                serve_one(site, chunks)
+            whole = time.perf_counter() - started
+        finally:
+            watch.unwrap()
+        figures = {"whole": whole, **watch.spent}
+        figures = {key: value / count * 1e6 for key, value in figures.items()}
+        if best is None or figures["whole"] < best["whole"]:
+            best = figures
+    return best
+
+
+def per_call_us(function, count, rounds):
+    """Best of ``rounds`` of ``count`` calls, in microseconds per call."""
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        started = time.perf_counter()
+        for _ in range(count):
+            function()
+        best = min(best, (time.perf_counter() - started) / count * 1e6)
+    return best
+
+
+def pieces(collector, body, headers, chunks):
+    """name -> callable doing one piece of the work of one request."""
+    site = collector.site
+    handler_log = Logger(namespace="antenna.breakpad_resource")
+    metrics = collector.metrics
+    throttler = collector.throttler
+    content_type = dict(headers)["Content-Type"]
+    encoding = dict(headers).get("Content-Encoding")
+    limits = collector.config.intake
+
+    def parse():
+        reader = UploadReader(content_type, encoding, len(body),
+                              max_payload_size=limits.max_payload_size,
+                              max_decompressed_size=limits.max_decompressed_size,
+                              max_parts=limits.max_parts)
+        for n in range(0, len(body), READ_SIZE):
+            reader.feed(body[n:n + READ_SIZE])
+        return reader.finish()
+
+    report = parse()
+    submitted = datetime.fromtimestamp(time.time(), timezone.utc)
+    query = [("guid", "x")]
+
+    def raw_crash():
+        return build_raw_crash(report, submitted, "wrk", query)
+
+    crash = raw_crash()
+
+    def throttle():
+        return throttler.throttle(crash)
+
+    def mint():
+        return crashid.create_crash_id(datetime.fromtimestamp(time.time(), timezone.utc), 0)
+
+    def one_log_line():
+        handler_log.info("{crash_id}: matched by {rule}; returned {result}",
+                         crash_id="x", rule="accept_everything", result="ACCEPT")
+
+    def one_debug_line():
+        handler_log.debug("{crash_id} spooled", crash_id="x")
+
+    def one_metric():
+        metrics.incr("breakpad_resource.throttle", tags=["result:accept"])
+
+    sample = serve_one(site, chunks)
+    if b" 200 " not in sample.split(b"\r\n", 1)[0] or b"CrashID=bp-" not in sample:
+        raise SystemExit(f"unexpected answer: {sample[:300]!r}")
+    return {
+        "whole request": lambda: serve_one(site, chunks),
+        "build_raw_crash": raw_crash,
+        "throttle": throttle,
+        "crash id": mint,
+        "one INFO log line": one_log_line,
+        "one filtered debug line": one_debug_line,
+        "one metrics.incr": one_metric,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--payloads", default="/tmp/lean-payloads")
+    parser.add_argument("--payload", default="400k", help="400k, 400k_gz, 100k, ...")
+    parser.add_argument("--rules", choices=sorted(RULES), default="accept-all")
+    parser.add_argument("--metrics", default="none", help="METRICS_CLASS")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", type=int, metavar="N", default=0,
+                        help="also profile the whole request and print the N top functions")
+    args = parser.parse_args(argv)
+
+    log_file = open(os.devnull, "w")  # kept open: the observer writes to its fd
+    observer = make_observer(log_file, args.log_level, "bench")
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    scratch = tempfile.mkdtemp(prefix="bench-overhead-")
+    try:
+        collector = build(args, scratch)
+        body, headers = load_payload(args.payloads, args.payload)
+        chunks = wire_request(body, headers)
+        work = pieces(collector, body, headers, chunks)
+        print(f"payload {args.payload} ({len(body)} bytes), rules {args.rules}, "
+              f"METRICS_CLASS={args.metrics}, LOGGING_LEVEL={args.log_level}; "
+              f"best of {args.rounds} x {args.requests}")
+        results = {}
+        for name, function in work.items():
+            count = args.requests if name == "whole request" else args.requests * 10
+            results[name] = per_call_us(function, count, args.rounds)
+            print(f"  {name:28s} {results[name]:9.1f} us")
+        split = breakdown(collector.site, chunks, args.requests, args.rounds)
+        print("  in the same requests (best round, timers on):")
+        print(f"    whole request              {split['whole']:9.1f} us")
+        print(f"    body parse (UploadReader)  {split['body parse']:9.1f} us")
+        print(f"    Request.process            {split['process']:9.1f} us"
+              "  (routing, handler, answer)")
+        rest = split["whole"] - split["body parse"] - split["process"]
+        print(f"    the rest                   {rest:9.1f} us"
+              "  (connection, request line, headers, close)")
+        print(f"    whole minus body parse     {split['whole'] - split['body parse']:9.1f} us")
+        if args.profile:
+            profiler = cProfile.Profile()
+            whole = work["whole request"]
+            profiler.enable()
+            for _ in range(args.requests):
+                whole()
+            profiler.disable()
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(args.profile)
+            stats.sort_stats("cumulative").print_stats(args.profile)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
