@@ -1,7 +1,7 @@
 """Mint, validate and read crash ids (SPEC.md section 3)."""
 
+import os
 import re
-import uuid
 
 # Throttle digits that end up in a crash id.
 ACCEPT_DIGIT = 0
@@ -19,14 +19,38 @@ _LOOSE = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{6}[0-9]{6}$"
 )
 
+# A uuid4's variant character is 8, 9, a or b: the top two bits of the nibble
+# are 10 and the low two are random. This maps a random hex digit onto them.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
-def create_crash_id(timestamp, throttle_digit, make_uuid=uuid.uuid4):
+
+def _random_prefix():
+    """
+    The first 29 characters of a random uuid4 string, straight from
+    ``os.urandom`` (what ``uuid.uuid4`` uses) without a UUID object: 8-4-4-4
+    groups and 5 hex digits, with the version digit 4 and a variant digit.
+    """
+    bits = os.urandom(12).hex()  # 24 hex digits: 23 used as they are, 1 for the variant
+    return (f"{bits[:8]}-{bits[8:12]}-4{bits[12:15]}-"
+            f"{_VARIANT[bits[15]]}{bits[16:19]}-{bits[19:]}")
+
+
+def date_digits(timestamp):
+    """YYMMDD of ``timestamp`` (an aware UTC datetime), without strftime."""
+    return "%02d%02d%02d" % (timestamp.year % 100, timestamp.month, timestamp.day)
+
+
+def create_crash_id(timestamp, throttle_digit, make_uuid=None):
     """
     A uuid4 whose last 7 characters are the throttle digit and the UTC date
-    of ``timestamp`` (an aware datetime) as YYMMDD.
+    of ``timestamp`` (an aware datetime) as YYMMDD. ``make_uuid`` (tests)
+    returns the UUID to use instead of a random one.
     """
-    prefix = str(make_uuid())[:-7]
-    return f"{prefix}{throttle_digit:d}{timestamp:%y%m%d}"
+    if make_uuid is None:
+        prefix = _random_prefix()
+    else:
+        prefix = str(make_uuid())[:-7]
+    return f"{prefix}{throttle_digit:d}{date_digits(timestamp)}"
 
 
 def is_valid_crash_id(crash_id, strict=True):

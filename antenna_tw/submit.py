@@ -133,8 +133,6 @@ class SubmitHandler:
         return entry
 
     def _mint(self, submitted, digit):
-        if self.make_uuid is None:
-            return crashid.create_crash_id(submitted, digit)
         return crashid.create_crash_id(submitted, digit, self.make_uuid)
 
     def _authorized(self, request):
