@@ -6,15 +6,11 @@ import json
 import os
 import socket
 import time
+from _string import formatter_parser
+from json.encoder import encode_basestring_ascii
 
 import attr
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    formatEvent,
-)
+from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
 SEVERITY = {
@@ -34,24 +30,80 @@ LEVELS = {
 }
 
 
+_plain_formats = {}  # format string -> whether str.format_map renders it as twisted does
+
+
+def _names_only(log_format):
+    """
+    True when every field of ``log_format`` (and of its nested format specs)
+    is a bare name: no ``.attribute``, ``[index]`` or ``name()`` call, which
+    twisted's formatter treats its own way.
+    """
+    try:
+        for _, name, spec, _ in formatter_parser(log_format):
+            if name is None:
+                continue
+            if "." in name or "[" in name or name.endswith("()"):
+                return False
+            if spec and "{" in spec and not _names_only(spec):
+                return False
+    except ValueError:
+        return False
+    return True
+
+
+def format_message(event):
+    """
+    ``formatEvent(event)``, sooner: a format whose fields are bare names
+    (every one in this code) is filled in by ``str.format_map``, which gives
+    the same text for those; anything else, or any error, goes to twisted's
+    ``formatEvent``, which also says why an event does not format.
+    """
+    log_format = event.get("log_format")
+    if type(log_format) is str and "log_flattened" not in event:
+        plain = _plain_formats.get(log_format)
+        if plain is None:
+            if len(_plain_formats) >= 1024:
+                _plain_formats.clear()
+            plain = _plain_formats[log_format] = _names_only(log_format)
+        if plain:
+            try:
+                return log_format.format_map(event)
+            except Exception:
+                pass
+    return formatEvent(event)
+
+
 @implementer(ILogObserver)
 @attr.s
 class MozLogObserver:
-    """Writes each event as one mozlog JSON object on its own line."""
+    """
+    Writes each event as one mozlog JSON object on its own line: the same
+    line ``json.dumps`` would make of the record, built from pieces that do
+    not change between events.
+    """
 
     write = attr.ib()
     host_id = attr.ib(default="")
     hostname = attr.ib(default=attr.Factory(socket.gethostname))
     pid = attr.ib(default=attr.Factory(os.getpid))
 
-    def __call__(self, event):
+    def __attrs_post_init__(self):
+        host_id = self.host_id or self.hostname
+        self._after_type = (f', "Logger": "antenna", "Hostname": {json.dumps(self.hostname)}, '
+                            f'"EnvVersion": "2.0", "Severity": ')
+        self._after_severity = (f', "Pid": {json.dumps(self.pid)}, '
+                                f'"Fields": {{"host_id": {json.dumps(host_id)}, "msg": ')
+
+    def record(self, event):
+        """The mozlog record of ``event``, as a dict."""
         level = event.get("log_level", LogLevel.info)
-        fields = {"host_id": self.host_id or self.hostname, "msg": formatEvent(event)}
+        fields = {"host_id": self.host_id or self.hostname, "msg": format_message(event)}
         failure = event.get("log_failure")
         if failure is not None:
             fields["error"] = repr(failure.value)
             fields["traceback"] = failure.getTraceback()
-        record = {
+        return {
             "Timestamp": int(event.get("log_time", time.time()) * 1e9),
             "Type": event.get("log_namespace") or "antenna",
             "Logger": "antenna",
@@ -61,7 +113,40 @@ class MozLogObserver:
             "Pid": self.pid,
             "Fields": fields,
         }
-        self.write(json.dumps(record, default=repr) + "\n")
+
+    def __call__(self, event):
+        namespace = event.get("log_namespace") or "antenna"
+        if "log_failure" in event or type(namespace) is not str:
+            self.write(json.dumps(self.record(event), default=repr) + "\n")
+            return
+        message = format_message(event)
+        timestamp = int(event.get("log_time", time.time()) * 1e9)
+        severity = SEVERITY.get(event.get("log_level", LogLevel.info), 6)
+        self.write(f'{{"Timestamp": {timestamp}, "Type": {encode_basestring_ascii(namespace)}'
+                   f'{self._after_type}{severity}{self._after_severity}'
+                   f'{encode_basestring_ascii(message)}}}}}\n')
+
+
+@implementer(ILogObserver)
+@attr.s
+class LevelFilter:
+    """
+    Passes on events at ``level`` or above that have a namespace, as
+    ``FilteringLogObserver`` with a ``LogLevelFilterPredicate`` does, with
+    one set lookup instead of a predicate chain and a namespace walk.
+    """
+
+    observer = attr.ib()
+    level = attr.ib()
+
+    def __attrs_post_init__(self):
+        self._levels = frozenset(each for each in LogLevel.iterconstants() if each >= self.level)
+
+    def __call__(self, event):
+        if event.get("log_level") in self._levels and event.get("log_namespace") is not None:
+            if "log_trace" in event:
+                event["log_trace"].append((self, self.observer))
+            self.observer(event)
 
 
 def make_observer(stream, level_name, host_id):
@@ -86,5 +171,4 @@ def make_observer(stream, level_name, host_id):
             while data:
                 data = data[os.write(fd, data):]
 
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level_name])
-    return FilteringLogObserver(MozLogObserver(write, host_id), [predicate])
+    return LevelFilter(MozLogObserver(write, host_id), LEVELS[level_name])
