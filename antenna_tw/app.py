@@ -19,7 +19,7 @@ from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.metrics import build_metrics
 from antenna_tw.spool import Backpressure, Spool
 from antenna_tw.storage import StorageUnavailable, storage_class
-from antenna_tw.submit import SubmitHandler
+from antenna_tw.submit import SubmitHandler, SubmitResource
 from antenna_tw.throttler import RuleError, build_throttler
 
 
@@ -120,13 +120,15 @@ def build_collector(config, reactor, rng=None, make_uuid=None):
                                 spool_settings.spool_min_free_bytes)
 
     app = Klein()
-    SubmitHandler(throttler, spool, mover, backpressure, metrics, config.intake,
-                  make_uuid=make_uuid).add_routes(app)
+    submit = SubmitHandler(throttler, spool, mover, backpressure, metrics, config.intake,
+                           make_uuid=make_uuid)
+    submit.add_routes(app)
     HealthHandler(storage, spool, mover, backpressure, metrics, reactor, threadpool,
                   config.app.basedir, spool_settings.spool_max_age).add_routes(app)
     app.handle_errors(NotFound)(_plain_error(404, b"Not Found"))
     app.handle_errors(MethodNotAllowed)(_plain_error(405, b"Method Not Allowed"))
 
-    site = CrashSite(app.resource(), limits=config.intake, metrics=metrics, clock=reactor)
+    root = SubmitResource(submit, app.resource())
+    site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
                      throttler, backpressure, site)

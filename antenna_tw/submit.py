@@ -16,7 +16,10 @@ from urllib.parse import parse_qsl
 import attr
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from antenna_tw import crashid
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
@@ -152,6 +155,85 @@ class SubmitHandler:
     def _crash_id_answer(self, request, crash_id):
         prefix = self.settings.dump_id_prefix
         return write_answer(request, 200, f"CrashID={prefix}{crash_id}\n".encode("utf-8"))
+
+
+# request.postpath of POST /submit and /submit/ (also of /%73ubmit: Twisted unquotes).
+SUBMIT_POSTPATHS = ([b"submit"], [b"submit", b""])
+
+
+class SubmitResource(Resource):
+    """
+    The site's root resource: ``POST /submit`` and ``POST /submit/`` go
+    straight to the SubmitHandler, everything else to ``router`` (klein's
+    resource), which also routes the other spellings of /submit (``//submit``)
+    and answers the health endpoints, 404 and 405.
+
+    This skips, for the one route that carries crashes, what klein does for
+    every request: URL binding and matching in werkzeug, and its Deferred
+    plumbing. The answers are the same either way; a request goes straight
+    to the handler only when klein would route it there too.
+    """
+
+    isLeaf = True  # the path is judged here, not walked
+
+    def __init__(self, handler, router):
+        super().__init__()
+        self.handler = handler
+        self.router = router
+
+    def render(self, request):
+        if (request.method == b"POST" and request.postpath in SUBMIT_POSTPATHS
+                and _router_accepts_host(request)):
+            return self._render_submit(request)
+        return self.router.render(request)
+
+    def _render_submit(self, request):
+        # What klein does around a route's handler, without its router.
+        request.prepath.extend(request.postpath)
+        request.postpath = []
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        d = defer.ensureDeferred(self.handler.submit(request))
+        # A client that leaves cancels the handler (see _submit).
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+        d.addCallbacks(_write_answer, _handler_failed, (request, finished), None,
+                       (request, finished))
+        d.addErrback(legacy_log.err, _why="Unhandled Error writing response")
+        return NOT_DONE_YET
+
+
+def _router_accepts_host(request):
+    """
+    Whether werkzeug's URL binding takes this request's host name, which
+    klein binds on every request: the name, up to any colon, must encode as
+    IDNA, which for ASCII means labels of 1 to 63 characters (the last may
+    be empty). Names that are not ASCII are left to klein.
+    """
+    name = request.getRequestHostname()
+    if not name.isascii():
+        return False
+    *labels, last = name.partition(b":")[0].split(b".")
+    return len(last) < 64 and all(0 < len(label) < 64 for label in labels)
+
+
+def _write_answer(answer, request, finished):
+    if isinstance(answer, str):
+        answer = answer.encode("utf-8")
+    if isinstance(answer, bytes):
+        request.write(answer)
+    if not finished:
+        request.finish()
+
+
+def _handler_failed(failure, request, finished):
+    if finished:
+        # The connection is gone: nobody to answer.
+        if not failure.check(defer.CancelledError):
+            legacy_log.err(failure, "Unhandled Error Processing Request.")
+        return
+    request.processingFailed(failure)  # logs it and answers 500
+    if not finished:
+        request.finish()
 
 
 def _shielded(d):
