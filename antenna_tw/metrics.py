@@ -22,8 +22,9 @@ import socket
 import attr
 from markus.backends import BackendBase
 from markus.main import MetricsRecord
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
+
+from antenna_tw.logs import Logger
 
 
 class IMetrics(Interface):

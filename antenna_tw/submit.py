@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl
 
 import attr
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -24,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from antenna_tw import crashid
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
 from antenna_tw.intake import write_answer
+from antenna_tw.logs import Logger
 from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES
 
 STATUS_FOR_REASON = {"too_large": 413, "unauthorized_uuid": 401}

@@ -44,7 +44,7 @@ from twisted.internet import defer, reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
-from twisted.logger import Logger, globalLogBeginner  # noqa: E402
+from twisted.logger import globalLogBeginner  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
 from antenna_tw import crashid  # noqa: E402
@@ -55,6 +55,7 @@ from antenna_tw.intake import CrashRequest  # noqa: E402
 from antenna_tw.logs import make_observer  # noqa: E402
 from antenna_tw.payload import UploadReader  # noqa: E402
 from antenna_tw.spool import SpoolEntry  # noqa: E402
+from antenna_tw.submit import SubmitHandler  # noqa: E402
 
 RULES = {
     "accept-all": {},
@@ -194,7 +195,7 @@ def per_call_us(function, count, rounds):
 def pieces(collector, body, headers, chunks):
     """name -> callable doing one piece of the work of one request."""
     site = collector.site
-    handler_log = Logger(namespace="antenna.breakpad_resource")
+    handler_log = SubmitHandler.log  # the handler's own kind of Logger
     metrics = collector.metrics
     throttler = collector.throttler
     content_type = dict(headers)["Content-Type"]

@@ -20,6 +20,7 @@ from twisted.logger import (
 from twisted.logger._flatten import flattenEvent
 from twisted.python.failure import Failure
 
+from antenna_tw import logs
 from antenna_tw.logs import (
     LEVELS,
     SEVERITY,
@@ -200,3 +201,36 @@ def test_make_observer_writes_one_line_per_event_at_or_above_the_level(tmp_path)
     assert [record["Fields"]["msg"] for record in records] == ["shown 2", "shown 3"]
     assert [record["Severity"] for record in records] == [6, 4]
     assert {record["Type"] for record in records} == {"antenna.test"}
+
+
+class Handler:
+    twisted_log = Logger(namespace="antenna.test")
+    our_log = logs.Logger(namespace="antenna.test")
+
+
+@pytest.mark.parametrize("level", ALL_LEVELS)
+def test_our_logger_emits_what_twisteds_does(level):
+    handler = Handler()
+    theirs, ours = [], []
+    twisted_log, our_log = handler.twisted_log, handler.our_log
+    twisted_log.observer, our_log.observer = theirs.append, ours.append
+    twisted_log.emit(level, "{crash_id} saved", crash_id="c0ffee")
+    our_log.emit(level, "{crash_id} saved", crash_id="c0ffee")
+    [their_event], [our_event] = theirs, ours
+    assert list(our_event) == list(their_event)  # the same keys, in the same order
+    for key in ("log_logger", "log_time"):
+        del their_event[key], our_event[key]
+    assert our_event == their_event
+    assert our_event["log_namespace"] == "tests.unit.test_logs.Handler"
+    assert our_event["log_source"] is handler and type(our_log) is logs.Logger
+
+
+def test_our_logger_keeps_the_trace_and_refuses_bad_levels():
+    events = []
+    log = logs.Logger(namespace="antenna.test", observer=events.append)
+    trace = []
+    log.info("traced", log_trace=trace)
+    assert trace == [(log, events.append)]
+    log.emit("loud", "not a level")
+    assert events[-1]["log_format"] == "Got invalid log level {invalidLevel!r} in {logger}.emit()."
+    assert events[-1]["log_level"] == LogLevel.critical
