@@ -222,13 +222,24 @@ WINDOWS_8_1_BUILD_NUMBER = 9600
 INFOBAR_VERSIONS = tuple(f"{major}." for major in range(52, 60))
 
 
+def _build_date(digits):
+    """
+    ``datetime.strptime(digits, "%Y%m%d")`` for 8 digits, without strptime's
+    cost: for ASCII digits that is YYYY, MM and DD, a real date or a
+    ValueError. Other digits (``\\d`` matches any script's) go to strptime.
+    """
+    if not digits.isascii():
+        return datetime.datetime.strptime(digits, "%Y%m%d")
+    return datetime.datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+
+
 def match_old_buildid(throttler, crash):
     """A BuildID whose date is more than two years before ``throttler.now()``."""
     buildid = text(crash, "BuildID")
     if _BUILDID.match(buildid) is None:
         return False
     try:
-        built = datetime.datetime.strptime(buildid[:8], "%Y%m%d")
+        built = _build_date(buildid[:8])
     except ValueError:
         return False  # 14 digits that do not start with a date
     return built < throttler.now() - datetime.timedelta(days=OLD_BUILDID_DAYS)

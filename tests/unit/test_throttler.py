@@ -3,9 +3,12 @@
 import datetime
 import json
 import random
+import re
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from antenna_tw.config import ThrottleSettings
 from antenna_tw.throttler import (
@@ -425,3 +428,31 @@ def test_defaults_accept_everything():
     assert throttler.rules == ACCEPT_ALL
     assert throttler.products == []
     assert throttler.product_packagenames == {}
+
+
+def reference_old_buildid(now, buildid):
+    """has_old_buildid as it was written first, with strptime."""
+    if re.match(r"^20\d{12}$", buildid) is None:
+        return False
+    try:
+        built = datetime.datetime.strptime(buildid[:8], "%Y%m%d")
+    except ValueError:
+        return False
+    return built < now - datetime.timedelta(days=730)
+
+
+DIGITS = "0123456789" + "\u0660\u0661\u0662\u0669" + "\uff10\uff11\uff12\uff19"
+
+
+@given(month=st.integers(0, 99), day=st.integers(0, 99), year=st.integers(0, 99),
+       rest=st.text(DIGITS, min_size=6, max_size=6),
+       date_text=st.none() | st.text(DIGITS, min_size=6, max_size=6),
+       newline=st.booleans(),
+       now=st.datetimes(datetime.datetime(2000, 1, 1), datetime.datetime(2100, 1, 1)))
+def test_old_buildid_judges_dates_as_strptime_did(month, day, year, rest, date_text, newline,
+                                                  now):
+    digits = date_text if date_text is not None else f"{year:02d}{month:02d}{day:02d}"
+    buildid = "20" + digits + rest + ("\n" if newline else "")
+    throttler = Throttler(MOZILLA_RULES, now=lambda: now)
+    assert (rule_named("has_old_buildid").match(throttler, {"BuildID": buildid})
+            is reference_old_buildid(now, buildid))
