@@ -8,7 +8,9 @@ the spool write replaced by an in-memory one, so that many requests run in
 a moment.
 """
 
+import gc
 import re
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +23,7 @@ from twisted.python.failure import Failure
 
 from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
+from antenna_tw.intake import CrashRequest
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.spool import SpoolEntry
 from antenna_tw.submit import SubmitResource
@@ -201,3 +204,27 @@ def test_a_client_that_leaves_cancels_the_handler_and_the_crash_is_queued(
     finally:
         site.resource = root
         handler.spool.put, handler.mover.enqueue = original_put, original_enqueue
+
+
+def test_an_answered_crash_request_is_freed_at_once(site, monkeypatch):
+    # Without reference cycles, a request and the dumps it holds go as soon
+    # as it is answered, not whenever the cycle collector next runs (with
+    # klein in the way they waited for it; under load, for many seconds).
+    requests = []
+    process = CrashRequest.process
+
+    def recording_process(request):
+        requests.append(weakref.ref(request))
+        return process(request)
+
+    monkeypatch.setattr(CrashRequest, "process", recording_process)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            answer = exchange(site, request_bytes("POST", "/submit", b"127.0.0.1"), lose=True)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert len(requests) == 3
+        assert [ref() for ref in requests] == [None, None, None]
+    finally:
+        gc.enable()
