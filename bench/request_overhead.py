@@ -3,24 +3,30 @@ CPU per /submit request outside body parsing and disk (not run by CI).
 
 Builds a real collector (``build_collector``) and feeds whole HTTP requests
 through its Site's protocol over a ``StringTransport``: one crash per
-connection, as the load benchmark sends them (``Connection: close``). The
-spool write is left out: ``Spool.put`` is replaced by an already-fired
-Deferred and the crash movers by a no-op, so the figures are the reactor
-thread's work for one request up to and including the answer: twisted.web's
-request handling, routing, the body parse, the raw crash, throttling, the
-crash id, metrics, log lines (rendered by the mozlog observer into
-/dev/null, as twistd would) and the answer.
+connection, as the load benchmark sends them (``Connection: close``), the
+body in 256 KiB pieces. The spool write is left out: ``Spool.put`` is
+replaced by an already-fired Deferred and the crash movers by a no-op, so
+the figures are the reactor thread's work for one request up to and
+including the answer: twisted.web's request handling, routing, the body
+parse, the raw crash, throttling, the crash id, metrics, log lines
+(rendered by the mozlog observer into /dev/null, as twistd would) and the
+answer.
 
-It prints microseconds per request for the whole request and for each piece
-measured on its own, the body parse among them, so that "whole minus parse"
-is the per-request overhead this script is about::
+It prints CPU microseconds (``time.thread_time``) per request: the whole
+request; the same requests with timers around the body parse and around
+``Request.process`` (routing, the handler, the answer), so that "whole minus
+body parse" is the overhead this script is about; and some pieces on their
+own, with warm caches (in a request they cost 3-5 times as much, after the
+body has gone through the caches)::
 
     .venv/bin/python bench/request_overhead.py --payloads /tmp/lean-payloads
     .venv/bin/python bench/request_overhead.py --rules mozilla --profile 30
 
 Make the payloads with ``python3 ../shared/bench/make_payloads.py DIR``.
-Each figure is the best of ``--rounds`` rounds of ``--requests`` requests,
-so a busy machine inflates it less. Keep runs to a few seconds.
+Each figure is the best of ``--rounds`` rounds of ``--requests`` requests.
+A run takes a few seconds. Compare code versions in separate processes,
+alternately, several times: the allocator's state moves the body parse's
+figure by up to 15 % from one process to the next.
 """
 
 from __future__ import annotations
@@ -296,7 +302,8 @@ def main(argv=None):
         print(f"    whole minus body parse     {split['whole'] - split['body parse']:9.1f} us")
         print("  pieces on their own (warm caches):")
         for name, function in work.items():
-            print(f"    {name:26s} {per_call_us(function, args.requests * 10, args.rounds):9.1f} us")
+            figure = per_call_us(function, args.requests * 10, args.rounds)
+            print(f"    {name:26s} {figure:9.1f} us")
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()

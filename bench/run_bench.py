@@ -977,7 +977,7 @@ AREAS = [
     (r"^Spool\.delete|^_unlink \(antenna_tw/spool", "spool unlink (thread)"),
     (r"^_Part\.|\(multipart\.py|^PayloadParser\.|^UploadReader\.", "multipart parsing"),
     (r"^build_raw_crash|^finish_raw_crash|^Throttler|\(antenna_tw/throttler\.py"
-     r"|^create_crash_id|^uuid4", "raw crash, throttle, crash id"),
+     r"|\(antenna_tw/crashid\.py|^uuid4", "raw crash, throttle, crash id"),
     (r"callFromThread|wakeUp|\(twisted/_threads/|\(twisted/python/threadpool\.py"
      r"|deferToThreadPool|\(threading\.py", "thread-pool hops"),
     (r"\(twisted/internet/defer\.py|\(klein/", "Deferreds, klein routing"),

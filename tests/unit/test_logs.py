@@ -100,7 +100,8 @@ FORMATS = [
 
 @pytest.mark.parametrize("log_format", FORMATS)
 @pytest.mark.parametrize("value", ["text", 12, 1.5, None, ["a", "b"], {"k": "v"},
-                                   lambda: "called", Unprintable(), "caf\u00e9 \u2603 \"q\"\n\t\x00"])
+                                   lambda: "called", Unprintable(),
+                                   "caf\u00e9 \u2603 \"q\"\n\t\x00"])
 def test_lines_are_what_json_dumps_made(log_format, value):
     event = emitted("antenna_tw.submit.SubmitHandler", LogLevel.info, log_format,
                     crash_id="c0ffee", rule="accept_everything", result="ACCEPT",
