@@ -3,9 +3,9 @@ Reading uploads as they arrive: a twisted.web Request and Site for /submit.
 
 ``CrashRequest`` feeds each body chunk to an ``UploadReader`` instead of
 buffering the body, so memory holds the dumps and nothing else. Every
-request is read this way, whatever its method and path: the router (not a
-string compare here) decides what reaches /submit, and no body is ever
-buffered whole. Oversized bodies are answered 413 at once and the rest is
+request is read this way, whatever its method and path: the routing
+(``submit.SubmitResource``, then klein) decides afterwards what reaches
+/submit, and no body is ever buffered whole. Oversized bodies are answered 413 at once and the rest is
 read and dropped for a bounded time, so a client that is still sending can
 read the answer (nginx's lingering close).
 """
@@ -126,10 +126,12 @@ class CrashRequest(server.Request):
 
     def _drop_crash_report(self):
         # The /submit handler took the report before its first await. klein
-        # leaves every request in a reference cycle (its render closures),
-        # so whatever the request still holds is freed by a cyclic garbage
-        # collection, which under load comes after hundreds of requests:
-        # tens of MB of dumps per worker (docs/performance.rst, "Process memory").
+        # leaves every request it routes in a reference cycle (its render
+        # closures), so whatever such a request still holds is freed by a
+        # cyclic garbage collection, which under load comes after hundreds
+        # of requests: tens of MB of dumps per worker (docs/performance.rst,
+        # "Process memory"). POST /submit itself skips klein (SubmitResource)
+        # and is freed at once; its other spellings (//submit) are not.
         self.crash_report = None
 
     def processingFailed(self, reason):

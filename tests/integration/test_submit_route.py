@@ -207,9 +207,9 @@ def test_a_client_that_leaves_cancels_the_handler_and_the_crash_is_queued(
 
 
 def test_an_answered_crash_request_is_freed_at_once(site, monkeypatch):
-    # Without reference cycles, a request and the dumps it holds go as soon
-    # as it is answered, not whenever the cycle collector next runs (with
-    # klein in the way they waited for it; under load, for many seconds).
+    # Without reference cycles, a request goes as soon as it is answered,
+    # not whenever the cycle collector next runs (klein's render closures
+    # keep every request it routes in a cycle).
     requests = []
     process = CrashRequest.process
 
