@@ -110,7 +110,8 @@ def build_collector(config, reactor, rng=None, make_uuid=None):
             concurrency=spool_settings.concurrent_crashmovers)
     except (RuleError, ValueError, StorageUnavailable) as error:
         raise StartupError(str(error)) from None
-    spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync)
+    spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync,
+                  direct_io=spool_settings.spool_direct_io)
     mover = CrashMover(spool, storage, reactor, metrics,
                        workers=spool_settings.concurrent_crashmovers,
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,

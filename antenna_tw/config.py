@@ -103,6 +103,9 @@ class SpoolSettings:
 
     spool_dir = option("SPOOL_DIR", "./antenna_spool")
     spool_fsync = option("SPOOL_FSYNC", False, parse_bool)
+    spool_direct_io = option(
+        "SPOOL_DIRECT_IO", True, parse_bool,
+        doc="write dumps with O_DIRECT (falls back by itself where refused)")
     spool_max_bytes = option("SPOOL_MAX_BYTES", 10 * 1024 * 1024 * 1024, parse_bytes)
     spool_min_free_bytes = option("SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes)
     spool_max_age = option("SPOOL_MAX_AGE", 600.0, parse_seconds)

@@ -356,3 +356,74 @@ def test_backpressure_reads_free_space_at_most_once_per_interval():
     spool.free = OSError("gone")
     clock.advance(1.0)
     assert backpressure.busy() == "disk under the spool is nearly full"
+
+
+# -- dumps written with O_DIRECT ---------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [1], [4095], [4096], [4097], [3000, 5000, 1],
+                                   [spool_module._DIRECT_STEP - 1, 2],
+                                   [spool_module._DIRECT_STEP * 2 + 5]])
+def test_direct_writes_give_the_exact_bytes(tmp_path, sizes):
+    pieces = [os.urandom(size) for size in sizes]
+    writer = spool_module.DirectWriter()
+    path = str(tmp_path / "dump")
+    assert writer.write(path, pieces, fsync=False)
+    assert writer.supported
+    assert (tmp_path / "dump").read_bytes() == b"".join(pieces)
+
+
+def test_a_spool_with_direct_io_opens_dumps_with_o_direct(tmp_path, monkeypatch):
+    flags = {}
+    real_open = os.open
+
+    def recording_open(path, flag, *args):
+        flags[os.path.basename(path)] = flag
+        return real_open(path, flag, *args)
+
+    monkeypatch.setattr(spool_module.os, "open", recording_open)
+    spool = Spool(str(tmp_path / "spool"), reactor, None, direct_io=True)
+    spool.open()
+    crash = make_crash()
+    entry = spool._put(crash, "00000000000000000001-" + CRASH_ID)
+    assert spool.writes_direct
+    for name in DUMPS:
+        assert flags[entry.dump_filename(name)] & os.O_DIRECT
+        with open(os.path.join(spool.directory, entry.dump_filename(name)), "rb") as dump:
+            assert dump.read() == crash.dump_bytes(name)
+    assert not flags[".tmp-" + entry.filename] & os.O_DIRECT  # the small raw crash is not
+    assert Spool(spool.directory, reactor, None).open()[0].size == entry.size
+
+
+@pytest.mark.parametrize("refused_at", ["open", "write"])
+def test_a_filesystem_refusing_o_direct_gets_page_cache_writes(tmp_path, monkeypatch,
+                                                               refused_at):
+    real_open, real_write = os.open, os.write
+    direct_fds = set()
+
+    def open_(path, flag, *args):
+        if flag & os.O_DIRECT:
+            if refused_at == "open":
+                raise OSError(22, "Invalid argument")
+            fd = real_open(path, flag, *args)
+            direct_fds.add(fd)
+            return fd
+        return real_open(path, flag, *args)
+
+    def write(fd, data):
+        if fd in direct_fds:
+            raise OSError(22, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(spool_module.os, "open", open_)
+    monkeypatch.setattr(spool_module.os, "write", write)
+    spool = Spool(str(tmp_path / "spool"), reactor, None, direct_io=True)
+    spool.open()
+    crash = make_crash()
+    entry = spool._put(crash, "00000000000000000001-" + CRASH_ID)
+    assert not spool.writes_direct  # and it stays off
+    for name in DUMPS:
+        with open(os.path.join(spool.directory, entry.dump_filename(name)), "rb") as dump:
+            assert dump.read() == crash.dump_bytes(name)
+    assert sorted(os.listdir(spool.directory)) == sorted(
+        [CORRUPT_DIR, entry.filename] + [entry.dump_filename(name) for name in DUMPS])
