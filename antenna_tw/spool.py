@@ -18,6 +18,7 @@ copying them. Disk work runs in a thread pool, never on the reactor thread.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import mmap
@@ -109,8 +110,8 @@ class DirectWriter:
     Writes a dump with ``O_DIRECT``: from one page-aligned buffer per thread,
     straight to the disk, bypassing the page cache. On a VM the page cache's
     fresh pages are what a kept 400 KB write mostly costs (see
-    performance.rst); a buffer reused by each write is not. The last block
-    is padded and the file truncated to the dump's size.
+    performance.rst); a buffer reused by each write is not. The last,
+    partial block goes through the page cache.
     ``supported`` turns False after the first filesystem that refuses it
     (tmpfs, some network filesystems), and writes go through the page cache.
     """
@@ -135,8 +136,7 @@ class DirectWriter:
             self.supported = False
             return False
         try:
-            size = self._write_aligned(fd, pieces)
-            os.ftruncate(fd, size)
+            self._write_aligned(fd, pieces)
             if fsync:
                 os.fsync(fd)
         except OSError as error:
@@ -152,7 +152,7 @@ class DirectWriter:
     def _write_aligned(self, fd, pieces):
         buffer = self._buffer()
         view = memoryview(buffer)
-        size = filled = 0
+        filled = 0
         try:
             for piece in pieces:
                 piece = memoryview(piece).cast("B")
@@ -164,16 +164,19 @@ class DirectWriter:
                     piece = piece[take:]
                     if filled == _DIRECT_STEP:
                         _write_view(fd, view[:filled])
-                        size += filled
                         filled = 0
             if filled:
-                padded = -(-filled // _DIRECT_ALIGN) * _DIRECT_ALIGN
-                view[filled:padded] = bytes(padded - filled)
-                _write_view(fd, view[:padded])
-                size += filled
+                # The whole blocks directly, then the last partial block
+                # through the page cache: no padding, no truncate.
+                aligned = filled - filled % _DIRECT_ALIGN
+                if aligned:
+                    _write_view(fd, view[:aligned])
+                if aligned < filled:
+                    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                    _write_view(fd, view[aligned:filled])
         finally:
             view.release()
-        return size
 
 
 def _write_view(fd, view):
