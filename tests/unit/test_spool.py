@@ -212,8 +212,10 @@ async def test_a_damaged_dump_found_at_start_up_is_refused_and_quarantined(
     assert spool.total_bytes == 0
 
 
+@pytest.mark.parametrize("direct_io", [False, True])
 @pytest_twisted.ensureDeferred
-async def test_fsync_syncs_the_file_and_the_directory(tmp_path, threadpool, monkeypatch):
+async def test_fsync_syncs_the_file_and_the_directory(tmp_path, threadpool, monkeypatch,
+                                                      direct_io):
     synced = []
     real_fsync = os.fsync
 
@@ -222,9 +224,11 @@ async def test_fsync_syncs_the_file_and_the_directory(tmp_path, threadpool, monk
         real_fsync(fd)
 
     monkeypatch.setattr(spool_module.os, "fsync", fsync)
-    spool = Spool(str(tmp_path / "spool"), reactor, threadpool, fsync=True)
+    spool = Spool(str(tmp_path / "spool"), reactor, threadpool, fsync=True,
+                  direct_io=direct_io)
     spool.open()
     await spool.put(make_crash())
+    assert spool.writes_direct == direct_io
     # Each dump, the raw crash, then the directory after the rename.
     assert synced == [False, False, False, False, True]
 
