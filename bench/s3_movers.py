@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from antenna_tw.send_crash import build_multipart, post  # noqa: E402
 from tests.s3server import MotoServer  # noqa: E402
 from tests.system.collector_process import CollectorProcess  # noqa: E402
+from tests.system.crash_clients import children_of  # noqa: E402
 
 
 class RefusingStorage:
@@ -72,7 +73,9 @@ def fill_spool(directory, spool, crashes, dump_kb):
         assert all(status == 200 for status, _ in answers)
     finally:
         filler.stop()
-    return sum(name.endswith(".crash") for name in os.listdir(spool))
+    # Entries sit in worker shards (SPOOL_DIR/worker-<i>) or, with --workers 0, in SPOOL_DIR.
+    return sum(name.endswith(".crash") and not name.startswith(".")
+               for _, _, files in os.walk(spool) for name in files)
 
 
 def log_times(stdout):
@@ -117,7 +120,9 @@ def measure(server, workdir, movers, crashes, dump_kb):
             if time.monotonic() > deadline:
                 raise SystemExit("drain did not finish in 300 s")
             time.sleep(0.2)
-        collector_cpu = cpu_seconds(drainer.process.pid)
+        # The parent and its workers (the workers do the moving).
+        collector_cpu = sum(cpu_seconds(pid) for pid in
+                            [drainer.process.pid] + children_of(drainer.process.pid))
     finally:
         drainer.stop()
     moto_cpu = cpu_seconds(server.process.pid) - moto_before
