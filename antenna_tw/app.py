@@ -94,8 +94,12 @@ def _plain_error(code, text):
     return handler
 
 
-def build_collector(config, reactor, rng=None, make_uuid=None):
-    """Build a Collector from ``config``; StartupError for anything unusable."""
+def build_collector(config, reactor, rng=None, make_uuid=None, sibling_spools=()):
+    """
+    Build a Collector from ``config``; StartupError for anything unusable.
+    ``sibling_spools``: the other workers' spool shards (``--workers``),
+    which the heartbeat counts too.
+    """
     spool_settings = config.spool
     threadpool = ThreadPool(
         minthreads=1,
@@ -125,7 +129,8 @@ def build_collector(config, reactor, rng=None, make_uuid=None):
                            make_uuid=make_uuid)
     submit.add_routes(app)
     HealthHandler(storage, spool, mover, backpressure, metrics, reactor, threadpool,
-                  config.app.basedir, spool_settings.spool_max_age).add_routes(app)
+                  config.app.basedir, spool_settings.spool_max_age,
+                  sibling_spools).add_routes(app)
     app.handle_errors(NotFound)(_plain_error(404, b"Not Found"))
     app.handle_errors(MethodNotAllowed)(_plain_error(405, b"Method Not Allowed"))
 

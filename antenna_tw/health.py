@@ -13,6 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from antenna_tw.intake import write_answer
+from antenna_tw.spool import waiting_in
 
 JSON = b"application/json"
 
@@ -34,6 +35,9 @@ class HealthHandler:
     threadpool = attr.ib()
     basedir = attr.ib()
     max_age = attr.ib()
+    # With --workers: the other workers' spool shards, so that any worker's
+    # heartbeat tells about every crash waiting on this node.
+    sibling_spools = attr.ib(default=(), converter=tuple)
     log = Logger(namespace="antenna.health")
 
     def add_routes(self, app):
@@ -60,12 +64,17 @@ class HealthHandler:
         used = self.backpressure.used_bytes()
         if used > self.backpressure.max_bytes:
             errors.append({"name": "spool", "msg": "spool is over SPOOL_MAX_BYTES"})
-        oldest = self.mover.oldest_age()
+        queued, oldest = self.mover.queue_length(), self.mover.oldest_age()
+        if self.sibling_spools:
+            others = await deferToThreadPool(self.reactor, self.threadpool,
+                                             self._siblings_waiting, self.reactor.seconds())
+            queued += sum(count for count, _ in others)
+            oldest = max([oldest] + [age for _, age in others])
         if oldest > self.max_age:
             errors.append({"name": "crashmover",
                            "msg": f"oldest unsaved crash is {oldest:.0f} s old"})
         info = {
-            "queue_length": self.mover.queue_length(),
+            "queue_length": queued,
             "retrying": self.mover.retrying(),
             "oldest_age_seconds": round(oldest, 3),
             "spool_bytes": used,
@@ -73,8 +82,11 @@ class HealthHandler:
             "spool_free_bytes": free,
             "storage": self.storage.name,
         }
-        self.metrics.gauge("breakpad_resource.save_queue_size", info["queue_length"])
+        self.metrics.gauge("breakpad_resource.save_queue_size", self.mover.queue_length())
         return json_answer(request, 503 if errors else 200, {"errors": errors, "info": info})
+
+    def _siblings_waiting(self, now):
+        return [waiting_in(directory, now) for directory in self.sibling_spools]
 
     def _read_version(self):
         path = os.path.join(self.basedir, "version.json")

@@ -488,6 +488,25 @@ class Spool:
         return stats.f_bavail * stats.f_frsize
 
 
+def waiting_in(directory, now):
+    """
+    ``(entries, oldest age in seconds)`` of the spool entries in
+    ``directory``, read from their names (blocking; a listing, no reads).
+    """
+    count, oldest = 0, None
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0, 0.0
+    for name in names:
+        if name.endswith(SUFFIX) and not name.startswith("."):
+            stamp = name.partition("-")[0]
+            if stamp.isdigit():
+                count += 1
+                oldest = int(stamp) if oldest is None else min(oldest, int(stamp))
+    return count, (max(0.0, now - oldest / 1e9) if oldest is not None else 0.0)
+
+
 def _unlink(path):
     try:
         os.unlink(path)

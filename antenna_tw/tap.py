@@ -115,17 +115,20 @@ def makeService(options, environ=None, stream=None):
                 spool_dir=shard_directory(spool_dir, index),
                 spool_max_bytes=config.spool.spool_max_bytes // options["workers"]))
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
+            siblings = [shard_directory(spool_dir, other)
+                        for other in range(options["workers"]) if other != index]
         else:
             # One process, any strports description (ssl: included).
             from twisted.internet import reactor
             from twisted.internet.endpoints import serverFromString
 
             endpoint = serverFromString(reactor, options["port"])
+            siblings = []
         from antenna_tw.app import StartupError, build_collector
         from antenna_tw.service import CollectorService
 
         try:
-            collector = build_collector(config, reactor)
+            collector = build_collector(config, reactor, sibling_spools=siblings)
             entries = collector.prepare()
         except StartupError as error:
             raise ConfigError(str(error)) from None

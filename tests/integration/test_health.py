@@ -144,3 +144,41 @@ async def test_broken_is_500_without_details(collector):
     assert headers["content-type"].startswith("text/plain")
     # the process keeps serving afterwards
     assert (await get(collector, "/__lbheartbeat__"))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_workers_heartbeat_counts_the_crashes_waiting_in_the_other_shards(tmp_path):
+    from tests.helpers import start_collector, stop_collector
+    from tests.helpers import test_environ as environ_for
+
+    now_ns = int(reactor.seconds() * 1e9)
+    siblings = [tmp_path / "worker-1", tmp_path / "worker-2", tmp_path / "worker-3"]
+    siblings[0].mkdir()
+    siblings[1].mkdir()  # worker-3 has no shard yet
+    crash_id = "de1bb258-cbbf-4589-a673-34f800160918"
+    waiting = {
+        siblings[0]: [now_ns - 5 * 10**9, now_ns - 700 * 10**9],  # one is 700 s old
+        siblings[1]: [now_ns - 1 * 10**9],
+    }
+    for shard, stamps in waiting.items():
+        for stamp in stamps:
+            (shard / f"{stamp:020d}-{crash_id}.crash").write_bytes(b"{}")
+            (shard / f"{stamp:020d}-{crash_id}.upload_file_minidump.dump").write_bytes(b"MDMP")
+    (siblings[1] / f".tmp-{now_ns - 10**12:020d}-{crash_id}.crash").write_bytes(b"")
+
+    running = await start_collector(tmp_path, environ_for(tmp_path),
+                                    sibling_spools=[str(path) for path in siblings])
+    try:
+        status, answer = await heartbeat(running)
+        assert answer["info"]["queue_length"] == 3
+        assert 700 <= answer["info"]["oldest_age_seconds"] < 710
+        assert status == 503  # SPOOL_MAX_AGE is 600 s
+        assert [error["name"] for error in answer["errors"]] == ["crashmover"]
+
+        for path in siblings[0].iterdir():  # the other worker stored them
+            path.unlink()
+        status, answer = await heartbeat(running)
+        assert (status, answer["info"]["queue_length"]) == (200, 1)
+        assert answer["info"]["oldest_age_seconds"] < 10
+    finally:
+        await stop_collector(running)

@@ -135,3 +135,23 @@ def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_
     finally:
         collector.stop()
     assert "stray klein.py" not in collector.output()
+
+
+def test_every_workers_heartbeat_counts_the_crashes_of_all_workers(tmp_path):
+    # Storage that never finishes a save: every crash stays in its worker's shard.
+    collector = CollectorProcess.start(tmp_path, {
+        "CRASHSTORAGE_CLASS": "tests.helpers.NeverStorage", "SHUTDOWN_TIMEOUT": "0.5"},
+        args=["--workers", "2"])
+    try:
+        both_listening(collector)
+        for _ in range(12):
+            send(collector)
+        shards = [len([name for name in os.listdir(tmp_path / "spool" / shard)
+                       if name.endswith(".crash")]) for shard in ("worker-0", "worker-1")]
+        assert sum(shards) == 12
+        for _ in range(12):  # new connections land on either worker
+            status, heartbeat = collector.heartbeat()
+            assert heartbeat["info"]["queue_length"] == 12, (shards, heartbeat)
+    finally:
+        collector.process.send_signal(signal.SIGTERM)
+        collector.wait_exit(20)
