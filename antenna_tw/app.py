@@ -9,13 +9,13 @@ from __future__ import annotations
 import attr
 from klein import Klein
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from antenna_tw.crashmover import Backoff, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake import CrashSite, write_answer
+from antenna_tw.logs import Logger
 from antenna_tw.metrics import build_metrics
 from antenna_tw.spool import Backpressure, Spool
 from antenna_tw.storage import StorageUnavailable, storage_class

@@ -26,9 +26,9 @@ from collections import OrderedDict
 import attr
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from antenna_tw.logs import Logger
 from antenna_tw.spool import CorruptEntry
 
 OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down

@@ -10,9 +10,9 @@ import os
 
 import attr
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from antenna_tw.intake import write_answer
+from antenna_tw.logs import Logger
 from antenna_tw.spool import waiting_in
 
 JSON = b"application/json"

@@ -60,8 +60,25 @@ class Logger(twisted.logger.Logger):
     """
     twisted's Logger, emitting the same events with less work per event: the
     level is checked against a set instead of a freshly sorted list of
-    LogLevel's constants. Used where a line is logged for every crash.
+    LogLevel's constants. As a class attribute it keeps the namespace it
+    was given (see ``__get__``).
     """
+
+    def __init__(self, namespace=None, source=None, observer=None):
+        self._given_namespace = namespace is not None
+        super().__init__(namespace, source, observer)
+
+    def __get__(self, instance, owner=None):
+        """
+        As twisted's descriptor, except that a namespace given explicitly is
+        kept: twisted replaces it with the class's path, so mozlog's ``Type``
+        read ``antenna_tw.crashmover.CrashMover`` instead of Antenna's
+        ``antenna.crashmover``.
+        """
+        if not self._given_namespace:
+            return super().__get__(instance, owner)
+        return self.__class__(self.namespace, owner if instance is None else instance,
+                              observer=self.observer)
 
     def emit(self, level, format=None, **kwargs):
         if level not in _ALL_LEVELS:

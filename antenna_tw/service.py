@@ -5,9 +5,10 @@ from __future__ import annotations
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver
 
 from antenna_tw import __version__
+from antenna_tw.logs import Logger
 
 
 class CollectorService(MultiService):

@@ -30,10 +30,10 @@ import time
 import attr
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from antenna_tw.crash import Crash
+from antenna_tw.logs import Logger
 
 SUFFIX = ".crash"
 DUMP_SUFFIX = ".dump"

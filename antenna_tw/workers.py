@@ -19,9 +19,10 @@ import sys
 import attr
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver
 
 from antenna_tw.footprint import worker_environment
+from antenna_tw.logs import Logger
 
 SHARD = re.compile(r"^worker-(\d+)$")
 PR_SET_PDEATHSIG = 1

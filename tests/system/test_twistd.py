@@ -57,6 +57,11 @@ def test_twistd_collects_a_crash_and_stops_on_sigterm(tmp_path):
     assert not any("do-not-log-me" in line for line in lines)
     assert f"{crash_id}: matched by accept_everything; returned ACCEPT" in messages
     assert f"{crash_id} saved" in messages
+    types = {record["Fields"]["msg"]: record["Type"] for record in records}
+    # Antenna's logger names, not our class paths.
+    assert types[f"{crash_id}: matched by accept_everything; returned ACCEPT"] == \
+        "antenna.breakpad_resource"
+    assert types[f"{crash_id} saved"] == "antenna.crashmover"
     assert "Server Shut Down." in messages
     assert (tmp_path / "stderr").read_text() == ""
 

@@ -219,10 +219,12 @@ def test_our_logger_emits_what_twisteds_does(level):
     our_log.emit(level, "{crash_id} saved", crash_id="c0ffee")
     [their_event], [our_event] = theirs, ours
     assert list(our_event) == list(their_event)  # the same keys, in the same order
-    for key in ("log_logger", "log_time"):
+    # The one difference: ours keeps the namespace it was given.
+    assert their_event["log_namespace"] == "tests.unit.test_logs.Handler"
+    assert our_event["log_namespace"] == "antenna.test"
+    for key in ("log_logger", "log_time", "log_namespace"):
         del their_event[key], our_event[key]
     assert our_event == their_event
-    assert our_event["log_namespace"] == "tests.unit.test_logs.Handler"
     assert our_event["log_source"] is handler and type(our_log) is logs.Logger
 
 
@@ -235,3 +237,19 @@ def test_our_logger_keeps_the_trace_and_refuses_bad_levels():
     log.emit("loud", "not a level")
     assert events[-1]["log_format"] == "Got invalid log level {invalidLevel!r} in {logger}.emit()."
     assert events[-1]["log_level"] == LogLevel.critical
+
+
+def test_a_namespace_given_to_a_class_attribute_logger_is_kept():
+    from antenna_tw.logs import Logger as OurLogger
+
+    class Named:
+        log = OurLogger(namespace="antenna.somewhere")
+
+    class Unnamed:
+        log = OurLogger()
+
+    thing = Named()
+    assert (thing.log.namespace, thing.log.source) == ("antenna.somewhere", thing)
+    assert (Named.log.namespace, Named.log.source) == ("antenna.somewhere", Named)
+    # Without a namespace it behaves as twisted's: the class's path.
+    assert Unnamed().log.namespace == f"{__name__}.Unnamed"

@@ -18,11 +18,11 @@ import re
 
 import attr
 from twisted.internet import defer, error, task
-from twisted.logger import Logger
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web._newclient import RequestTransmissionFailed
 
 from antenna_tw.ext.s3.signing import signed_headers
+from antenna_tw.logs import Logger
 
 RETRY_STATUSES = frozenset({408, 429})
 RETRY_CODES = frozenset({

@@ -8,7 +8,6 @@ import attr
 from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from zope.interface import implementer
 
@@ -19,6 +18,7 @@ from antenna_tw.ext.s3.keys import dump_key, dump_names_key, raw_crash_key
 from antenna_tw.ext.s3.location import BucketLocation
 from antenna_tw.ext.s3.probe import verify_bucket
 from antenna_tw.ext.s3.shared import SingleFlight
+from antenna_tw.logs import Logger
 from antenna_tw.storage import ICrashStorage
 
 
