@@ -8,6 +8,7 @@ import sys
 import attr
 from twisted.python import usage
 
+from antenna_tw import __version__
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.footprint import (
     builtin_storage,
@@ -17,6 +18,7 @@ from antenna_tw.footprint import (
 )
 from antenna_tw.logs import make_observer
 from antenna_tw.reuseport import ReusePortEndpoint, parse_tcp_description
+from antenna_tw.sentry import with_sentry
 from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.workers import (
     WorkerSupervisor,
@@ -96,7 +98,9 @@ def makeService(options, environ=None, stream=None):
     index = options["worker-index"]
     try:
         config = load_config(environ, options["env"])
-        observer = make_observer(stream, config.app.logging_level, config.app.host_id)
+        observer = with_sentry(
+            make_observer(stream, config.app.logging_level, config.app.host_id),
+            config.app.secret_sentry_dsn, config.app.host_id, __version__)
         if options["workers"] > 0 and index is None:
             return _supervisor(options, config, observer)
         if index is not None:

@@ -1,0 +1,70 @@
+"""
+Errors to Sentry when ``SECRET_SENTRY_DSN`` is set: an ILogObserver that
+sends every logged failure (an unhandled error in a request, a crash mover
+that could not read an entry, ...) as a Sentry event.
+
+sentry_sdk is imported only when a DSN is set. Its client is our own, not
+sentry_sdk's global one, and none of its default integrations (logging,
+threading, excepthook) are installed: what reaches Sentry is exactly what
+the collector logs as a failure. The client sends
+from its own background thread, never from the reactor's.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import ILogObserver, LogLevel
+from zope.interface import implementer
+
+from antenna_tw.config import ConfigError
+
+REPORTED_LEVELS = frozenset({LogLevel.error, LogLevel.critical})
+
+
+@implementer(ILogObserver)
+class SentryObserver:
+    """Sends the failures in logged events at error or critical level to Sentry."""
+
+    def __init__(self, client, event_from_exception):
+        self.client = client
+        self._event_from_exception = event_from_exception
+
+    @classmethod
+    def from_dsn(cls, dsn, host_id, release):
+        """The observer for ``dsn``; ConfigError (never showing the DSN) when it is unusable."""
+        import sentry_sdk
+        from sentry_sdk.utils import BadDsn, event_from_exception
+
+        try:
+            client = sentry_sdk.Client(
+                dsn=dsn, server_name=host_id or None, release=release,
+                default_integrations=False, auto_enabling_integrations=False)
+        except BadDsn:
+            raise ConfigError("SECRET_SENTRY_DSN is not a Sentry DSN") from None
+        return cls(client, event_from_exception)
+
+    def __call__(self, event):
+        failure = event.get("log_failure")
+        if failure is None or event.get("log_level") not in REPORTED_LEVELS:
+            return
+        exc_info = (failure.type, failure.value, failure.getTracebackObject())
+        sentry_event, hint = self._event_from_exception(
+            exc_info, client_options=self.client.options)
+        self.client.capture_event(sentry_event, hint=hint)
+
+    def close(self, timeout=2.0):
+        """Send what is queued, for up to ``timeout`` seconds."""
+        self.client.close(timeout=timeout)
+
+
+def with_sentry(observer, dsn, host_id, release):
+    """``observer``, and Sentry too when ``dsn`` is set."""
+    if not dsn:
+        return observer
+    sentry = SentryObserver.from_dsn(dsn, host_id, release)
+
+    @implementer(ILogObserver)
+    def both(event):
+        observer(event)
+        sentry(event)
+
+    return both
