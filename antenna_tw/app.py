@@ -71,8 +71,9 @@ class Collector:
         """
         Stop for good within SHUTDOWN_TIMEOUT: answer every new /submit busy,
         let spool writes in flight land (their clients get their crash ids),
-        let the crash movers drain for the time left, then stop the thread
-        pool. Whatever is not stored stays in the spool for the next start.
+        let the crash movers drain for the time left, close the storage's
+        connections, then stop the thread pool. Whatever is not stored stays
+        in the spool for the next start.
         """
         deadline = self.reactor.seconds() + self.config.spool.shutdown_timeout
         self.backpressure.close()
@@ -84,6 +85,9 @@ class Collector:
             except defer.TimeoutError:
                 self.log.warn("spool writes still in flight at the shutdown deadline")
             await self.mover.stop(max(0.0, deadline - self.reactor.seconds()))
+            close = getattr(self.storage, "close", None)
+            if close is not None:  # S3: its pooled connections
+                await close()
         finally:
             self.threadpool.stop()
 

@@ -56,15 +56,25 @@ class SentryObserver:
         self.client.close(timeout=timeout)
 
 
+@implementer(ILogObserver)
+class BothObservers:
+    """Log lines as before, and failures to Sentry too."""
+
+    def __init__(self, observer, sentry):
+        self.observer = observer
+        self.sentry = sentry
+
+    def __call__(self, event):
+        self.observer(event)
+        self.sentry(event)
+
+    def close(self, timeout=2.0):
+        """Send what Sentry still has queued (blocking: call it from a thread)."""
+        self.sentry.close(timeout)
+
+
 def with_sentry(observer, dsn, host_id, release):
     """``observer``, and Sentry too when ``dsn`` is set."""
     if not dsn:
         return observer
-    sentry = SentryObserver.from_dsn(dsn, host_id, release)
-
-    @implementer(ILogObserver)
-    def both(event):
-        observer(event)
-        sentry(event)
-
-    return both
+    return BothObservers(observer, SentryObserver.from_dsn(dsn, host_id, release))

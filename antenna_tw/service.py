@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import ILogObserver
 
 from antenna_tw import __version__
@@ -51,3 +51,6 @@ class CollectorService(MultiService):
         yield super().stopService()  # the port closes first
         yield defer.ensureDeferred(self.collector.stop())
         self.log.info("stopped")
+        flush = getattr(self.log_observer, "close", None)
+        if flush is not None:  # Sentry: send what is still queued
+            yield threads.deferToThread(flush)

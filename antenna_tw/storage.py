@@ -27,6 +27,7 @@ class ICrashStorage(Interface):
     def save_crash(crash):
         """Store a Crash: dump_names, each dump, the raw crash last. Deferred."""
 
+    # Optional: ``close()``, a Deferred, lets go of connections at shutdown.
     # Optional: ``save_crash_blocking(crash)`` stores a crash in the calling
     # thread. A backend that has it gets each whole move (read the spool
     # entry, store, delete) as one thread-pool job, and crashes whose

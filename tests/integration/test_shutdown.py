@@ -9,8 +9,12 @@ import threading
 
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ServerEndpoint
 
+from antenna_tw.app import build_collector
+from antenna_tw.config import load_config
 from antenna_tw.send_crash import build_multipart
+from antenna_tw.service import CollectorService
 from tests.helpers import http_request, minidump, raw_request, start_collector, stop_collector
 from tests.helpers import test_environ as environ_for
 
@@ -78,3 +82,33 @@ async def test_shutdown_gives_up_at_the_deadline_and_keeps_the_backlog(tmp_path)
     entries = [name for name in os.listdir(running.collector.spool.directory)
                if name.endswith(".crash")]
     assert len(entries) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_service_flushes_the_error_reporter_after_the_collector(tmp_path):
+    calls = []
+
+    class Reporter:
+        def __call__(self, event):
+            pass
+
+        def close(self):
+            calls.append(("close", collector.backpressure.closing))
+
+    collector = build_collector(load_config(environ_for(tmp_path), None), reactor)
+    service = CollectorService(collector, TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+                               "tcp:0", collector.prepare(), log_observer=Reporter())
+    service.startService()
+    await service.stopService()
+    assert calls == [("close", True)]  # once, after the collector stopped taking crashes
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_collector_closes_the_storages_connections(tmp_path):
+    running = await start_collector(tmp_path, environ_for(tmp_path))
+    closed = []
+    storage = running.collector.storage
+    storage.close = lambda: closed.append(True) or defer.succeed(None)
+    await running.port.stopListening()
+    await running.collector.stop()
+    assert closed == [True]
