@@ -70,6 +70,9 @@ class IntakeSettings:
     max_decompressed_size = option("MAX_DECOMPRESSED_SIZE", 100 * 1024 * 1024, parse_bytes)
     max_parts = option("MAX_PARTS", 256, parse_positive_int)
     request_timeout = option("REQUEST_TIMEOUT", 60.0, parse_seconds)
+    max_inflight_bytes = option(
+        "MAX_INFLIGHT_BYTES", 1024 * 1024 * 1024, parse_bytes,
+        doc="bytes all uploads being received may hold at once (split between workers)")
     stage_submitter_bearer_token = option("STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True)
 
 

@@ -22,6 +22,8 @@ from zope.interface import implementer
 from antenna_tw.payload import MalformedCrashReport, UploadReader
 
 TOO_LARGE_BODY = b"Discarded=too_large"
+BUSY_BODY = b"Discarded=busy"
+RETRY_AFTER_SECONDS = b"60"
 UPLOAD_READ_SIZE = 256 * 1024
 
 
@@ -44,6 +46,7 @@ class CrashRequest(server.Request):
     crash_report = None  # the parsed CrashReport once the body is complete
     malformed = None  # or the MalformedCrashReport that refused it
     body_cut_short = False  # the client stopped sending before the body's end
+    held = 0  # bytes of this upload counted in its site's inflight_bytes
     log = Logger()
 
     @property
@@ -55,7 +58,7 @@ class CrashRequest(server.Request):
         # Werkzeug routes "//submit" and "/%73ubmit" to /submit too, so the
         # body is read as an upload whatever the path says; other routes
         # ignore the result.
-        site = self.channel.site
+        site = self._site = self.channel.site
         self.arrived = site.clock.seconds()
         self.content = io.BytesIO()  # stays empty: the body goes to the reader
         # Fewer, larger reads: each read costs a trip through the HTTP parser.
@@ -76,8 +79,30 @@ class CrashRequest(server.Request):
     def handleContentChunk(self, data):
         upload = self.upload
         upload.feed(data)
-        if not self.answered_early and upload.too_large:
+        if self.answered_early:
+            return
+        if upload.too_large:
             self._answer_too_large()
+        else:
+            self._count_held(upload.held_bytes)
+
+    def _count_held(self, held):
+        """
+        Count what this upload holds against MAX_INFLIGHT_BYTES, shared by
+        every upload the process is receiving; past it, while other uploads
+        hold bytes too, this one is answered busy at once. A lone upload is
+        bounded by MAX_DECOMPRESSED_SIZE alone.
+        """
+        site = self._site
+        site.inflight_bytes += held - self.held
+        self.held = held
+        if site.inflight_bytes > site.limits.max_inflight_bytes and site.inflight_bytes > held:
+            self._answer_busy()
+
+    def _release_held(self):
+        if self.held:
+            self._site.inflight_bytes -= self.held
+            self.held = 0
 
     def requestReceived(self, command, path, version):
         if self.answered_early:
@@ -94,20 +119,34 @@ class CrashRequest(server.Request):
 
     def _answer_too_large(self):
         """413 now, then drop what the client still sends for a bounded time."""
+        self._site.metrics.incr("breakpad_resource.malformed", tags=["reason:too_large"])
+        self._answer_early(b"413 Payload Too Large", TOO_LARGE_BODY)
+
+    def _answer_busy(self):
+        """503 busy now: the uploads in flight hold too much memory."""
+        site = self._site
+        self.upload.abandon()
+        self.log.warn("upload answered busy: uploads in flight hold {held} bytes, over "
+                      "MAX_INFLIGHT_BYTES", held=site.inflight_bytes)
+        self._release_held()
+        site.metrics.incr("breakpad_resource.busy")
+        self._answer_early(b"503 Service Unavailable", BUSY_BODY,
+                           b"Retry-After: %s\r\n" % RETRY_AFTER_SECONDS)
+
+    def _answer_early(self, status, body, extra_headers=b""):
+        """Answer before the body is in, then drop what the client still sends for a bounded time."""
         self.answered_early = True
-        self.channel.site.metrics.incr(
-            "breakpad_resource.malformed", tags=["reason:too_large"])
         # Twisted would otherwise send "100 Continue" after our answer.
         self.requestHeaders.removeHeader(b"expect")
         transport = self.channel.transport
         transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"HTTP/1.1 %s\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (len(TOO_LARGE_BODY), TOO_LARGE_BODY)
+            b"Content-Length: %d\r\n%sConnection: close\r\n\r\n%s"
+            % (status, len(body), extra_headers, body)
         )
-        self._linger = self.channel.site.clock.callLater(
-            self.channel.site.linger_seconds, transport.abortConnection
+        self._linger = self._site.clock.callLater(
+            self._site.linger_seconds, transport.abortConnection
         )
 
     def _cancel_linger(self):
@@ -117,11 +156,13 @@ class CrashRequest(server.Request):
 
     def finish(self):
         self._drop_crash_report()
+        self._release_held()
         return super().finish()
 
     def connectionLost(self, reason):
         self._cancel_linger()
         self._drop_crash_report()
+        self._release_held()
         super().connectionLost(reason)
 
     def _drop_crash_report(self):
@@ -207,6 +248,7 @@ class CrashSite(server.Site):
             timeout=limits.request_timeout or None,
         )
         self.limits = limits
+        self.inflight_bytes = 0  # held by the uploads being received (CrashRequest.held)
         self.metrics = metrics
         self.clock = clock
         self.linger_seconds = linger_seconds

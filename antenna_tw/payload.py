@@ -252,6 +252,11 @@ class PayloadParser:
             for piece in self._decompressor.feed(data):
                 self._parse(piece)
 
+    @property
+    def parsed_bytes(self):
+        """Decompressed bytes parsed so far: at most what this upload holds."""
+        return self._parsed_bytes
+
     def close(self):
         if self._decompressor is not None:
             for piece in self._decompressor.close():
@@ -414,6 +419,16 @@ class UploadReader:
         ) or self.wire_bytes > self.max_payload_size or (
             self.error is not None and self.error.reason == "too_large"
         )
+
+    @property
+    def held_bytes(self):
+        """About how many bytes the parse holds now (0 once it was dropped)."""
+        parser = self._parser
+        return 0 if parser is None else parser.parsed_bytes + len(self._pending)
+
+    def abandon(self):
+        """Stop parsing and let go of everything held; the body is counted and dropped."""
+        self._drop_parser()
 
     def feed(self, data):
         """Take the next body bytes; never raises."""

@@ -22,14 +22,13 @@ from twisted.web.server import NOT_DONE_YET
 
 from antenna_tw import crashid
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
-from antenna_tw.intake import write_answer
+from antenna_tw.intake import RETRY_AFTER_SECONDS, write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES
 
 STATUS_FOR_REASON = {"too_large": 413, "unauthorized_uuid": 401}
 THROTTLE_DIGITS = {ACCEPT: crashid.ACCEPT_DIGIT, DEFER: crashid.DEFER_DIGIT,
                    FAKEACCEPT: crashid.FAKEACCEPT_DIGIT, REJECT: 2}
-RETRY_AFTER_SECONDS = b"60"
 
 
 def discarded(request, reason, code=None, headers=()):

@@ -113,11 +113,16 @@ def makeService(options, environ=None, stream=None):
             die_with_parent(options["parent-pid"])
             spool_dir = config.spool.spool_dir
             adopt_orphan_shards(spool_dir, index, options["workers"])
-            # Each worker gets its shard and its share of the spool's size limit.
-            config = attr.evolve(config, spool=attr.evolve(
-                config.spool,
-                spool_dir=shard_directory(spool_dir, index),
-                spool_max_bytes=config.spool.spool_max_bytes // options["workers"]))
+            # Each worker gets its shard and its share of the size limits.
+            config = attr.evolve(
+                config,
+                spool=attr.evolve(
+                    config.spool,
+                    spool_dir=shard_directory(spool_dir, index),
+                    spool_max_bytes=config.spool.spool_max_bytes // options["workers"]),
+                intake=attr.evolve(
+                    config.intake,
+                    max_inflight_bytes=config.intake.max_inflight_bytes // options["workers"]))
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
             siblings = [shard_directory(spool_dir, other)
                         for other in range(options["workers"]) if other != index]
