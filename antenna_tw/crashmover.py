@@ -254,7 +254,7 @@ class CrashMover:
         try:
             crash = self.spool.read(entry, with_dumps=False)
         except CorruptEntry as error:
-            self.spool._quarantine(entry, str(error))
+            self.spool.set_aside(entry, str(error))
             return "corrupt", error
         except Exception:
             return "read", Failure()

@@ -94,9 +94,8 @@ def split_dump_filename(filename):
     return stem, rest
 
 
-def _write_file(path, pieces, fsync, exclusive=True):
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o644)
+def _write_file(path, pieces, fsync):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, pieces)
         if fsync:
@@ -454,7 +453,8 @@ class Spool:
         d = deferToThreadPool(self.reactor, self.threadpool, self.delete, entry)
         return d.addCallback(lambda _: self.forget(entry))
 
-    def _quarantine(self, entry, reason):
+    def set_aside(self, entry, reason):
+        """Move an unreadable entry's files aside (blocking); ``quarantine`` in the pool."""
         self._move_aside(entry.filename, reason)
         for name in entry.dump_names:
             dump = entry.dump_filename(name)
@@ -463,7 +463,7 @@ class Spool:
 
     def quarantine(self, entry, reason):
         """Move an unreadable entry aside so it is never retried; a Deferred."""
-        d = deferToThreadPool(self.reactor, self.threadpool, self._quarantine, entry, reason)
+        d = deferToThreadPool(self.reactor, self.threadpool, self.set_aside, entry, reason)
         return d.addCallback(lambda _: self.forget(entry))
 
     def _probe(self):

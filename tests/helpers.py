@@ -5,10 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import socket
 
 import attr
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, protocol, reactor, task, threads
 
 from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
@@ -268,3 +269,26 @@ def dump_part(name, data, ctype="application/octet-stream", filename=None):
     if ctype:
         headers.append(f"Content-Type: {ctype}")
     return headers, data
+
+
+PACKET = re.compile(r"^(?P<name>[^:]+):(?P<value>[^|]+)\|(?P<kind>[a-z]+)(?:\|#(?P<tags>.*))?$")
+
+
+class StatsdListener(protocol.DatagramProtocol):
+    """Keeps every statsd line it receives."""
+
+    def __init__(self):
+        self.lines = []
+
+    def datagramReceived(self, data, address):
+        self.lines.extend(line for line in data.decode().splitlines() if line)
+
+    def metrics(self):
+        """``{name: [(kind, value, tags)]}`` of the lines so far."""
+        found = {}
+        for line in self.lines:
+            match = PACKET.match(line)
+            assert match, line
+            found.setdefault(match["name"], []).append(
+                (match["kind"], match["value"], match["tags"]))
+        return found

@@ -7,17 +7,8 @@ checked on the statsd packets themselves.
 
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.protocol import DatagramProtocol
 
-from tests.helpers import http_request, raw_request
-
-
-class StatsdListener(DatagramProtocol):
-    def __init__(self):
-        self.packets = []
-
-    def datagramReceived(self, data, address):
-        self.packets.extend(line for line in data.decode("utf-8").splitlines() if line)
+from tests.helpers import StatsdListener, http_request, raw_request
 
 
 @pytest_twisted.ensureDeferred
@@ -43,10 +34,10 @@ async def test_malformed_uploads_are_counted_by_reason(collector_with):
             "antenna.breakpad_resource.malformed:1|c|#reason:too_large",  # the early 413
         }
         for _ in range(100):
-            if expected <= set(listener.packets):
+            if expected <= set(listener.lines):
                 break
             await task.deferLater(reactor, 0.02, lambda: None)
-        malformed = [p for p in listener.packets if "breakpad_resource.malformed" in p]
+        malformed = [p for p in listener.lines if "breakpad_resource.malformed" in p]
         assert sorted(malformed) == sorted(expected)
     finally:
         await udp.stopListening()

@@ -1,39 +1,14 @@
 """The seed's statsd metrics, caught by a UDP listener on loopback from a listening collector."""
 
-import re
-
 import pytest_twisted
-from twisted.internet import protocol, reactor, task
+from twisted.internet import reactor, task
 
 from antenna_tw.send_crash import build_multipart
-from tests.helpers import http_request, minidump, raw_request
+from tests.helpers import StatsdListener, http_request, minidump, raw_request
 
 NAMESPACE = "antenna_test"
 BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test", "Version": "1.0"},
                                      {"upload_file_minidump": minidump()})
-PACKET = re.compile(r"^(?P<name>[^:]+):(?P<value>[^|]+)\|(?P<kind>[a-z]+)(?:\|#(?P<tags>.*))?$")
-
-
-class StatsdListener(protocol.DatagramProtocol):
-    """Keeps every statsd line it receives."""
-
-    def __init__(self):
-        self.lines = []
-
-    def datagramReceived(self, data, address):
-        self.lines.extend(line for line in data.decode().splitlines() if line)
-
-    def metrics(self):
-        """``{name: [(kind, value, tags)]}`` of the lines so far."""
-        found = {}
-        for line in self.lines:
-            match = PACKET.match(line)
-            assert match, line
-            found.setdefault(match["name"], []).append(
-                (match["kind"], match["value"], match["tags"]))
-        return found
-
-
 @pytest_twisted.ensureDeferred
 async def test_an_accepted_crash_sends_the_seed_metrics(collector_with):
     listener = StatsdListener()

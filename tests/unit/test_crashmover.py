@@ -414,7 +414,7 @@ class BlockingSpool(MemorySpool):
         self.removed.append(entry.filename)
         del self.crashes[entry.filename]
 
-    def _quarantine(self, entry, reason):
+    def set_aside(self, entry, reason):
         self.quarantined.append((entry.filename, reason))
         del self.crashes[entry.filename]
 
