@@ -171,8 +171,9 @@ class DirectWriter:
                 if aligned:
                     _write_view(fd, view[:aligned])
                 if aligned < filled:
-                    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-                    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                    # F_SETFL changes only the status flags (O_DIRECT here);
+                    # the access mode the file was opened with stays.
+                    fcntl.fcntl(fd, fcntl.F_SETFL, 0)
                     _write_view(fd, view[aligned:filled])
         finally:
             view.release()

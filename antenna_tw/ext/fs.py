@@ -26,12 +26,14 @@ def write_atomically(path, data, fsync=False):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with os.fdopen(fd, "wb", buffering=0) as temp_file:
+        try:
             view = memoryview(data)
             while view:
-                view = view[temp_file.write(view):]
+                view = view[os.write(fd, view):]
             if fsync:
-                os.fsync(temp_file.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp_path, path)
     except BaseException:
         _unlink(temp_path)
