@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from antenna_tw.crashmover import Backoff, CrashMover
+from antenna_tw.crashmover import BATCH_WAIT, Backoff, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.logs import Logger
@@ -124,7 +124,7 @@ def build_collector(config, reactor, rng=None, make_uuid=None, sibling_spools=()
                        workers=spool_settings.concurrent_crashmovers,
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,
                                        spool_settings.crashmover_retry_max_delay),
-                       threadpool=threadpool)
+                       threadpool=threadpool, batch_wait=BATCH_WAIT)
     backpressure = Backpressure(spool, reactor, spool_settings.spool_max_bytes,
                                 spool_settings.spool_min_free_bytes)
 

@@ -33,6 +33,10 @@ from antenna_tw.spool import CorruptEntry
 
 OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down
 MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
+# How long a mover lets crashes gather before a thread-pool move when fewer
+# than a batch are queued: under load one job then moves several crashes
+# instead of one, each job costing thread hand-offs and GIL transfers.
+BATCH_WAIT = 0.02
 
 
 @attr.s(frozen=True)
@@ -65,7 +69,9 @@ class CrashMover:
 
     Crashes not yet stored are tracked by spool file name (unique even when a
     client sends the same crash id twice), in the order they were accepted.
-    ``threadpool`` runs whole moves for a backend with ``save_crash_blocking``.
+    ``threadpool`` runs whole moves for a backend with ``save_crash_blocking``;
+    ``batch_wait`` is how long such a move waits for more crashes to join its
+    batch when fewer than ``MOVE_BATCH`` are queued (0: it starts at once).
     """
 
     spool = attr.ib()
@@ -76,6 +82,7 @@ class CrashMover:
     backoff = attr.ib(factory=Backoff)
     threadpool = attr.ib(default=None)
     outage_after = attr.ib(default=OUTAGE_AFTER)
+    batch_wait = attr.ib(default=0.0)
     log = Logger(namespace="antenna.crashmover")
 
     def __attrs_post_init__(self):
@@ -162,6 +169,8 @@ class CrashMover:
         while not self._stopping:
             entry = await self._queue.get()
             if not self.storage_looks_down():
+                if self._blocking and self.batch_wait and len(self._queue.pending) < MOVE_BATCH - 1:
+                    await task.deferLater(self.reactor, self.batch_wait)
                 await self._move(self._batch(entry))
                 continue
             await self._probe.acquire()

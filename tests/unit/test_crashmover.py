@@ -11,7 +11,7 @@ from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
 from antenna_tw.crash import Crash
-from antenna_tw.crashmover import OUTAGE_AFTER, Backoff, CrashMover
+from antenna_tw.crashmover import MOVE_BATCH, OUTAGE_AFTER, Backoff, CrashMover
 from antenna_tw.spool import CorruptEntry, SpoolEntry
 
 
@@ -435,12 +435,13 @@ class BlockingStorage:
         self.saved.append(crash.crash_id)
 
 
-def make_blocking_mover(storage, workers=2):
+def make_blocking_mover(storage, workers=2, batch_wait=0.0):
     clock = ImmediateReactor()
     pool = ImmediatePool()
     spool = BlockingSpool()
     mover = CrashMover(spool, storage, clock, RecordingMetrics(), workers=workers,
-                       backoff=Backoff(1.0, 8.0, random.Random(1)), threadpool=pool)
+                       backoff=Backoff(1.0, 8.0, random.Random(1)), threadpool=pool,
+                       batch_wait=batch_wait)
     return mover, spool, pool, clock
 
 
@@ -455,6 +456,29 @@ def test_queued_crashes_are_moved_in_batches_one_pool_job_each():
     assert spool.removed == spool.forgotten == [entry.filename for entry in entries]
     assert pool.jobs == 3  # 16 + 16 + 8, not 40
     assert mover.queue_length() == 0
+
+
+def test_crashes_arriving_one_by_one_gather_into_one_job_during_batch_wait():
+    storage = BlockingStorage()
+    mover, spool, pool, clock = make_blocking_mover(storage, workers=1, batch_wait=0.02)
+    mover.start()
+    for n in range(5):
+        mover.enqueue(spool.add(f"c{n}"))
+        clock.advance(0.003)
+    assert storage.saved == [] and pool.jobs == 0  # still gathering
+    clock.advance(0.006)  # 20 ms after the first crash arrived
+    assert storage.saved == [f"c{n}" for n in range(5)]
+    assert pool.jobs == 1
+    assert mover.queue_length() == 0
+
+
+def test_a_full_batch_is_moved_without_waiting():
+    storage = BlockingStorage()
+    mover, spool, pool, clock = make_blocking_mover(storage, workers=1, batch_wait=0.02)
+    for n in range(MOVE_BATCH):
+        mover.enqueue(spool.add(f"c{n}"))
+    mover.start()
+    assert storage.saved == [f"c{n}" for n in range(MOVE_BATCH)] and pool.jobs == 1
 
 
 def test_a_failed_save_in_a_batch_sends_the_rest_back_untried():
