@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.system.collector_process import CollectorProcess
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -73,8 +72,8 @@ def sentry():
     fake.close()
 
 
-def test_logged_failures_reach_sentry_and_the_dsn_is_never_logged(tmp_path, sentry):
-    collector = CollectorProcess.start(tmp_path, {"SECRET_SENTRY_DSN": sentry.dsn})
+def test_logged_failures_reach_sentry_and_the_dsn_is_never_logged(tmp_path, sentry, collectors):
+    collector = collectors.start(tmp_path, {"SECRET_SENTRY_DSN": sentry.dsn})
     try:
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(collector.url + "/__broken__", timeout=10)

@@ -7,8 +7,7 @@ import socket
 import time
 
 from antenna_tw.send_crash import build_multipart, post
-from tests.system.collector_process import CollectorProcess
-from tests.system.crash_clients import children_of
+from tests.system.collector_process import children_of, running
 
 
 def wait_for(predicate, timeout=20.0):
@@ -19,15 +18,6 @@ def wait_for(predicate, timeout=20.0):
             return value
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def listening(collector, pid):
@@ -67,8 +57,8 @@ def send(collector):
     return answer.decode().strip()[len("CrashID=bp-"):]
 
 
-def test_workers_share_the_port_and_are_restarted(tmp_path):
-    collector = CollectorProcess.start(tmp_path, {
+def test_workers_share_the_port_and_are_restarted(tmp_path, collectors):
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     try:
         workers = both_listening(collector)
@@ -92,14 +82,14 @@ def test_workers_share_the_port_and_are_restarted(tmp_path):
     assert set(ids) <= stored
 
 
-def test_workers_stop_when_the_parent_is_killed(tmp_path):
-    collector = CollectorProcess.start(tmp_path, {
+def test_workers_stop_when_the_parent_is_killed(tmp_path, collectors):
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     workers = both_listening(collector)
     send(collector)
     collector.process.send_signal(signal.SIGKILL)
     collector.wait_exit(10)
-    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30)
+    wait_for(lambda: not any(running(pid) for pid in workers), timeout=30)
     assert port_free(collector.port)
 
 
@@ -114,12 +104,13 @@ def environment_of(pid):
     return {key.decode(): value.decode() for key, _, value in pairs}
 
 
-def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_max(tmp_path):
+def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_max(
+        tmp_path, collectors):
     # A klein.py in the current directory must not shadow the real klein in
     # the workers (their sys.path has no current directory, as the twistd
     # script's has none): a worker that imported it would not start.
     (tmp_path / "klein.py").write_text("raise ImportError('a stray klein.py was imported')\n")
-    collector = CollectorProcess.spawn(tmp_path, {
+    collector = collectors.spawn(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     try:
         collector.wait_listening(20)
@@ -137,9 +128,9 @@ def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_
     assert "stray klein.py" not in collector.output()
 
 
-def test_every_workers_heartbeat_counts_the_crashes_of_all_workers(tmp_path):
+def test_every_workers_heartbeat_counts_the_crashes_of_all_workers(tmp_path, collectors):
     # Storage that never finishes a save: every crash stays in its worker's shard.
-    collector = CollectorProcess.start(tmp_path, {
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_CLASS": "tests.helpers.NeverStorage", "SHUTDOWN_TIMEOUT": "0.5"},
         args=["--workers", "2"])
     try:
