@@ -4,39 +4,9 @@ import json
 import os
 import signal
 import socket
-import time
 
 from antenna_tw.send_crash import build_multipart, post
-from tests.system.collector_process import children_of, running
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def listening(collector, pid):
-    """True once worker ``pid`` has logged that its port is open."""
-    for line in collector.output().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record["Pid"] == pid and record["Fields"]["msg"].startswith("listening on"):
-                return True
-    return False
-
-
-def both_listening(collector):
-    """The two workers' pids, once both serve."""
-    workers = wait_for(lambda: len(children_of(collector.process.pid)) == 2
-                       and children_of(collector.process.pid))
-    for pid in workers:
-        wait_for(lambda: listening(collector, pid))
-    return workers
+from tests.system.collector_process import both_listening, children_of, listening, running, wait_for
 
 
 def port_free(port):
