@@ -167,8 +167,15 @@ class Collectors:
         return collector
 
     def stop_all(self):
+        """Kill every one of them, even after one that would not die (raised at the end)."""
+        stubborn = []
         for collector in self.started:
-            collector.kill()
+            try:
+                collector.kill()
+            except (AssertionError, subprocess.TimeoutExpired) as error:
+                stubborn.append(error)
+        if stubborn:
+            raise AssertionError(f"collectors still running after SIGKILL: {stubborn}")
 
 
 def children_of(pid):

@@ -109,7 +109,7 @@ def heartbeats_answered_by(collector, workers):
     return answered
 
 
-def heartbeats_from_every_worker(collector, workers, each=3, most=60):
+def heartbeats_from_every_worker(collector, workers, each=6, most=80):
     """
     Heartbeats until every worker has answered ``each`` of them (new
     connections land on either worker); their ``(status, body)``. Needs
@@ -123,7 +123,7 @@ def heartbeats_from_every_worker(collector, workers, each=3, most=60):
 
 
 def spool_files(spool, suffixes=(".crash", ".dump")):
-    """``{shard: [paths of its entries' files]}``; a file being replaced is skipped."""
+    """``{shard: [paths of its files with one of these suffixes]}``, status file left out."""
     found = {}
     for shard in ("worker-0", "worker-1"):
         found[shard] = [spool / shard / name for name in os.listdir(spool / shard)
