@@ -17,6 +17,7 @@ from antenna_tw.health import HealthHandler
 from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import build_metrics
+from antenna_tw.shardstatus import StatusPublisher
 from antenna_tw.spool import Backpressure, Spool
 from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.submit import SubmitHandler, SubmitResource
@@ -41,6 +42,8 @@ class Collector:
     throttler = attr.ib()
     backpressure = attr.ib()
     site = attr.ib()
+    # With --workers: publishes what the other workers' heartbeats cannot read from files.
+    status = attr.ib(default=None)
     log = Logger(namespace="antenna.app")
 
     def prepare(self):
@@ -62,6 +65,8 @@ class Collector:
         """Start the thread pool and crash movers and re-queue spooled crashes."""
         self.threadpool.start()
         self.mover.start()
+        if self.status is not None:
+            self.status.start()
         for entry in entries:
             self.mover.enqueue(entry)
         if entries:
@@ -89,6 +94,8 @@ class Collector:
             if close is not None:  # S3: its pooled connections
                 await close()
         finally:
+            if self.status is not None:
+                await self.status.stop()
             self.threadpool.stop()
 
 
@@ -102,7 +109,8 @@ def build_collector(config, reactor, rng=None, make_uuid=None, sibling_spools=()
     """
     Build a Collector from ``config``; StartupError for anything unusable.
     ``sibling_spools``: the other workers' spool shards (``--workers``),
-    which the heartbeat counts too.
+    which the heartbeat counts too; this worker then publishes its own
+    status in its shard for theirs.
     """
     spool_settings = config.spool
     threadpool = ThreadPool(
@@ -140,5 +148,7 @@ def build_collector(config, reactor, rng=None, make_uuid=None, sibling_spools=()
 
     root = SubmitResource(submit, app.resource())
     site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor)
+    status = (StatusPublisher(spool.directory, mover.retrying, reactor, threadpool)
+              if sibling_spools else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
-                     throttler, backpressure, site)
+                     throttler, backpressure, site, status)

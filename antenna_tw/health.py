@@ -13,6 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from antenna_tw.intake import write_answer
 from antenna_tw.logs import Logger
+from antenna_tw.shardstatus import read_retrying
 from antenna_tw.spool import waiting_in
 
 JSON = b"application/json"
@@ -36,7 +37,8 @@ class HealthHandler:
     basedir = attr.ib()
     max_age = attr.ib()
     # With --workers: the other workers' spool shards, so that any worker's
-    # heartbeat tells about every crash waiting on this node.
+    # heartbeat tells about every crash waiting on this node, the bytes they
+    # take and how many are retrying.
     sibling_spools = attr.ib(default=(), converter=tuple)
     log = Logger(namespace="antenna.health")
 
@@ -61,32 +63,47 @@ class HealthHandler:
         free = self.backpressure.free_bytes()
         if free < self.backpressure.min_free_bytes:
             errors.append({"name": "spool", "msg": f"only {free} bytes free under the spool"})
-        used = self.backpressure.used_bytes()
-        if used > self.backpressure.max_bytes:
-            errors.append({"name": "spool", "msg": "spool is over SPOOL_MAX_BYTES"})
-        queued, oldest = self.mover.queue_length(), self.mover.oldest_age()
+        mover = self.mover
+        queued, oldest, retrying = mover.queue_length(), mover.oldest_age(), mover.retrying()
+        # Bytes per shard: this worker's from memory (writes in flight
+        # included), the others' from their files.
+        shards = [(os.path.basename(self.spool.directory), self.backpressure.used_bytes())]
         if self.sibling_spools:
             others = await deferToThreadPool(self.reactor, self.threadpool,
-                                             self._siblings_waiting, self.reactor.seconds())
-            queued += sum(count for count, _ in others)
-            oldest = max([oldest] + [age for _, age in others])
+                                             self._siblings, self.reactor.seconds())
+            for name, waiting, their_retrying in others:
+                queued += waiting.entries
+                oldest = max(oldest, waiting.oldest_age)
+                retrying += their_retrying
+                shards.append((name, waiting.size))
+        # SPOOL_MAX_BYTES is split evenly between the workers, and each one
+        # answers busy past its share: the node's limit is the sum of the shares.
+        share = self.backpressure.max_bytes
+        for name, used in shards:
+            if used > share:
+                errors.append({"name": "spool", "msg": (
+                    f"spool shard {name} is over its share of SPOOL_MAX_BYTES"
+                    if self.sibling_spools else "spool is over SPOOL_MAX_BYTES")})
         if oldest > self.max_age:
             errors.append({"name": "crashmover",
                            "msg": f"oldest unsaved crash is {oldest:.0f} s old"})
         info = {
             "queue_length": queued,
-            "retrying": self.mover.retrying(),
+            "retrying": retrying,
             "oldest_age_seconds": round(oldest, 3),
-            "spool_bytes": used,
-            "spool_max_bytes": self.backpressure.max_bytes,
+            "spool_bytes": sum(used for _, used in shards),
+            "spool_max_bytes": share * len(shards),
             "spool_free_bytes": free,
             "storage": self.storage.name,
         }
-        self.metrics.gauge("breakpad_resource.save_queue_size", self.mover.queue_length())
+        self.metrics.gauge("breakpad_resource.save_queue_size", mover.queue_length())
         return json_answer(request, 503 if errors else 200, {"errors": errors, "info": info})
 
-    def _siblings_waiting(self, now):
-        return [waiting_in(directory, now) for directory in self.sibling_spools]
+    def _siblings(self, now):
+        """``(shard name, Waiting, retrying)`` of each other worker's shard (blocking)."""
+        return [(os.path.basename(directory), waiting_in(directory, now),
+                 read_retrying(directory))
+                for directory in self.sibling_spools]
 
     def _read_version(self):
         path = os.path.join(self.basedir, "version.json")

@@ -12,6 +12,8 @@ from its own background thread, never from the reactor's.
 
 from __future__ import annotations
 
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
@@ -71,6 +73,19 @@ class BothObservers:
     def close(self, timeout=2.0):
         """Send what Sentry still has queued (blocking: call it from a thread)."""
         self.sentry.close(timeout)
+
+
+def flush(observer, reactor):
+    """
+    A Deferred that fires once the error reporter behind ``observer``, if
+    it has one, has sent what it still holds. The wait (bounded by its
+    ``close`` timeout) runs in the reactor's thread pool, so the reactor
+    goes on serving meanwhile; call it last at shutdown.
+    """
+    close = getattr(observer, "close", None)
+    if close is None:
+        return defer.succeed(None)
+    return deferToThreadPool(reactor, reactor.getThreadPool(), close)
 
 
 def with_sentry(observer, dsn, host_id, release):

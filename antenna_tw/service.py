@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import ILogObserver
 
 from antenna_tw import __version__
 from antenna_tw.logs import Logger
+from antenna_tw.sentry import flush
 
 
 class CollectorService(MultiService):
@@ -51,6 +52,4 @@ class CollectorService(MultiService):
         yield super().stopService()  # the port closes first
         yield defer.ensureDeferred(self.collector.stop())
         self.log.info("stopped")
-        flush = getattr(self.log_observer, "close", None)
-        if flush is not None:  # Sentry: send what is still queued
-            yield threads.deferToThread(flush)
+        yield flush(self.log_observer, self.collector.reactor)  # Sentry: what is still queued

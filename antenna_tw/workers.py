@@ -4,7 +4,8 @@
 Each worker is a ``twistd antenna`` child with its own SO_REUSEPORT socket on
 the shared port and its own spool shard (``SPOOL_DIR/worker-<i>``). The
 parent restarts a worker that dies, passes SIGTERM on and waits for every
-worker to finish draining. A worker stops by itself when the parent dies,
+worker to finish draining, then lets its error reporter (Sentry) send what
+it still holds. A worker stops by itself when the parent dies,
 even by SIGKILL (PR_SET_PDEATHSIG), so no orphan keeps the port.
 """
 
@@ -19,10 +20,12 @@ import sys
 import attr
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
-from twisted.logger import ILogObserver
+from twisted.logger import ILogObserver, LogLevel
+from twisted.python.failure import Failure
 
 from antenna_tw.footprint import worker_environment
 from antenna_tw.logs import Logger
+from antenna_tw.sentry import flush
 
 SHARD = re.compile(r"^worker-(\d+)$")
 PR_SET_PDEATHSIG = 1
@@ -141,20 +144,32 @@ class WorkerSupervisor(Service):
         failures = 1 if ran > 30 else self._failures.get(index, 0) + 1
         self._failures[index] = failures
         delay = min(30.0, 0.5 * 2 ** (failures - 1))
-        self.log.error("worker {index} ended ({reason}); restarting in {delay:.1f} s",
-                       index=index, reason=str(reason), delay=delay)
+        # With its failure, so that Sentry hears of it too (an OOM kill, a crash).
+        self.log.failure("worker {index} ended ({reason}); restarting in {delay:.1f} s",
+                         Failure(reason), LogLevel.error,
+                         index=index, reason=str(reason), delay=delay)
         self._respawns[index] = self.reactor.callLater(delay, self._spawn, index)
 
     def pids(self):
         return {index: process.pid for index, process in self._processes.items()}
 
     def stopService(self):
+        """
+        SIGTERM every worker and wait for them (SIGKILL past ``stop_timeout``),
+        then flush the error reporter: a failure logged just before the stop
+        still reaches Sentry. A Deferred.
+        """
         super().stopService()
         self._stopping = True
         for call in self._respawns.values():
             if call.active():
                 call.cancel()
         self._respawns.clear()
+        d = self._stop_workers()
+        d.addCallback(lambda _: flush(self.log_observer, self.reactor))
+        return d
+
+    def _stop_workers(self):
         if not self._processes:
             return defer.succeed(None)
         for process in list(self._processes.values()):

@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from antenna_tw.send_crash import build_multipart, post  # noqa: E402
 from tests.s3server import MotoServer  # noqa: E402
-from tests.system.collector_process import CollectorProcess  # noqa: E402
-from tests.system.crash_clients import children_of  # noqa: E402
+from tests.system.collector_process import CollectorProcess, children_of  # noqa: E402
 
 
 class RefusingStorage:

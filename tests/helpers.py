@@ -10,6 +10,7 @@ import socket
 
 import attr
 from twisted.internet import defer, protocol, reactor, task, threads
+from twisted.python.failure import Failure
 
 from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
@@ -292,3 +293,26 @@ class StatsdListener(protocol.DatagramProtocol):
             found.setdefault(match["name"], []).append(
                 (match["kind"], match["value"], match["tags"]))
         return found
+
+
+class ImmediateReactor(task.Clock):
+    """A Clock whose callFromThread runs at once (with ImmediatePool)."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+@attr.s
+class ImmediatePool:
+    """Runs each 'thread-pool' job at once and counts the jobs."""
+
+    jobs = attr.ib(default=0)
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.jobs += 1
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)

@@ -6,11 +6,13 @@ SPOOL_MAX_BYTES and the age of the oldest unstored crash.
 
 import json
 import os
+import subprocess
 
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from antenna_tw.send_crash import build_multipart
+from antenna_tw.shardstatus import write_status
 from tests.helpers import http_request, minidump, raw_request
 
 BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test", "Version": "1.0"},
@@ -180,5 +182,73 @@ async def test_a_workers_heartbeat_counts_the_crashes_waiting_in_the_other_shard
         status, answer = await heartbeat(running)
         assert (status, answer["info"]["queue_length"]) == (200, 1)
         assert answer["info"]["oldest_age_seconds"] < 10
+    finally:
+        await stop_collector(running)
+
+
+def write_entry(shard, stamp_ns, crash_id, raw_size, dump_size):
+    """A spool entry as a worker leaves it: the dump, then the raw crash."""
+    stem = f"{stamp_ns:020d}-{crash_id}"
+    (shard / f"{stem}.upload_file_minidump.dump").write_bytes(b"M" * dump_size)
+    (shard / f"{stem}.crash").write_bytes(b"{" + b" " * (raw_size - 2) + b"}")
+    return raw_size + dump_size
+
+
+def dead_pid():
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_workers_heartbeat_adds_the_other_shards_bytes_and_retrying_counts(tmp_path):
+    from tests.helpers import start_collector, stop_collector
+    from tests.helpers import test_environ as environ_for
+
+    share = 100_000  # this worker's share of SPOOL_MAX_BYTES, as the tap gives it
+    now_ns = int(reactor.seconds() * 1e9)
+    crash_id = "de1bb258-cbbf-4589-a673-34f800160918"
+    worker_1, worker_2 = tmp_path / "worker-1", tmp_path / "worker-2"
+    for shard in (worker_1, worker_2, worker_1 / "corrupt"):
+        shard.mkdir()
+    held = {
+        worker_1: write_entry(worker_1, now_ns - 10**9, crash_id, 300, 4_000)
+        + write_entry(worker_1, now_ns - 2 * 10**9, crash_id, 500, 6_000),
+        worker_2: write_entry(worker_2, now_ns - 3 * 10**9, crash_id, 200, 1_000),
+    }
+    # A dump whose raw crash is still being written: on the disk, not yet an entry.
+    (worker_1 / f"{now_ns:020d}-{crash_id}.other.dump").write_bytes(b"D" * 700)
+    held[worker_1] += 700
+    # Not counted: a raw crash under its temp name, what was moved aside, status files.
+    (worker_1 / f".tmp-{now_ns:020d}-{crash_id}.crash").write_bytes(b"x" * 9_000)
+    (worker_1 / "corrupt" / f"{now_ns:020d}-{crash_id}.crash").write_bytes(b"x" * 9_000)
+    write_status(str(worker_1), {"pid": os.getpid(), "retrying": 2})  # a running worker
+    write_status(str(worker_2), {"pid": dead_pid(), "retrying": 5})  # a worker that died
+
+    running = await start_collector(
+        tmp_path, environ_for(tmp_path, CRASHSTORAGE_CLASS="tests.helpers.NeverStorage",
+                              SPOOL_MAX_BYTES=share),
+        sibling_spools=[str(worker_1), str(worker_2), str(tmp_path / "worker-3")])
+    try:
+        await submit(running)  # one crash of its own, never stored
+        own = running.collector.backpressure.used_bytes()
+        assert own > 0
+        status, answer = await heartbeat(running)
+        assert (status, answer["errors"]) == (200, [])
+        info = answer["info"]
+        assert info["spool_bytes"] == own + held[worker_1] + held[worker_2]
+        assert info["spool_max_bytes"] == 4 * share  # four workers, each with its share
+        assert info["retrying"] == 2  # its own 0, worker-1's 2, and none in a dead worker
+        assert info["queue_length"] == 1 + 2 + 1
+
+        # worker-2's worker is back and finds its saves failing; worker-2 fills up.
+        write_status(str(worker_2), {"pid": os.getpid(), "retrying": 1})
+        held[worker_2] += write_entry(worker_2, now_ns, crash_id, 100, share)
+        status, answer = await heartbeat(running)
+        assert status == 503
+        assert answer["errors"] == [{"name": "spool", "msg": "spool shard worker-2 is over "
+                                                            "its share of SPOOL_MAX_BYTES"}]
+        assert answer["info"]["spool_bytes"] == own + held[worker_1] + held[worker_2]
+        assert answer["info"]["retrying"] == 3
     finally:
         await stop_collector(running)

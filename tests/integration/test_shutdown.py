@@ -15,6 +15,7 @@ from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.service import CollectorService
+from antenna_tw.workers import WorkerSupervisor
 from tests.helpers import http_request, minidump, raw_request, start_collector, stop_collector
 from tests.helpers import test_environ as environ_for
 
@@ -101,6 +102,27 @@ async def test_stopping_the_service_flushes_the_error_reporter_after_the_collect
     service.startService()
     await service.stopService()
     assert calls == [("close", True)]  # once, after the collector stopped taking crashes
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_workers_parent_flushes_its_error_reporter_in_a_thread_when_it_stops():
+    # The system test (test_sentry) sees the events arrive; this one, how:
+    # once, at the stop, off the reactor thread.
+    reactor_thread = threading.current_thread()
+    calls = []
+
+    class Reporter:
+        def __call__(self, event):
+            pass
+
+        def close(self):
+            calls.append(threading.current_thread() is not reactor_thread)
+
+    supervisor = WorkerSupervisor(reactor, 0, lambda index: [], log_observer=Reporter())
+    supervisor.startService()
+    assert calls == []
+    await supervisor.stopService()
+    assert calls == [True]
 
 
 @pytest_twisted.ensureDeferred

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -202,29 +201,3 @@ def logged_total(output, pattern):
     regex = re.compile(pattern)
     return sum(int(match.group(1)) for record in log_records(output)
                if (match := regex.fullmatch(record["Fields"]["msg"])))
-
-
-def children_of(pid):
-    """Pids of the live child processes of ``pid``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(name))
-    return sorted(found)
-
-
-def sigkill_tree(process):
-    """SIGKILL a collector and its worker processes, workers first (else they get SIGTERM)."""
-    for pid in children_of(process.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.send_signal(signal.SIGKILL)

@@ -11,7 +11,6 @@ import zlib
 
 from antenna_tw.send_crash import build_multipart, post
 from tests.helpers import crash_id_from, http_request, minidump, raw_exchange
-from tests.system.collector_process import CollectorProcess
 
 MAX_DECOMPRESSED_SIZE = 100 * 1024 * 1024  # the default
 INFLATED = 256 * 1024 * 1024
@@ -41,10 +40,10 @@ def memory_kib(pid):
     return values["VmRSS"], values["VmHWM"]
 
 
-def test_gzip_bomb_gets_413_and_bounded_peak_memory(tmp_path):
+def test_gzip_bomb_gets_413_and_bounded_peak_memory(tmp_path, collectors):
     bomb = gzip_bomb()
     assert 200_000 < len(bomb) < 300_000
-    collector = CollectorProcess.start(tmp_path, {
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"),
         "MAX_DECOMPRESSED_SIZE": str(MAX_DECOMPRESSED_SIZE),
     }, args=("--workers", "0"))  # serve in the process we measure, not in workers

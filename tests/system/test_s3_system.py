@@ -124,23 +124,19 @@ def own_moto(tmp_path):
 
 
 @pytest.fixture
-def collectors(tmp_path):
-    started = []
+def new_collector(tmp_path, collectors):
+    """Start a collector in a directory of its own; stopped when the test ends."""
 
     def start(environ, name="collector"):
         directory = tmp_path / name
         directory.mkdir()
-        collector = CollectorProcess.start(directory, environ)
-        started.append(collector)
-        return collector
+        return collectors.start(directory, environ)
 
-    yield start
-    for collector in started:
-        collector.stop()
+    return start
 
 
-def test_hundred_crashes_land_in_s3_at_the_seed_keys(moto, s3_bucket, collectors):
-    collector = collectors(s3_environ(moto, s3_bucket, CONCURRENT_CRASHMOVERS=4))
+def test_hundred_crashes_land_in_s3_at_the_seed_keys(moto, s3_bucket, new_collector):
+    collector = new_collector(s3_environ(moto, s3_bucket, CONCURRENT_CRASHMOVERS=4))
     sent = send_many(collector, range(100))
     assert len({crash_id for crash_id, *_ in sent}) == 100
     wait_all_stored(moto, s3_bucket, [crash_id for crash_id, *_ in sent], timeout=60)
@@ -150,9 +146,9 @@ def test_hundred_crashes_land_in_s3_at_the_seed_keys(moto, s3_bucket, collectors
     assert moto.keys.secret_key not in collector.output()
 
 
-def test_a_hung_s3_server_loses_nothing(own_moto, collectors):
+def test_a_hung_s3_server_loses_nothing(own_moto, new_collector):
     bucket = own_moto.create_bucket()
-    collector = collectors(s3_environ(own_moto, bucket, CONCURRENT_CRASHMOVERS=4))
+    collector = new_collector(s3_environ(own_moto, bucket, CONCURRENT_CRASHMOVERS=4))
     sent = send_many(collector, range(30))
 
     own_moto.pause()  # SIGSTOP: connections are accepted by the kernel, never answered

@@ -20,24 +20,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.system.collector_process import CollectorProcess
+from tests.system.collector_process import sigkill_tree
 from tests.system.crash_clients import (FSStore, log_records, logged_total, make_crash,
-                                        milliseconds, post_crash, post_many, sigkill_tree,
-                                        spool_entries)
+                                        milliseconds, post_crash, post_many, spool_entries)
 
 REQUEUED = r"re-queued (\d+) spooled crashes"
 LEFT = r"(\d+) crashes left in the spool for the next start"
 
 
 @pytest.fixture
-def site(tmp_path):
-    """Paths shared by the collectors of one test, and the processes to clean up."""
+def site(tmp_path, collectors):
+    """Paths shared by the collectors of one test; ``collectors`` stops them at the end."""
 
     class Site:
         spool = tmp_path / "spool"
         root = tmp_path / "crashes"
         store = FSStore(str(root))
-        started = []
 
         def environ(self, **overrides):
             environ = {"SPOOL_DIR": str(self.spool), "CRASHSTORAGE_FS_ROOT": str(self.root),
@@ -48,16 +46,10 @@ def site(tmp_path):
         def start(self, name, workers=2, **overrides):
             directory = tmp_path / name
             directory.mkdir()
-            collector = CollectorProcess.start(directory, self.environ(**overrides),
-                                               args=("--workers", str(workers)))
-            self.started.append(collector)
-            return collector
+            return collectors.start(directory, self.environ(**overrides),
+                                    args=("--workers", str(workers)))
 
-    yield Site()
-    for collector in Site.started:
-        if collector.process.poll() is None:
-            sigkill_tree(collector.process)
-            collector.process.wait(10)
+    return Site()
 
 
 def break_storage(root):

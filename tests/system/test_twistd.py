@@ -10,14 +10,13 @@ import time
 
 from antenna_tw.send_crash import build_multipart, post
 from tests.helpers import minidump
-from tests.system.collector_process import CollectorProcess
 
 MOZLOG_KEYS = {"Timestamp", "Type", "Logger", "Hostname", "EnvVersion", "Severity", "Pid",
                "Fields"}
 
 
-def test_twistd_collects_a_crash_and_stops_on_sigterm(tmp_path):
-    collector = CollectorProcess.start(tmp_path, {
+def test_twistd_collects_a_crash_and_stops_on_sigterm(tmp_path, collectors):
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"),
         "CRASHSTORAGE_SECRET_ACCESS_KEY": "do-not-log-me",
         "HOST_ID": "test-host",
@@ -66,19 +65,19 @@ def test_twistd_collects_a_crash_and_stops_on_sigterm(tmp_path):
     assert (tmp_path / "stderr").read_text() == ""
 
 
-def test_bad_option_stops_start_up_with_one_line(tmp_path):
-    collector = CollectorProcess.spawn(tmp_path, {"CONCURRENT_CRASHMOVERS": "many"})
+def test_bad_option_stops_start_up_with_one_line(tmp_path, collectors):
+    collector = collectors.spawn(tmp_path, {"CONCURRENT_CRASHMOVERS": "many"})
     assert collector.wait_exit(timeout=20) != 0
     output = collector.output().strip().splitlines()
     assert output == ["antenna: cannot start: CONCURRENT_CRASHMOVERS='many' is invalid: "
                       "invalid literal for int() with base 10: 'many'"]
 
 
-def test_env_file_option(tmp_path):
+def test_env_file_option(tmp_path, collectors):
     env_file = tmp_path / "collector.env"
     env_file.write_text(f"CRASHSTORAGE_FS_ROOT={tmp_path / 'from-env-file'}\n"
                         "DUMP_ID_PREFIX=xx-\n")
-    collector = CollectorProcess.start(tmp_path, {"ANTENNA_ENV": str(env_file)})
+    collector = collectors.start(tmp_path, {"ANTENNA_ENV": str(env_file)})
     try:
         body, content_type = build_multipart({"ProductName": "Test"}, {})
         status, answer = post(collector.submit_url, body, content_type)

@@ -4,49 +4,9 @@ import json
 import os
 import signal
 import socket
-import time
 
 from antenna_tw.send_crash import build_multipart, post
-from tests.system.collector_process import CollectorProcess
-from tests.system.crash_clients import children_of
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def listening(collector, pid):
-    """True once worker ``pid`` has logged that its port is open."""
-    for line in collector.output().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record["Pid"] == pid and record["Fields"]["msg"].startswith("listening on"):
-                return True
-    return False
-
-
-def both_listening(collector):
-    """The two workers' pids, once both serve."""
-    workers = wait_for(lambda: len(children_of(collector.process.pid)) == 2
-                       and children_of(collector.process.pid))
-    for pid in workers:
-        wait_for(lambda: listening(collector, pid))
-    return workers
+from tests.system.collector_process import both_listening, children_of, listening, running, wait_for
 
 
 def port_free(port):
@@ -67,8 +27,8 @@ def send(collector):
     return answer.decode().strip()[len("CrashID=bp-"):]
 
 
-def test_workers_share_the_port_and_are_restarted(tmp_path):
-    collector = CollectorProcess.start(tmp_path, {
+def test_workers_share_the_port_and_are_restarted(tmp_path, collectors):
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     try:
         workers = both_listening(collector)
@@ -92,14 +52,14 @@ def test_workers_share_the_port_and_are_restarted(tmp_path):
     assert set(ids) <= stored
 
 
-def test_workers_stop_when_the_parent_is_killed(tmp_path):
-    collector = CollectorProcess.start(tmp_path, {
+def test_workers_stop_when_the_parent_is_killed(tmp_path, collectors):
+    collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     workers = both_listening(collector)
     send(collector)
     collector.process.send_signal(signal.SIGKILL)
     collector.wait_exit(10)
-    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30)
+    wait_for(lambda: not any(running(pid) for pid in workers), timeout=30)
     assert port_free(collector.port)
 
 
@@ -114,12 +74,13 @@ def environment_of(pid):
     return {key.decode(): value.decode() for key, _, value in pairs}
 
 
-def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_max(tmp_path):
+def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_max(
+        tmp_path, collectors):
     # A klein.py in the current directory must not shadow the real klein in
     # the workers (their sys.path has no current directory, as the twistd
     # script's has none): a worker that imported it would not start.
     (tmp_path / "klein.py").write_text("raise ImportError('a stray klein.py was imported')\n")
-    collector = CollectorProcess.spawn(tmp_path, {
+    collector = collectors.spawn(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes")}, args=["--workers", "2"])
     try:
         collector.wait_listening(20)
@@ -137,21 +98,102 @@ def test_processes_without_tls_leave_pyopenssl_out_and_workers_get_malloc_arena_
     assert "stray klein.py" not in collector.output()
 
 
-def test_every_workers_heartbeat_counts_the_crashes_of_all_workers(tmp_path):
+def heartbeats_answered_by(collector, workers):
+    """How many heartbeats each worker answered (from its metrics' debug log lines)."""
+    answered = dict.fromkeys(workers, 0)
+    for line in collector.output().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record["Fields"]["msg"].startswith("METRICS|incr|health.heartbeat.count|"):
+                answered[record["Pid"]] += 1
+    return answered
+
+
+def heartbeats_from_every_worker(collector, workers, each=6, most=80):
+    """
+    Heartbeats until every worker has answered ``each`` of them (new
+    connections land on either worker); their ``(status, body)``. Needs
+    METRICS_CLASS=logging and LOGGING_LEVEL=DEBUG.
+    """
+    answers = []
+    while min(heartbeats_answered_by(collector, workers).values()) < each:
+        assert len(answers) < most, heartbeats_answered_by(collector, workers)
+        answers.append(collector.heartbeat())
+    return answers
+
+
+def spool_files(spool, suffixes=(".crash", ".dump")):
+    """``{shard: [paths of its files with one of these suffixes]}``, status file left out."""
+    found = {}
+    for shard in ("worker-0", "worker-1"):
+        found[shard] = [spool / shard / name for name in os.listdir(spool / shard)
+                        if name.endswith(suffixes) and not name.startswith(".")]
+    return found
+
+
+def test_every_workers_heartbeat_covers_the_crashes_and_bytes_of_all_workers(tmp_path,
+                                                                              collectors):
     # Storage that never finishes a save: every crash stays in its worker's shard.
-    collector = CollectorProcess.start(tmp_path, {
-        "CRASHSTORAGE_CLASS": "tests.helpers.NeverStorage", "SHUTDOWN_TIMEOUT": "0.5"},
-        args=["--workers", "2"])
+    collector = collectors.start(tmp_path, {
+        "CRASHSTORAGE_CLASS": "tests.helpers.NeverStorage", "SHUTDOWN_TIMEOUT": "0.5",
+        "SPOOL_MAX_BYTES": "1000001",  # each worker's share: 500000 bytes
+        "METRICS_CLASS": "logging", "LOGGING_LEVEL": "DEBUG"}, args=["--workers", "2"])
     try:
-        both_listening(collector)
+        workers = both_listening(collector)
         for _ in range(12):
             send(collector)
-        shards = [len([name for name in os.listdir(tmp_path / "spool" / shard)
-                       if name.endswith(".crash")]) for shard in ("worker-0", "worker-1")]
-        assert sum(shards) == 12
-        for _ in range(12):  # new connections land on either worker
-            status, heartbeat = collector.heartbeat()
-            assert heartbeat["info"]["queue_length"] == 12, (shards, heartbeat)
+        files = spool_files(tmp_path / "spool")
+        shards = {shard: len([path for path in paths if path.suffix == ".crash"])
+                  for shard, paths in files.items()}
+        assert sum(shards.values()) == 12
+        on_disk = sum(path.stat().st_size for paths in files.values() for path in paths)
+        for status, heartbeat in heartbeats_from_every_worker(collector, workers):
+            assert (status, heartbeat["errors"]) == (200, [])
+            info = heartbeat["info"]
+            assert info["queue_length"] == 12, (shards, heartbeat)
+            assert info["spool_bytes"] == on_disk, (shards, on_disk, heartbeat)
+            assert info["spool_max_bytes"] == 1000000, heartbeat  # the sum of the shares
+            assert info["retrying"] == 0
+    finally:
+        collector.process.send_signal(signal.SIGTERM)
+        collector.wait_exit(20)
+
+
+def published_retrying(shard):
+    try:
+        with open(shard / ".status") as status:
+            return json.load(status)["retrying"]
+    except (OSError, ValueError):
+        return None
+
+
+def test_every_workers_heartbeat_counts_the_retrying_crashes_of_all_workers(tmp_path,
+                                                                            collectors):
+    root = tmp_path / "crashes"
+    collector = collectors.start(tmp_path, {
+        "CRASHSTORAGE_FS_ROOT": str(root), "SHUTDOWN_TIMEOUT": "0.5",
+        # one try each in this test: the next is 30-60 s after the first failure
+        "CRASHMOVER_RETRY_BASE_DELAY": "60", "CRASHMOVER_RETRY_MAX_DELAY": "60",
+        "METRICS_CLASS": "logging", "LOGGING_LEVEL": "DEBUG"}, args=["--workers", "2"])
+    try:
+        workers = both_listening(collector)
+        os.rename(root, str(root) + ".away")
+        root.write_bytes(b"a file where the storage root was: every save fails")
+        # Fewer crashes than it takes a worker to think storage is down (5
+        # failures in a row): each one is tried once, fails, and waits.
+        for _ in range(4):
+            send(collector)
+        spool = tmp_path / "spool"
+        shards = {shard: len(paths) for shard, paths in
+                  spool_files(spool, suffixes=(".crash",)).items()}
+        assert sum(shards.values()) == 4
+        # Each worker publishes its count within a second of a change.
+        wait_for(lambda: all(published_retrying(spool / shard) == count
+                             for shard, count in shards.items()), timeout=10)
+        for status, heartbeat in heartbeats_from_every_worker(collector, workers):
+            assert status == 503  # storage is broken
+            assert heartbeat["info"]["retrying"] == 4, (shards, heartbeat)
+            assert heartbeat["info"]["queue_length"] == 4, (shards, heartbeat)
     finally:
         collector.process.send_signal(signal.SIGTERM)
         collector.wait_exit(20)

@@ -8,11 +8,11 @@ import random
 import attr
 import pytest
 from twisted.internet import defer, task
-from twisted.python.failure import Failure
 
 from antenna_tw.crash import Crash
 from antenna_tw.crashmover import MOVE_BATCH, OUTAGE_AFTER, Backoff, CrashMover
 from antenna_tw.spool import CorruptEntry, SpoolEntry
+from tests.helpers import ImmediatePool, ImmediateReactor
 
 
 @attr.s
@@ -373,29 +373,6 @@ def test_stop_with_nothing_queued_returns_at_once():
 
 
 # -- backends that store in a pool thread -----------------------------------
-
-
-class ImmediateReactor(task.Clock):
-    """A Clock whose callFromThread runs at once (with ImmediatePool)."""
-
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
-
-
-@attr.s
-class ImmediatePool:
-    """Runs each 'thread-pool' job at once and counts the jobs."""
-
-    jobs = attr.ib(default=0)
-
-    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
-        self.jobs += 1
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
 
 
 @attr.s
