@@ -300,14 +300,21 @@ class FormDataParser:
         delimiter = self._delimiter
         dlen = len(delimiter)
         max_parts = self._max_parts
-        max_size = self._max_header_size
-        shapes_get = self._shapes.get
+        found = -2  # where _usual_parts() found the next delimiter (-2: it did not look)
         # The current part: not yet given to the sink while part_type is not None.
         name = self._name
         part_type = self._type
         received = self._received
         while pos < n:
             if state == _HEADER:
+                if not self._headers and self._shapes:
+                    pos, name, part_type, found = self._usual_parts(buf, pos, sink)
+                    if part_type is not None:  # its data goes on past this piece
+                        received = 0
+                        state = _BODY
+                        continue
+                    if pos == n:
+                        break
                 if buf.startswith(b"\r\n", pos):  # the header block ends here
                     name, part_type = self._end_headers()
                     pos += 2
@@ -318,24 +325,12 @@ class FormDataParser:
                 if end < 0:
                     pos = self._header_lines(buf, pos, clean)
                     break
-                part_type = None
                 if self._headers:  # the block's first lines came in an earlier piece
                     for line in buf[pos:end].split(b"\r\n"):
                         self._header_line(line)
-                elif buf.startswith(_FORM_DATA_NAME, pos):
-                    # The usual block: a plain name="..." line, then lines seen
-                    # before in this upload (_header_block's shapes).
-                    eol = buf.find(b"\r\n", pos)
-                    if (buf[eol - 1] == 34 and buf.count(b'"', pos, eol) == 2  # 34: '"'
-                            and eol - pos <= max_size):
-                        part_type = shapes_get(buf[eol:end])
-                        if part_type is not None:
-                            name = _plain_name(buf[pos + 38:eol - 1])
-                if part_type is None:
-                    if self._headers:
-                        name, part_type = self._end_headers()
-                    else:
-                        name, part_type = self._header_block(buf[pos:end])
+                    name, part_type = self._end_headers()
+                else:
+                    name, part_type = self._header_block(buf[pos:end])
                 pos = end + 4
                 received = 0
                 state = _BODY
@@ -368,7 +363,11 @@ class FormDataParser:
                 pos = n if index == -1 else index
                 break
             # _BODY
-            index = buf.find(delimiter, pos)
+            if found == -2:
+                index = buf.find(delimiter, pos)
+            else:  # _usual_parts() looked already
+                index = found
+                found = -2
             if index >= 0:
                 end = index + dlen
                 if buf.startswith(b"\r\n", end):
@@ -392,7 +391,11 @@ class FormDataParser:
                     pos = end + 2
                     if state == _COMPLETE:
                         break
-                    self._start_part()
+                    self._parts += 1  # _start_part(), inline
+                    if self._parts > max_parts:
+                        raise FormDataError("too many parts")
+                    self._headers = _NO_HEADERS
+                    self._length = -1
                     continue
                 stop = index  # the delimiter's last two bytes are yet to come
             else:
@@ -418,6 +421,53 @@ class FormDataParser:
         self._type = part_type
         self._received = received
 
+    def _usual_parts(self, buf, pos, sink):
+        """
+        Hand on the usual parts, one after another from ``pos``: a plain
+        ``Content-Disposition: form-data; name="..."`` line, then lines with a
+        shape known (see ``_header_block``), and all their data in ``buf``.
+
+        Return (where it stopped, None, None, -2) at a part it cannot read so,
+        or (where the data starts, name, PartType, where the next delimiter is
+        or -1) for a part whose data does not all come in ``buf``.
+        """
+        delimiter = self._delimiter
+        dlen = len(delimiter)
+        shapes_get = self._shapes.get
+        max_size = self._max_header_size
+        max_parts = self._max_parts
+        while buf.startswith(_FORM_DATA_NAME, pos):
+            # The line ends at the name's closing quote (every shape starts with
+            # CRLF, or is empty) unless the name holds a CRLF.
+            quote = buf.find(b'"', pos + 38)
+            if quote < 0:
+                break
+            end = buf.find(b"\r\n\r\n", quote + 1)
+            if end < 0 or quote + 1 - pos > max_size:
+                break
+            part_type = shapes_get(buf[quote + 1:end])
+            if part_type is None:
+                break
+            try:  # (an undecodable header is refused, wherever its lines end)
+                name = buf[pos + 38:quote].decode("utf8")
+            except UnicodeDecodeError:
+                raise FormDataError("part header is not UTF-8") from None
+            if "\r\n" in name:
+                break
+            if "%" in name:
+                name = content_disposition_unquote(name)
+            start = end + 4
+            index = buf.find(delimiter, start)
+            if index < 0 or not buf.startswith(b"\r\n", index + dlen):
+                return start, name, part_type, index
+            # (Shapes have no Content-Length to check: see _header_block.)
+            sink.part_whole(name, part_type, buf[start:index])
+            self._parts += 1  # _start_part(), inline
+            if self._parts > max_parts:
+                raise FormDataError("too many parts")
+            pos = index + dlen + 2
+        return pos, None, None, -2
+
     def _start_part(self):
         """A delimiter opened a part: count it; its headers come next."""
         self._parts += 1
@@ -438,7 +488,8 @@ class FormDataParser:
         for line in block.split(b"\r\n"):
             self._header_line(line)
         name, part_type = self._end_headers()
-        if block.startswith(_FORM_DATA_NAME) and len(self._shapes) < CACHE_ENTRIES:
+        if (block.startswith(_FORM_DATA_NAME) and len(self._shapes) < CACHE_ENTRIES
+                and part_type.length < 0):
             eol = block.find(b"\r\n")
             line, rest = (block, b"") if eol < 0 else (block[:eol], block[eol:])
             if (line[-1] == 34 and line.count(b'"') == 2  # 34: '"'
@@ -509,14 +560,3 @@ class FormDataParser:
         return ("" if name is None else name,
                 PartType(filename, content_type, charset, self._length, others))
 
-
-def _plain_name(raw):
-    """
-    The name in a ``Content-Disposition: form-data; name="..."`` line with no
-    other quote, as ``parse_content_disposition``'s own fast path reads it.
-    """
-    try:
-        name = raw.decode("utf8")
-    except UnicodeDecodeError:
-        raise FormDataError("part header is not UTF-8") from None
-    return content_disposition_unquote(name) if "%" in name else name

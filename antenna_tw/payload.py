@@ -315,7 +315,11 @@ class PayloadParser:
         """A part with all its data (``formdata`` sink)."""
         if not name:
             return  # a part without a name is skipped
-        kind = _kind(part_type)
+        ctype = part_type.content_type
+        if ctype is None or ctype == "text/plain":  # _kind()'s usual case, inline
+            kind = _TEXT if part_type.filename is None else _DUMP
+        else:
+            kind = _kind(part_type)
         if kind == _TEXT:
             charset = part_type.charset
             if len(data) > MAX_TEXT_PART_SIZE:

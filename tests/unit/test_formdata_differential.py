@@ -364,9 +364,19 @@ QUIRKS = with_repeats({
                                         ([CD.format("t"), "Content-Type: text/plain",
                                           "Content-Type: application/json"], b"{}")),
     "percent_names": multipart(text("a"), text("b%22c"), text("d%0D%0A"), text("e%")),
-    "same_shape_different_lengths": multipart(
-        *[([CD.format(f"k{i}"), "Content-Type: text/plain", "Content-Length: 2"], b"v" * i)
-          for i in range(4)]),
+    "same_shape_lengths": multipart(
+        *[([CD.format(f"k{i}"), "Content-Type: text/plain", "Content-Length: 2"], b"v" * size)
+          for i, size in enumerate([2, 2, 3, 2])]),
+    "same_shape_lengths_good": multipart(
+        *[([CD.format(f"k{i}"), "Content-Length: 2"], b"vw") for i in range(3)]),
+    "crlf_in_name_after_shape": multipart(
+        text("a"), ([b'Content-Disposition: form-data; name="b', b'X-Y: z"',
+                     b"Content-Type: text/plain; charset=utf-8"], b"v"), text("c")),
+    "quote_then_more_after_shape": multipart(
+        text("a"), ([b'Content-Disposition: form-data; name="b"; x=1',
+                     b"Content-Type: text/plain; charset=utf-8"], b"v"),
+        ([b'Content-Disposition: form-data; name="c"\r\n', b"Content-Type: text/plain"],
+         b"w"), text("d")),
     "shape_then_long_name": multipart(text("a"), text("n" * (8192 - 39)),
                                       text("n" * (8193 - 39))),
     "shape_then_bad_name": multipart(text("a"), ([b'Content-Disposition: form-data; name="\xff"',
