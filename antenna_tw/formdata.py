@@ -433,39 +433,52 @@ class FormDataParser:
         """
         delimiter = self._delimiter
         dlen = len(delimiter)
-        shapes_get = self._shapes.get
+        shapes = self._shapes
         max_size = self._max_header_size
         max_parts = self._max_parts
-        while buf.startswith(_FORM_DATA_NAME, pos):
-            # The line ends at the name's closing quote (every shape starts with
-            # CRLF, or is empty) unless the name holds a CRLF.
-            quote = buf.find(b'"', pos + 38)
-            if quote < 0:
-                break
-            end = buf.find(b"\r\n\r\n", quote + 1)
-            if end < 0 or quote + 1 - pos > max_size:
-                break
-            part_type = shapes_get(buf[quote + 1:end])
-            if part_type is None:
-                break
-            try:  # (an undecodable header is refused, wherever its lines end)
-                name = buf[pos + 38:quote].decode("utf8")
-            except UnicodeDecodeError:
-                raise FormDataError("part header is not UTF-8") from None
-            if "\r\n" in name:
-                break
-            if "%" in name:
-                name = content_disposition_unquote(name)
-            start = end + 4
-            index = buf.find(delimiter, start)
-            if index < 0 or not buf.startswith(b"\r\n", index + dlen):
-                return start, name, part_type, index
-            # (Shapes have no Content-Length to check: see _header_block.)
-            sink.part_whole(name, part_type, buf[start:index])
-            self._parts += 1  # _start_part(), inline
-            if self._parts > max_parts:
-                raise FormDataError("too many parts")
-            pos = index + dlen + 2
+        parts = self._parts
+        # The shape of the part before, with the block's end: parts in a row
+        # usually share one.
+        shape_end = part_type = None
+        try:
+            while buf.startswith(_FORM_DATA_NAME, pos):
+                # The line ends at the name's closing quote (every shape starts
+                # with CRLF, or is empty) unless the name holds a CRLF.
+                quote = buf.find(b'"', pos + 38)
+                if quote < 0 or quote + 1 - pos > max_size:
+                    break
+                if shape_end is not None and buf.startswith(shape_end, quote + 1):
+                    # (A shape holds no CRLF CRLF: its block ends after it.)
+                    end = quote + len(shape_end) - 3
+                else:
+                    end = buf.find(b"\r\n\r\n", quote + 1)
+                    if end < 0:
+                        break
+                    shape = buf[quote + 1:end]
+                    part_type = shapes.get(shape)
+                    if part_type is None:
+                        break
+                    shape_end = shape + b"\r\n\r\n"
+                try:  # (an undecodable header is refused, wherever its lines end)
+                    name = buf[pos + 38:quote].decode("utf8")
+                except UnicodeDecodeError:
+                    raise FormDataError("part header is not UTF-8") from None
+                if "\r\n" in name:
+                    break
+                if "%" in name:
+                    name = content_disposition_unquote(name)
+                start = end + 4
+                index = buf.find(delimiter, start)
+                if index < 0 or not buf.startswith(b"\r\n", index + dlen):
+                    return start, name, part_type, index
+                # (Shapes have no Content-Length to check: see _header_block.)
+                sink.part_whole(name, part_type, buf[start:index])
+                parts += 1  # _start_part(), inline
+                if parts > max_parts:
+                    raise FormDataError("too many parts")
+                pos = index + dlen + 2
+        finally:
+            self._parts = parts
         return pos, None, None, -2
 
     def _start_part(self):

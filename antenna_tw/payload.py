@@ -229,10 +229,7 @@ def _kind(part_type):
     What a named part is: JSON annotations (type ``application/json``), one
     text annotation (type ``text/plain`` or none, and no filename) or a dump.
     """
-    ctype = part_type.content_type
-    if ctype is None or ctype == "text/plain":  # the usual ones, without a look at case
-        return _TEXT if part_type.filename is None else _DUMP
-    ctype = ctype.lower()
+    ctype = (part_type.content_type or "").lower()
     if ctype.startswith("application/json"):
         return _JSON
     if (ctype.startswith("text/plain") or not ctype) and part_type.filename is None:
@@ -316,29 +313,29 @@ class PayloadParser:
         if not name:
             return  # a part without a name is skipped
         ctype = part_type.content_type
-        if ctype is None or ctype == "text/plain":  # _kind()'s usual case, inline
-            kind = _TEXT if part_type.filename is None else _DUMP
-        else:
-            kind = _kind(part_type)
+        charset = part_type.charset
+        if ((ctype is None or ctype == "text/plain") and part_type.filename is None
+                and (charset is None or charset in FAST_CHARSETS)
+                and len(data) <= MAX_TEXT_PART_SIZE):
+            # The usual text field: _add_text without the codec look-up.
+            try:
+                value = data.decode(charset or "utf-8")
+            except ValueError:
+                self._report.notes.append(
+                    "extract payload text part exception: invalid text or charset: "
+                    + (charset or "utf-8"))
+                return
+            self._saw_form = True
+            if "\x00" in name:
+                name = name.replace("\x00", "")
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+            self._report.annotations[name] = value
+            return
+        kind = _kind(part_type)
         if kind == _TEXT:
-            charset = part_type.charset
             if len(data) > MAX_TEXT_PART_SIZE:
                 self._report.notes.append(TEXT_PART_TOO_LARGE_NOTE)
-            elif charset is None or charset in FAST_CHARSETS:
-                # _add_text without the codec look-up, for the usual charsets
-                try:
-                    value = data.decode(charset or "utf-8")
-                except ValueError:
-                    self._report.notes.append(
-                        "extract payload text part exception: invalid text or charset: "
-                        + (charset or "utf-8"))
-                    return
-                self._saw_form = True
-                if "\x00" in name:
-                    name = name.replace("\x00", "")
-                if "\x00" in value:
-                    value = value.replace("\x00", "")
-                self._report.annotations[name] = value
             else:
                 self._add_text(name, charset, data)
         elif kind == _JSON:
