@@ -15,13 +15,13 @@ import re
 import zlib
 
 import attr
-import multipart
 
-from antenna_tw import inflate
+from antenna_tw import formdata, inflate
 
 MULTIPART_TYPES = ("multipart/form-data", "multipart/mixed")
 SUPPORTED_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
 MAX_PART_HEADER_SIZE = 8 * 1024
+MAX_PART_HEADER_COUNT = 16
 # Antenna reads text parts with a 20 MiB buffer and drops bigger ones with a note.
 MAX_TEXT_PART_SIZE = 20 * 1024 * 1024
 TEXT_PART_TOO_LARGE_NOTE = "extract payload text part exception: body part is too large"
@@ -31,6 +31,9 @@ TEXT_PART_TOO_LARGE_NOTE = "extract payload text part exception: body part is to
 MAX_JSON_TOKENS = 1 << 18
 # Text codecs written in Python whose decoding can take quadratic time.
 SLOW_CODECS = frozenset({"punycode", "idna"})
+# Charset names that need no codec look-up to know they are none of those.
+FAST_CHARSETS = frozenset({"utf-8", "UTF-8", "utf8", "UTF8", "us-ascii", "ascii",
+                           "latin-1", "iso-8859-1", "ISO-8859-1"})
 # Body bytes are handed to the parser in pieces of at least this size, so a
 # client sending one-byte chunks costs about what one sending big ones does.
 FEED_STEP = 8 * 1024
@@ -80,7 +83,7 @@ def parse_content_type(header):
     """
     if not header or not header.strip():
         raise MalformedCrashReport("malformed_no_content_type")
-    media_type, options = multipart.parse_options_header(header)
+    media_type, options = formdata.parse_options_header(header)
     if media_type.strip().lower() not in MULTIPART_TYPES:
         raise MalformedCrashReport("malformed_wrong_content_type")
     boundary = options.get("boundary", "")
@@ -176,16 +179,18 @@ class Decompressor:
 
 class _Part:
     """
-    One part being received: its headers, its bytes so far, its checksum.
+    One part being received in pieces: its name and type, its bytes so far,
+    its checksum.
 
     A dump keeps the pieces it arrives in (no copy); other parts grow one
     buffer, and a text part stops keeping bytes once it passes ``limit``.
     """
 
-    __slots__ = ("segment", "data", "size", "sha256", "is_dump", "limit", "too_large")
+    __slots__ = ("name", "type", "data", "size", "sha256", "is_dump", "limit", "too_large")
 
-    def __init__(self, segment, is_dump, limit=None):
-        self.segment = segment
+    def __init__(self, name, part_type, is_dump, limit=None):
+        self.name = name
+        self.type = part_type
         self.data = [] if is_dump else bytearray()
         self.size = 0
         self.is_dump = is_dump
@@ -216,6 +221,22 @@ class _Part:
         return bytes(data)
 
 
+_TEXT, _JSON, _DUMP = range(3)
+
+
+def _kind(part_type):
+    """
+    What a named part is: JSON annotations (type ``application/json``), one
+    text annotation (type ``text/plain`` or none, and no filename) or a dump.
+    """
+    ctype = (part_type.content_type or "").lower()
+    if ctype.startswith("application/json"):
+        return _JSON
+    if (ctype.startswith("text/plain") or not ctype) and part_type.filename is None:
+        return _TEXT
+    return _DUMP
+
+
 class PayloadParser:
     """
     Push parser for one upload: ``feed(bytes)`` as the body arrives, then
@@ -223,6 +244,11 @@ class PayloadParser:
 
     Memory is bounded by what is kept: dumps and annotations, never a second
     copy of the whole body.
+
+    The multipart structure is read by ``formdata.FormDataParser``, which
+    calls back the ``part_*`` methods: ``part_whole`` for a part that came in
+    one piece (most annotations), ``part_begin``/``part_data``/``part_end``
+    for one that spans pieces (dumps, mostly).
     """
 
     def __init__(self, boundary, encoding="identity", *, max_decompressed_size,
@@ -233,16 +259,15 @@ class PayloadParser:
             self._decompressor = Decompressor(encoding, max_decompressed_size)
         self._max_decompressed_size = max_decompressed_size
         self._parsed_bytes = 0
-        self._parser = multipart.PushMultipartParser(
+        self._multipart = formdata.FormDataParser(
             boundary,
             max_header_size=MAX_PART_HEADER_SIZE,
-            max_header_count=16,
-            max_segment_count=max_parts,
+            max_header_count=MAX_PART_HEADER_COUNT,
+            max_parts=max_parts,
         )
         self._part = None
         self._saw_json = False
         self._saw_form = False
-        self._form_after_json = False
 
     def feed(self, data):
         self._report.payload_size += len(data)
@@ -262,8 +287,6 @@ class PayloadParser:
             for piece in self._decompressor.close():
                 self._parse(piece)
         self._parse(b"")
-        if not self._parser.closed:
-            raise MalformedCrashReport("malformed_invalid_payload_structure")
         report = self._report
         if self._saw_json and self._saw_form:
             report.notes.append(BOTH_KINDS_NOTE)
@@ -274,62 +297,94 @@ class PayloadParser:
         return report
 
     def _parse(self, data):
+        """Parse a piece (``b""``: the end of the body)."""
         if data:
             # Uncompressed uploads count here against the decompressed cap too.
             self._parsed_bytes += len(data)
             if self._decompressor is None and self._parsed_bytes > self._max_decompressed_size:
                 raise MalformedCrashReport("too_large")
         try:
-            for event in self._parser.parse(data):
-                if isinstance(event, multipart.MultipartSegment):
-                    self._start_part(event)
-                elif event:
-                    if self._part is not None:
-                        self._part.add(event)
-                else:
-                    self._end_part()
-        except multipart.MultipartError:
+            self._multipart.feed(data, self)
+        except formdata.FormDataError:
             raise MalformedCrashReport("malformed_invalid_payload_structure") from None
 
-    def _start_part(self, segment):
-        if not segment.name:
+    def part_whole(self, name, part_type, data):
+        """A part with all its data (``formdata`` sink)."""
+        if not name:
+            return  # a part without a name is skipped
+        ctype = part_type.content_type
+        charset = part_type.charset
+        if ((ctype is None or ctype == "text/plain") and part_type.filename is None
+                and (charset is None or charset in FAST_CHARSETS)
+                and len(data) <= MAX_TEXT_PART_SIZE):
+            # The usual text field: _add_text without the codec look-up.
+            try:
+                value = data.decode(charset or "utf-8")
+            except ValueError:
+                self._report.notes.append(
+                    "extract payload text part exception: invalid text or charset: "
+                    + (charset or "utf-8"))
+                return
+            self._saw_form = True
+            if "\x00" in name:
+                name = name.replace("\x00", "")
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+            self._report.annotations[name] = value
+            return
+        kind = _kind(part_type)
+        if kind == _TEXT:
+            if len(data) > MAX_TEXT_PART_SIZE:
+                self._report.notes.append(TEXT_PART_TOO_LARGE_NOTE)
+            else:
+                self._add_text(name, charset, data)
+        elif kind == _JSON:
+            self._add_json(data)
+        else:
+            self._add_dump(name, part_type, [data] if data else [],
+                           hashlib.sha256(data).hexdigest())
+
+    def part_begin(self, name, part_type):
+        """A part whose data comes in pieces (``formdata`` sink)."""
+        if not name:
             self._part = None  # a part without a name is skipped
             return
-        ctype = (segment.content_type or "").lower()
-        is_text = ctype.startswith("text/plain") or not ctype
-        is_json = ctype.startswith("application/json")
-        is_dump = not is_json and not (is_text and segment.filename is None)
+        kind = _kind(part_type)
         # Only text parts have a size cap (Antenna's); dumps and JSON are bounded
         # by MAX_DECOMPRESSED_SIZE, JSON's decoding cost by MAX_JSON_TOKENS.
-        limit = MAX_TEXT_PART_SIZE if not (is_dump or is_json) else None
-        self._part = _Part(segment, is_dump, limit)
+        limit = MAX_TEXT_PART_SIZE if kind == _TEXT else None
+        self._part = _Part(name, part_type, kind == _DUMP, limit)
 
-    def _end_part(self):
+    def part_data(self, data):
+        """The next piece of the part begun (``formdata`` sink)."""
+        if self._part is not None:
+            self._part.add(data)
+
+    def part_end(self):
+        """The part begun is complete (``formdata`` sink)."""
         part, self._part = self._part, None
         if part is None:
             return
-        segment = part.segment
         if part.is_dump:
-            self._add_dump(part)
+            self._add_dump(part.name, part.type, part.pieces(), part.sha256.hexdigest())
         elif part.too_large:
             self._report.notes.append(TEXT_PART_TOO_LARGE_NOTE)
-        elif (segment.content_type or "").lower().startswith("application/json"):
+        elif _kind(part.type) == _JSON:
             self._add_json(part.content())
         else:
-            self._add_text(segment, part.content())
+            self._add_text(part.name, part.type.charset, part.content())
 
-    def _add_dump(self, part):
-        segment = part.segment
-        name = sanitize_dump_name(segment.name)
+    def _add_dump(self, name, part_type, pieces, checksum):
+        name = sanitize_dump_name(name)
         if name in RESERVED_DUMP_NAMES:
             raise MalformedCrashReport("malformed_invalid_dump_name")
-        ctype = segment.header("Content-Type", None)
+        ctype = part_type.header("Content-Type", None)
         if ctype is None or ctype.strip() != "application/octet-stream":
             # Crashpad sends no type at all: the filename alone makes it a dump.
             if ctype is not None:
                 self._report.notes.append(f"unknown content type: {name} {ctype.strip()}")
-        self._report.dump_pieces[name] = part.pieces()
-        self._report.dump_checksums[name] = part.sha256.hexdigest()
+        self._report.dump_pieces[name] = pieces
+        self._report.dump_checksums[name] = checksum
 
     def _add_json(self, content):
         tokens = content.count(b",") + content.count(b"[") + content.count(b"{")
@@ -344,8 +399,8 @@ class PayloadParser:
         self._saw_json = True
         self._report.annotations = {_drop_nuls(k): _clean_value(v) for k, v in value.items()}
 
-    def _add_text(self, segment, content):
-        charset = segment.charset or "utf-8"
+    def _add_text(self, name, charset, content):
+        charset = charset or "utf-8"
         try:
             value = _decode_text(content, charset)
         except (ValueError, LookupError):  # UnicodeError is a ValueError
@@ -354,12 +409,12 @@ class PayloadParser:
             )
             return
         self._saw_form = True
-        self._report.annotations[_drop_nuls(segment.name)] = _drop_nuls(value)
+        self._report.annotations[_drop_nuls(name)] = _drop_nuls(value)
 
 
 def _decode_text(content, charset):
     """Decode with a client-named charset; refuse codecs that can be made slow."""
-    if codecs.lookup(charset).name in SLOW_CODECS:
+    if charset not in FAST_CHARSETS and codecs.lookup(charset).name in SLOW_CODECS:
         raise LookupError(charset)
     return content.decode(charset)
 

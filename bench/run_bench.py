@@ -746,9 +746,9 @@ def versions(args):
             else "?"
 
     py = Path(args.twistd).parent / "python"
-    mods = sh(f"{py} -c \"import sys, twisted, klein, multipart; print('Python', "
+    mods = sh(f"{py} -c \"import sys, twisted, klein; print('Python', "
               f"sys.version.split()[0], 'Twisted', twisted.__version__, 'klein', "
-              f"klein.__version__, 'multipart', multipart.__version__)\"")
+              f"klein.__version__)\"")
     head = sh(f"git -C {ROOT} log -1 --format='%h %cs %s'")
     dirty = sh(f"git -C {ROOT} status --porcelain --untracked-files=no | wc -l")
     return [
@@ -975,7 +975,8 @@ AREAS = [
     (r"^write_atomically|^place_file|^_copy_into_place|^FSCrashStorage\.",
      "storage writes (link/write/rename, thread)"),
     (r"^Spool\.delete|^_unlink \(antenna_tw/spool", "spool unlink (thread)"),
-    (r"^_Part\.|\(multipart\.py|^PayloadParser\.|^UploadReader\.", "multipart parsing"),
+    (r"^_Part\.|\(multipart\.py|\(antenna_tw/formdata\.py|^PayloadParser\.|^UploadReader\.",
+     "multipart parsing"),
     (r"^build_raw_crash|^finish_raw_crash|^Throttler|\(antenna_tw/throttler\.py"
      r"|\(antenna_tw/crashid\.py|^uuid4", "raw crash, throttle, crash id"),
     (r"callFromThread|wakeUp|\(twisted/_threads/|\(twisted/python/threadpool\.py"
