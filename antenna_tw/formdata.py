@@ -299,7 +299,6 @@ class FormDataParser:
         clean = len(kept) if state == _HEADER else 0
         delimiter = self._delimiter
         dlen = len(delimiter)
-        max_parts = self._max_parts
         found = -2  # where _usual_parts() found the next delimiter (-2: it did not look)
         # The current part: not yet given to the sink while part_type is not None.
         name = self._name
@@ -391,11 +390,7 @@ class FormDataParser:
                     pos = end + 2
                     if state == _COMPLETE:
                         break
-                    self._parts += 1  # _start_part(), inline
-                    if self._parts > max_parts:
-                        raise FormDataError("too many parts")
-                    self._headers = _NO_HEADERS
-                    self._length = -1
+                    self._start_part()
                     continue
                 stop = index  # the delimiter's last two bytes are yet to come
             else:

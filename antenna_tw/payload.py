@@ -315,22 +315,9 @@ class PayloadParser:
         ctype = part_type.content_type
         charset = part_type.charset
         if ((ctype is None or ctype == "text/plain") and part_type.filename is None
-                and (charset is None or charset in FAST_CHARSETS)
                 and len(data) <= MAX_TEXT_PART_SIZE):
-            # The usual text field: _add_text without the codec look-up.
-            try:
-                value = data.decode(charset or "utf-8")
-            except ValueError:
-                self._report.notes.append(
-                    "extract payload text part exception: invalid text or charset: "
-                    + (charset or "utf-8"))
-                return
-            self._saw_form = True
-            if "\x00" in name:
-                name = name.replace("\x00", "")
-            if "\x00" in value:
-                value = value.replace("\x00", "")
-            self._report.annotations[name] = value
+            # The usual text field, known without _kind().
+            self._add_text(name, charset, data)
             return
         kind = _kind(part_type)
         if kind == _TEXT:
