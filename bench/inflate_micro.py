@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from antenna_tw import payload  # noqa: E402
+from bench.payloads import header_map, read_payload  # noqa: E402
 
 try:
     from antenna_tw import inflate  # noqa: E402
@@ -39,12 +40,8 @@ LIMITS = dict(max_payload_size=25 * 1024 * 1024,
 
 
 def load(directory, name):
-    body = (directory / f"{name}.body").read_bytes()
-    headers = {}
-    for line in (directory / f"{name}.headers").read_text().splitlines():
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    return body, headers
+    body, headers = read_payload(directory, name)
+    return body, header_map(headers)
 
 
 def pieces(body):

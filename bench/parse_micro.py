@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from antenna_tw import payload  # noqa: E402
+from bench.payloads import header_map, read_payload  # noqa: E402
 from tests.reference_payload import ReferencePayloadParser  # noqa: E402
 
 CHUNK = 64 * 1024
@@ -39,11 +40,8 @@ PARSERS = {"new": payload.PayloadParser, "old": ReferencePayloadParser}
 
 def load(directory, name):
     """(64 KiB pieces of the decompressed body, boundary)."""
-    body = (directory / f"{name}.body").read_bytes()
-    headers = {}
-    for line in (directory / f"{name}.headers").read_text().splitlines():
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
+    body, pairs = read_payload(directory, name)
+    headers = header_map(pairs)
     if headers.get("content-encoding", "identity") != "identity":
         body = gzip.decompress(body)
     boundary = payload.parse_content_type(headers["content-type"])

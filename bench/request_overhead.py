@@ -62,6 +62,7 @@ from antenna_tw.logs import make_observer  # noqa: E402
 from antenna_tw.payload import UploadReader  # noqa: E402
 from antenna_tw.spool import SpoolEntry  # noqa: E402
 from antenna_tw.submit import SubmitHandler  # noqa: E402
+from bench.payloads import read_payload  # noqa: E402
 
 RULES = {
     "accept-all": {},
@@ -73,16 +74,6 @@ RULES = {
 }
 READ_SIZE = 256 * 1024  # what intake.UPLOAD_READ_SIZE asks of the socket
 CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
-
-
-def load_payload(directory, name):
-    body = (Path(directory) / f"{name}.body").read_bytes()
-    headers = []
-    for line in (Path(directory) / f"{name}.headers").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip():
-            headers.append((key.strip(), value.strip()))
-    return body, headers
 
 
 def wire_request(body, headers, path="/submit"):
@@ -283,7 +274,7 @@ def main(argv=None):
     scratch = tempfile.mkdtemp(prefix="bench-overhead-")
     try:
         collector = build(args, scratch)
-        body, headers = load_payload(args.payloads, args.payload)
+        body, headers = read_payload(args.payloads, args.payload)
         chunks = wire_request(body, headers)
         work = pieces(collector, chunks)
         print(f"payload {args.payload} ({len(body)} bytes), rules {args.rules}, "
