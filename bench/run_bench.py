@@ -397,11 +397,15 @@ def wait_drained(spool_dir, log_path=None, timeout=DRAIN_TIMEOUT):
     return None, 0, spool_counts(spool_dir)[0]
 
 
-def count_stored(storage, delete=False, check=5, manifest_sha=None):
+COUNTED = ".counted"  # under a storage root: crashes already counted (set aside)
+
+
+def count_stored(storage, delete=False, check=5, manifest_sha=None, set_aside=False):
     """
     Complete crashes under a filesystem storage root (raw_crash, dump_names and
     the dump all present), incomplete ones, leftover temp files, and the SHA-256
-    of ``check`` random dumps against ``manifest_sha``; optionally delete them all.
+    of ``check`` random dumps against ``manifest_sha``; optionally delete them
+    all, or set them aside (``set_aside_day``) so the next count skips them.
     """
     complete, incomplete, temps, bad_sha, checked = 0, 0, 0, 0, 0
     if not os.path.isdir(storage):
@@ -437,7 +441,9 @@ def count_stored(storage, delete=False, check=5, manifest_sha=None):
                 checked += 1
                 if digest != manifest_sha or raw_crash.get("uuid") != crash_id:
                     bad_sha += 1
-        if delete:
+        if set_aside:
+            set_aside_day(storage, day)
+        elif delete:
             for sub in os.listdir(day_dir):
                 sub_dir = os.path.join(day_dir, sub)
                 if os.path.isdir(sub_dir):
@@ -446,6 +452,33 @@ def count_stored(storage, delete=False, check=5, manifest_sha=None):
                             os.unlink(entry.path)
     return dict(stored=complete, incomplete=incomplete, tmp_left=temps,
                 sha_checked=checked, sha_bad=bad_sha)
+
+
+def set_aside_day(storage, day):
+    """
+    Move a counted day directory under ``storage/.counted/``, its dumps
+    emptied first. Unlike deleting, this frees no inodes: on an ext4 without
+    a journal (this machine), every inode freed in the last 60-300 s is read
+    and skipped each time a file is created in its block group, which made
+    each run slower than the one before (docs/performance.rst, "The runs
+    drift"). The dumps' blocks are freed, so the disk does not fill; the
+    inodes go at the end, with ``remove_set_aside``.
+    """
+    day_dir = os.path.join(storage, day)
+    try:
+        with os.scandir(os.path.join(day_dir, DUMP_NAME)) as it:
+            for entry in it:
+                os.truncate(entry.path, 0)
+    except FileNotFoundError:
+        pass
+    aside = os.path.join(storage, COUNTED)
+    os.makedirs(aside, exist_ok=True)
+    os.rename(day_dir, os.path.join(aside, f"{day}-{time.time_ns()}"))
+
+
+def remove_set_aside(storage):
+    """Delete the crashes ``set_aside_day`` kept (their inodes are freed now)."""
+    shutil.rmtree(Path(storage) / COUNTED, ignore_errors=True)
 
 
 def manifest(body_dir):
@@ -506,6 +539,7 @@ def hook(which):
         drain, orphaned, undrained = wait_drained(target["spool"], target["log"])
         shas = state.get("sha", {})
         record.update(count_stored(target["storage"], delete=True,
+                                   set_aside=state.get("stored") == "set-aside",
                                    manifest_sha=shas.get(record["name"])))
         record["drain_s"] = None if drain is None else round(drain, 1)
         record["orphaned"] = orphaned
@@ -569,7 +603,8 @@ def run_compare(args, run, block, name, conc, targets, sampler_roots, sha):
     """One compare.sh block; returns parsed runs, ratios, sampler figures and hook records."""
     state_dir = args.scratch / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
-    state = {"dir": str(state_dir), "block": block, "sha": sha, "targets": {}}
+    state = {"dir": str(state_dir), "block": block, "sha": sha, "targets": {},
+             "stored": args.stored}
     for label, target in targets:
         if isinstance(target, Collector):
             state["targets"][label] = {"kind": "collector", "pid": target.pid,
@@ -790,6 +825,7 @@ def matrix(args):
     if compare_blocks or "workers" in args.blocks:
         antenna = Collector(args, "antenna", args.port_base, args.workers,
                             args.scratch / "antenna").start()
+        _cleanups.insert(0, lambda: remove_set_aside(antenna.storage))
     if compare_blocks:
         floor = Floor(args.harness, args.port_base + 80, args.scratch / "floor").start()
         for block in compare_blocks:
@@ -801,6 +837,7 @@ def matrix(args):
     if "workers" in args.blocks:
         one = Collector(args, "one-worker", args.port_base + 1, 1,
                         args.scratch / "one-worker").start()
+        _cleanups.insert(0, lambda: remove_set_aside(one.storage))
         workers_result = run_compare(
             args, run, "workers", "400k", 32,
             [("w1", one), (f"w{args.workers}", antenna)], [], sha)
@@ -1169,6 +1206,9 @@ def parse_args(argv):
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--gil", action="store_true",
                         help="profile: only samples of threads holding the GIL (py-spy --gil)")
+    parser.add_argument("--stored", choices=["set-aside", "delete"], default="set-aside",
+                        help="after each run, set the counted crashes aside (dumps emptied, "
+                        "inodes kept until the end) or delete them at once (before 2026-11-28)")
     parser.add_argument("--max-minutes", type=float, default=30,
                         help="watchdog: stop everything after this long")
     args = parser.parse_args(argv)
