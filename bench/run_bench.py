@@ -800,7 +800,8 @@ def versions(args):
         f" METRICS_CLASS=none, CRASHSTORAGE_CLASS=fs"
         + "".join(f", {k}={v}" for k, v in args.settings.items()),
         f"method: compare.sh CONN_CLOSE=1 ROUNDS={args.rounds} WARMUP={args.warmup} "
-        f"SECS={args.secs} WRK_THREADS={os.environ.get('WRK_THREADS', '2')}",
+        f"SECS={args.secs} WRK_THREADS={os.environ.get('WRK_THREADS', '2')}; "
+        f"counted crashes: --stored {args.stored}",
     ]
 
 
