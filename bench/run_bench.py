@@ -476,9 +476,14 @@ def set_aside_day(storage, day):
     os.rename(day_dir, os.path.join(aside, f"{day}-{time.time_ns()}"))
 
 
-def remove_set_aside(storage):
-    """Delete the crashes ``set_aside_day`` kept (their inodes are freed now)."""
-    shutil.rmtree(Path(storage) / COUNTED, ignore_errors=True)
+def remove_set_aside(storage, keep=False):
+    """
+    Delete the crashes ``set_aside_day`` kept (their inodes are freed now),
+    unless ``keep`` (``--keep-counted``: for A/B runs back to back, each with
+    its own ``--scratch``; delete them by hand afterwards).
+    """
+    if not keep:
+        shutil.rmtree(Path(storage) / COUNTED, ignore_errors=True)
 
 
 def manifest(body_dir):
@@ -826,7 +831,7 @@ def matrix(args):
     if compare_blocks or "workers" in args.blocks:
         antenna = Collector(args, "antenna", args.port_base, args.workers,
                             args.scratch / "antenna").start()
-        _cleanups.insert(0, lambda: remove_set_aside(antenna.storage))
+        _cleanups.insert(0, lambda: remove_set_aside(antenna.storage, args.keep_counted))
     if compare_blocks:
         floor = Floor(args.harness, args.port_base + 80, args.scratch / "floor").start()
         for block in compare_blocks:
@@ -838,7 +843,7 @@ def matrix(args):
     if "workers" in args.blocks:
         one = Collector(args, "one-worker", args.port_base + 1, 1,
                         args.scratch / "one-worker").start()
-        _cleanups.insert(0, lambda: remove_set_aside(one.storage))
+        _cleanups.insert(0, lambda: remove_set_aside(one.storage, args.keep_counted))
         workers_result = run_compare(
             args, run, "workers", "400k", 32,
             [("w1", one), (f"w{args.workers}", antenna)], [], sha)
@@ -1210,6 +1215,9 @@ def parse_args(argv):
     parser.add_argument("--stored", choices=["set-aside", "delete"], default="set-aside",
                         help="after each run, set the counted crashes aside (dumps emptied, "
                         "inodes kept until the end) or delete them at once (before 2026-11-28)")
+    parser.add_argument("--keep-counted", action="store_true",
+                        help="leave the set-aside crashes under <storage>/.counted at the end "
+                        "(deleting them slows the next minutes' runs on this machine)")
     parser.add_argument("--max-minutes", type=float, default=30,
                         help="watchdog: stop everything after this long")
     args = parser.parse_args(argv)
