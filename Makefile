@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.test-installed
+BENCH_STAMP := $(VENV)/.bench-installed
 PORT ?= tcp:8000:interface=127.0.0.1
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +24,16 @@ $(TEST_STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+$(BENCH_STAMP): $(RUN_STAMP) requirements-bench.txt
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@
+
 install: $(RUN_STAMP)
 
 install-test: $(TEST_STAMP)
+
+# py-spy for `bench/run_bench.sh profile` (docs/performance.rst).
+install-bench: $(BENCH_STAMP)
 
 run: $(RUN_STAMP)
 	$(BIN)/twistd -n --pidfile= antenna --port $(PORT) $(ARGS)

@@ -10,7 +10,7 @@ Needs: ``make install`` (the .venv), wrk, nginx-light and
 libnginx-mod-http-echo (``apt-get install -y wrk nginx-light
 libnginx-mod-http-echo``), and the shared harness (``--harness``, default
 ``../shared/bench`` beside the repository, or $BENCH_HARNESS). ``profile``
-also needs py-spy in the .venv (``.venv/bin/pip install py-spy``).
+also needs py-spy in the .venv (``make install-bench``).
 
 ``matrix`` generates the payloads once (the harness's make_payloads.py),
 starts antenna-tw (``twistd -n antenna --workers N``, spool and filesystem
@@ -1115,7 +1115,7 @@ def profile(args):
     sha = prepare_payloads(args)
     py_spy = Path(args.twistd).parent / "py-spy"
     if not py_spy.exists():
-        raise SystemExit(f"bench: no {py_spy}; run .venv/bin/pip install py-spy")
+        raise SystemExit(f"bench: no {py_spy}; run make install-bench")
     site = subprocess.run([str(Path(args.twistd).parent / "python"), "-c",
                            "import twisted, os; print(os.path.dirname(os.path.dirname("
                            "twisted.__file__)))"], capture_output=True, text=True).stdout.strip()
