@@ -400,12 +400,13 @@ def wait_drained(spool_dir, log_path=None, timeout=DRAIN_TIMEOUT):
 COUNTED = ".counted"  # under a storage root: crashes already counted (set aside)
 
 
-def count_stored(storage, delete=False, check=5, manifest_sha=None, set_aside=False):
+def count_stored(storage, then=None, check=5, manifest_sha=None):
     """
     Complete crashes under a filesystem storage root (raw_crash, dump_names and
     the dump all present), incomplete ones, leftover temp files, and the SHA-256
-    of ``check`` random dumps against ``manifest_sha``; optionally delete them
-    all, or set them aside (``set_aside_day``) so the next count skips them.
+    of ``check`` random dumps against ``manifest_sha``. ``then``: None, or
+    ``"delete"`` them all, or ``"set-aside"`` (``set_aside_day``) so the next
+    count skips them (``--stored``).
     """
     complete, incomplete, temps, bad_sha, checked = 0, 0, 0, 0, 0
     if not os.path.isdir(storage):
@@ -441,9 +442,9 @@ def count_stored(storage, delete=False, check=5, manifest_sha=None, set_aside=Fa
                 checked += 1
                 if digest != manifest_sha or raw_crash.get("uuid") != crash_id:
                     bad_sha += 1
-        if set_aside:
+        if then == "set-aside":
             set_aside_day(storage, day)
-        elif delete:
+        elif then == "delete":
             for sub in os.listdir(day_dir):
                 sub_dir = os.path.join(day_dir, sub)
                 if os.path.isdir(sub_dir):
@@ -543,8 +544,7 @@ def hook(which):
     if target["kind"] == "collector":
         drain, orphaned, undrained = wait_drained(target["spool"], target["log"])
         shas = state.get("sha", {})
-        record.update(count_stored(target["storage"], delete=True,
-                                   set_aside=state.get("stored") == "set-aside",
+        record.update(count_stored(target["storage"], then=state["stored"],
                                    manifest_sha=shas.get(record["name"])))
         record["drain_s"] = None if drain is None else round(drain, 1)
         record["orphaned"] = orphaned
@@ -731,7 +731,7 @@ def down_test(args, run, sha):
         time.sleep(0.5)
     drained, _, _ = wait_drained(recover.spool, recover.log_path, timeout=30)
     drain_s = time.monotonic() - started
-    counts = count_stored(recover.storage, delete=True, manifest_sha=sha.get(args.down_payload))
+    counts = count_stored(recover.storage, then="delete", manifest_sha=sha.get(args.down_payload))
     recover.stop()
 
     # RSS: the baseline is the first sample with >= 1,000 crashes waiting (warm).
@@ -1149,7 +1149,7 @@ def profile(args):
             wait_drained(collector.spool, collector.log_path)
             cpu = cpu_delta_seconds(before, tree_cpu_ticks(collector.pid))
             threads = thread_cpu_ticks(collector.worker_pids())
-            counts = count_stored(collector.storage, delete=True, manifest_sha=sha.get(name))
+            counts = count_stored(collector.storage, then="delete", manifest_sha=sha.get(name))
             fields = kv_line(line)
             answered = int(fields["ok200"]) + int(fields["warmup_ok200"])
             per_crash = 1000 * cpu / counts["stored"] if counts["stored"] else 0.0

@@ -62,7 +62,7 @@ def test_set_aside_keeps_inodes_and_leaves_them_out_of_the_next_count(tmp_path):
     store(tmp_path, crash_id(2))
     dump_inode = os.stat(tmp_path / DAY / DUMP_NAME / crash_id(1)).st_ino
 
-    assert count_stored(tmp_path, delete=True, set_aside=True)["stored"] == 2
+    assert count_stored(tmp_path, then="set-aside")["stored"] == 2
 
     assert not (tmp_path / DAY).exists()
     [aside] = (tmp_path / COUNTED).iterdir()
@@ -72,14 +72,14 @@ def test_set_aside_keeps_inodes_and_leaves_them_out_of_the_next_count(tmp_path):
     assert (aside / "raw_crash" / (crash_id(1) + ".json")).stat().st_size > 0
 
     store(tmp_path, crash_id(3))  # the next run writes its day directory again
-    assert count_stored(tmp_path, set_aside=True)["stored"] == 1
+    assert count_stored(tmp_path, then="set-aside")["stored"] == 1
     assert len(list((tmp_path / COUNTED).iterdir())) == 2
 
 
 def test_delete_removes_the_counted_files(tmp_path):
     store(tmp_path, crash_id(1))
 
-    assert count_stored(tmp_path, delete=True)["stored"] == 1
+    assert count_stored(tmp_path, then="delete")["stored"] == 1
 
     assert count_stored(tmp_path)["stored"] == 0
     assert not any((tmp_path / DAY / DUMP_NAME).iterdir())
@@ -87,7 +87,7 @@ def test_delete_removes_the_counted_files(tmp_path):
 
 def test_set_aside_crashes_go_at_the_end_unless_kept(tmp_path):
     store(tmp_path, crash_id(1))
-    count_stored(tmp_path, set_aside=True)
+    count_stored(tmp_path, then="set-aside")
 
     remove_set_aside(tmp_path, keep=True)
     assert (tmp_path / COUNTED).exists()
