@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from zope.interface import implementer
 
+from antenna_tw import heap
 from antenna_tw.payload import MalformedCrashReport, UploadReader
 
 TOO_LARGE_BODY = b"Discarded=too_large"
@@ -104,6 +105,13 @@ class CrashRequest(server.Request):
             self._site.inflight_bytes -= self.held
             self.held = 0
 
+    def _let_go_of_upload(self):
+        """Drop what a refused upload holds, and give a large one's memory back."""
+        self.upload.abandon()
+        self._release_held()
+        if self.upload.dropped_bytes >= heap.TRIM_AFTER_BYTES:
+            self._site.free_memory()
+
     def requestReceived(self, command, path, version):
         if self.answered_early:
             # The answer is out and the body is drained: close the connection.
@@ -119,16 +127,16 @@ class CrashRequest(server.Request):
 
     def _answer_too_large(self):
         """413 now, then drop what the client still sends for a bounded time."""
+        self._let_go_of_upload()
         self._site.metrics.incr("breakpad_resource.malformed", tags=["reason:too_large"])
         self._answer_early(b"413 Payload Too Large", TOO_LARGE_BODY)
 
     def _answer_busy(self):
         """503 busy now: the uploads in flight hold too much memory."""
         site = self._site
-        self.upload.abandon()
         self.log.warn("upload answered busy: uploads in flight hold {held} bytes, over "
                       "MAX_INFLIGHT_BYTES", held=site.inflight_bytes)
-        self._release_held()
+        self._let_go_of_upload()
         site.metrics.incr("breakpad_resource.busy")
         self._answer_early(b"503 Service Unavailable", BUSY_BODY,
                            b"Retry-After: %s\r\n" % RETRY_AFTER_SECONDS)
@@ -240,7 +248,8 @@ class CrashSite(server.Site):
 
     protocol = CrashChannel
 
-    def __init__(self, resource, *, limits, metrics, clock, linger_seconds=30.0):
+    def __init__(self, resource, *, limits, metrics, clock, linger_seconds=30.0,
+                 free_memory=None):
         super().__init__(
             resource,
             requestFactory=CrashRequest,
@@ -252,6 +261,8 @@ class CrashSite(server.Site):
         self.metrics = metrics
         self.clock = clock
         self.linger_seconds = linger_seconds
+        # Called after a large upload is refused part way (antenna_tw.heap).
+        self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
 
     def log(self, request):

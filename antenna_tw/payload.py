@@ -438,6 +438,7 @@ class UploadReader:
         self._encoding_error = None
         self._parser = None
         self._pending = bytearray()
+        self.dropped_bytes = 0  # what the parse held when it was dropped
         try:
             boundary = parse_content_type(content_type)
         except MalformedCrashReport as error:
@@ -530,6 +531,8 @@ class UploadReader:
             self._drop_parser()
 
     def _drop_parser(self):
+        if self._parser is not None:
+            self.dropped_bytes = self.held_bytes
         self._parser = None
         self._pending = bytearray()
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import zlib
 
 import attr
 from twisted.internet import defer, protocol, reactor, task, threads
@@ -160,6 +161,22 @@ def raw_exchange(port, request_bytes, timeout=20.0, half_close=False):
         return _read_response(sock)
 
 
+def open_and_send(port, data):
+    """Blocking: connect and send the first part of a request; return the open socket."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(data)
+    return sock
+
+
+async def inflight_at_least(site, clock, count):
+    """Wait (up to 4 s) until the site's uploads hold at least ``count`` bytes."""
+    for _ in range(200):
+        if site.inflight_bytes >= count:
+            return
+        await task.deferLater(clock, 0.02, lambda: None)
+    raise AssertionError(site.inflight_bytes)
+
+
 def raw_request(port, request_bytes, **kwargs):
     """A Deferred of (status, headers, body) for raw bytes sent to ``port``."""
     return threads.deferToThread(raw_exchange, port, request_bytes, **kwargs)
@@ -234,6 +251,20 @@ class QuickSlowFSStorage(SlowFSStorage):
     """SlowFSStorage at 0.3 s per save."""
 
     seconds = 0.3
+
+
+def gzip_bomb(inflated_mib, boundary="bomb"):
+    """A gzipped multipart body whose dump is ``inflated_mib`` MiB of zeros: about 1 KB per MiB."""
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    pieces = [squeezer.compress(
+        b'--%s\r\nContent-Disposition: form-data; name="ProductName"\r\n\r\nTest\r\n'
+        b'--%s\r\nContent-Disposition: form-data; name="upload_file_minidump"; '
+        b'filename="bomb.dmp"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        % (boundary.encode(), boundary.encode()))]
+    zeros = bytes(1 << 20)
+    pieces += [squeezer.compress(zeros) for _ in range(inflated_mib)]
+    pieces += [squeezer.compress(b"\r\n--%s--\r\n" % boundary.encode()), squeezer.flush()]
+    return b"".join(pieces)
 
 
 def crash_id_from(answer):

@@ -5,14 +5,12 @@ they are done the same crash is accepted.
 """
 
 import os
-import socket
 
 import pytest_twisted
-from twisted.internet import task
 
 from antenna_tw.send_crash import build_multipart
-from tests.helpers import (_read_response, http_request, in_thread, raw_request, start_collector,
-                           stop_collector)
+from tests.helpers import (_read_response, http_request, in_thread, inflight_at_least,
+                           open_and_send, raw_request, start_collector, stop_collector)
 from tests.helpers import test_environ as environ_for
 
 MIB = 1024 * 1024
@@ -24,26 +22,12 @@ def crash(dump_size):
     return http_request(body, [("Content-Type", content_type)])
 
 
-def open_and_send(port, data):
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(data)
-    return sock
-
-
 def finish_and_read(sock, data):
     try:
         sock.sendall(data)
         return _read_response(sock)
     finally:
         sock.close()
-
-
-async def held_at_least(running, count):
-    for _ in range(200):
-        if running.collector.site.inflight_bytes >= count:
-            return
-        await task.deferLater(running.collector.reactor, 0.02, lambda: None)
-    raise AssertionError(running.collector.site.inflight_bytes)
 
 
 @pytest_twisted.ensureDeferred
@@ -54,7 +38,7 @@ async def test_uploads_over_the_shared_cap_are_answered_busy_then_accepted(tmp_p
         slow = crash(2 * MIB)  # alone it is allowed: under MAX_DECOMPRESSED_SIZE
         cut = len(slow) - MIB
         sock = await in_thread(open_and_send, running.port_number, slow[:cut])
-        await held_at_least(running, MIB // 2)
+        await inflight_at_least(site, running.collector.reactor, MIB // 2)
 
         status, headers, body = await raw_request(running.port_number, crash(600 * 1024))
         assert (status, body) == (503, b"Discarded=busy")

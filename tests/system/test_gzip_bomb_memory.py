@@ -7,26 +7,12 @@ with ``-s`` to see it) and written in docs/intake.rst.
 """
 
 import sys
-import zlib
 
 from antenna_tw.send_crash import build_multipart, post
-from tests.helpers import crash_id_from, http_request, minidump, raw_exchange
+from tests.helpers import crash_id_from, gzip_bomb, http_request, minidump, raw_exchange
 
 MAX_DECOMPRESSED_SIZE = 100 * 1024 * 1024  # the default
 INFLATED = 256 * 1024 * 1024
-
-
-def gzip_bomb():
-    """A multipart body whose dump is 256 MiB of zeros, gzipped: ~250 KB."""
-    squeezer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    pieces = [squeezer.compress(
-        b'--bomb\r\nContent-Disposition: form-data; name="ProductName"\r\n\r\nTest\r\n'
-        b'--bomb\r\nContent-Disposition: form-data; name="upload_file_minidump"; '
-        b'filename="bomb.dmp"\r\nContent-Type: application/octet-stream\r\n\r\n')]
-    zeros = bytes(1 << 20)
-    pieces += [squeezer.compress(zeros) for _ in range(INFLATED >> 20)]
-    pieces += [squeezer.compress(b"\r\n--bomb--\r\n"), squeezer.flush()]
-    return b"".join(pieces)
 
 
 def memory_kib(pid):
@@ -41,7 +27,7 @@ def memory_kib(pid):
 
 
 def test_gzip_bomb_gets_413_and_bounded_peak_memory(tmp_path, collectors):
-    bomb = gzip_bomb()
+    bomb = gzip_bomb(INFLATED >> 20)
     assert 200_000 < len(bomb) < 300_000
     collector = collectors.start(tmp_path, {
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"),
