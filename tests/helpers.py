@@ -267,6 +267,12 @@ def gzip_bomb(inflated_mib, boundary="bomb"):
     return b"".join(pieces)
 
 
+def normalized(answer):
+    """An HTTP answer without what differs between two identical requests."""
+    answer = re.sub(rb"\r\nDate: [^\r]*", b"", answer)
+    return re.sub(rb"CrashID=bp-[0-9a-f-]{36}", b"CrashID=bp-<id>", answer)
+
+
 def crash_id_from(answer):
     """The id in a ``CrashID=bp-<id>\\n`` answer; AssertionError for anything else."""
     text = answer.decode("utf-8") if isinstance(answer, bytes) else answer

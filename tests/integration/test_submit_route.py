@@ -4,30 +4,27 @@ other request through klein. Whatever the method, path or Host header, the
 answer is the one klein alone gives; plain crash posts skip klein.
 
 Requests are fed to the real Site's protocol over a StringTransport, with
-the spool write replaced by an in-memory one, so that many requests run in
-a moment.
+the spool write replaced by an in-memory one (the ``site`` fixture of
+conftest.py), so that many requests run in a moment.
 """
 
 import gc
-import re
 import weakref
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from antenna_tw.app import build_collector
-from antenna_tw.config import load_config
 from antenna_tw.intake import CrashRequest
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.spool import SpoolEntry
 from antenna_tw.submit import SubmitResource
-from tests.helpers import minidump, test_environ
+from tests.helpers import minidump, normalized
 
 BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test"},
                                      {"upload_file_minidump": minidump()})
@@ -42,17 +39,6 @@ HOSTS = [None, b"127.0.0.1", b"127.0.0.1:8000", b"crash-reports.mozilla.com", b"
          b"x" * 63, b"x" * 64, b"x" * 64 + b":80", b"." + b"a", b"a.", b"[::1]:8000", b"::1",
          "\u00fcn\u00ef.example".encode(), b"\xff", b"", b"host:notaport", b"a_b.example",
          b"a" * 63 + b"." + b"b" * 64, b"b" * 64 + b".a" * 3, b"..", b".", b"[a..b]"]
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    collector = build_collector(load_config(test_environ(tmp_path_factory.mktemp("c")), None),
-                                reactor)
-    collector.prepare()
-    collector.spool.put = lambda crash: defer.succeed(
-        SpoolEntry(f"0-{crash.crash_id}.crash", crash.crash_id, 0, 0))
-    collector.mover.enqueue = lambda entry: None
-    return collector.site
 
 
 def exchange(site, data, *, lose=False):
@@ -73,12 +59,6 @@ def request_bytes(method, path, host, body=BODY):
     head += [b"Content-Type: " + CONTENT_TYPE.encode(), b"Content-Length: %d" % len(body),
              b"Connection: close"]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-def normalized(answer):
-    """The answer without what differs between two identical requests."""
-    answer = re.sub(rb"\r\nDate: [^\r]*", b"", answer)
-    return re.sub(rb"CrashID=bp-[0-9a-f-]{36}", b"CrashID=bp-<id>", answer)
 
 
 def both_ways(site, data):
