@@ -33,6 +33,10 @@ from antenna_tw.workers import (
 # web stack. See antenna_tw/footprint.py.
 
 
+# In SPOOL_DIR: how many connections each worker holds (antenna_tw.balance).
+CONNECTIONS_FILE = ".connections"
+
+
 def _workers(value):
     count = int(value)
     if count < 0:
@@ -55,6 +59,10 @@ class Options(usage.Options):
         ["worker-index", None, None, "internal: this process is worker N", int],
         ["parent-pid", None, None, "internal: the supervising parent's pid", int],
     ]
+    optFlags = [
+        ["no-balance", None, "workers keep every connection the kernel gives them "
+         "(by default a busier worker passes new ones to a less busy one)"],
+    ]
 
 
 def _worker_args(options):
@@ -64,6 +72,8 @@ def _worker_args(options):
                 "--parent-pid", str(os.getpid())]
         if options["env"]:
             argv += ["--env", options["env"]]
+        if options["no-balance"]:
+            argv.append("--no-balance")
         return argv
     return args
 
@@ -90,6 +100,16 @@ def _supervisor(options, config, observer):
     return WorkerSupervisor(
         reactor, options["workers"], _worker_args(options),
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
+
+
+def _balancing(endpoint, reactor, options, spool_dir):
+    """``endpoint``, with connections passed between workers to even them out (antenna_tw.balance)."""
+    from antenna_tw.balance import BalancingEndpoint, HandOffChannel, LoadBoard
+
+    index = options["worker-index"]
+    board = LoadBoard(os.path.join(spool_dir, CONNECTIONS_FILE), options["workers"], index)
+    channel = HandOffChannel(reactor, str(options["parent-pid"]), index)
+    return BalancingEndpoint(endpoint, board.open(), channel)
 
 
 def makeService(options, environ=None, stream=None):
@@ -124,6 +144,8 @@ def makeService(options, environ=None, stream=None):
                     config.intake,
                     max_inflight_bytes=config.intake.max_inflight_bytes // options["workers"]))
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
+            if options["workers"] > 1 and not options["no-balance"]:
+                endpoint = _balancing(endpoint, reactor, options, spool_dir)
             siblings = [shard_directory(spool_dir, other)
                         for other in range(options["workers"]) if other != index]
         else:

@@ -19,3 +19,14 @@ def test_env_option_file_is_read(tmp_path):
     options.parseOptions(["--env", str(env_file)])
     with pytest.raises(SystemExit, match="MAX_PARTS='nope' is invalid"):
         makeService(options, environ={})
+
+
+def test_workers_are_started_with_the_parent_s_balance_choice():
+    from antenna_tw.tap import _worker_args
+
+    for given, passed in (([], False), (["--no-balance"], True)):
+        options = Options()
+        options.parseOptions(["--workers", "2", "--port", "tcp:8000"] + given)
+        argv = _worker_args(options)(1)
+        assert ("--no-balance" in argv) is passed
+        assert argv[argv.index("--worker-index") + 1] == "1"
