@@ -35,6 +35,7 @@ _SLOT = struct.Struct("=i")
 _CLOSED = 2**31 - 1
 # Hand a connection on only when this worker holds at least this many more.
 HAND_OFF_MARGIN = 2
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 # Connections taken from the channel per wake-up.
 RECEIVE_BATCH = 64
 
@@ -155,7 +156,9 @@ class HandOffChannel:
         return "HandOffChannel"
 
     def connectionLost(self, reason):
-        self._socket = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def doRead(self):
         for _ in range(RECEIVE_BATCH):
@@ -167,11 +170,16 @@ class HandOffChannel:
                 self._serve(fd)
 
     def _serve(self, fd):
-        connection = socket.socket(fileno=fd)
         try:
-            self.reactor.adoptStreamConnection(connection.fileno(), connection.family,
-                                               self.factory)
-            self.taken += 1
+            connection = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)  # not a socket: not from a sibling
+            return
+        try:
+            if connection.type == socket.SOCK_STREAM and connection.family in _TCP_FAMILIES:
+                self.reactor.adoptStreamConnection(connection.fileno(), connection.family,
+                                                   self.factory)
+                self.taken += 1
         except OSError:
             pass  # the client left before it got here
         finally:

@@ -6,6 +6,8 @@ and the sibling's site answers it. Both "workers" run in this process, each
 with its own site that answers with its number.
 """
 
+import array
+import os
 import socket
 import uuid
 
@@ -14,7 +16,13 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
-from antenna_tw.balance import HAND_OFF_MARGIN, BalancingEndpoint, HandOffChannel, LoadBoard
+from antenna_tw.balance import (
+    HAND_OFF_MARGIN,
+    BalancingEndpoint,
+    HandOffChannel,
+    LoadBoard,
+    channel_address,
+)
 from tests.helpers import _read_response, raw_request
 
 GET = b"GET / HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n"
@@ -138,3 +146,28 @@ async def test_the_crash_site_reports_its_open_connections(site):
         site.channels_changed = None
         await port.stopListening()
     assert seen == [before + 1, before + 2, before + 1, before]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_descriptor_that_is_no_tcp_connection_is_closed_and_the_channel_goes_on(
+        tmp_path):
+    # Any local process may write to the channel; what it sends costs a
+    # descriptor for a moment, never the channel.
+    sites, boards, channels = two_workers(tmp_path)
+    assert channels[0].start(sites[0])
+    assert channels[1].start(sites[1])
+    read_end, write_end = os.pipe()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with udp, open(write_end, "wb"), open(read_end, "rb"):
+        for descriptor in (read_end, udp.fileno()):
+            rights = array.array("i", [descriptor])
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:
+                stranger.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)],
+                                 0, channel_address(channels[1].name, 1))
+        before = set(os.listdir("/proc/self/fd"))
+        channels[1].doRead()
+        assert set(os.listdir("/proc/self/fd")) <= before
+    assert channels[1].taken == 0
+    sites[0].open_channels = HAND_OFF_MARGIN
+    channels[0].stop()
+    assert await answer_from(sites, boards, channels) == b"worker 1"
