@@ -186,6 +186,22 @@ class HandOffChannel:
             connection.close()  # the reactor has its own descriptor
 
 
+def balanced(endpoint, reactor, board_path, workers, index, name):
+    """
+    ``endpoint`` with the balancing of worker ``index`` of ``workers``; as
+    it is, with a warning, when the board cannot be made at ``board_path``
+    (a filesystem without shared ``mmap``): balancing is worth having, not
+    worth refusing to start over.
+    """
+    try:
+        board = LoadBoard(board_path, workers, index).open()
+    except (OSError, ValueError) as error:
+        HandOffChannel.log.warn("connections are not balanced between workers: {error}",
+                                error=str(error))
+        return endpoint
+    return BalancingEndpoint(endpoint, board, HandOffChannel(reactor, name, index))
+
+
 @implementer(IStreamServerEndpoint)
 @attr.s
 class BalancingEndpoint:

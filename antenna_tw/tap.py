@@ -104,12 +104,10 @@ def _supervisor(options, config, observer):
 
 def _balancing(endpoint, reactor, options, spool_dir):
     """``endpoint``, with connections passed between workers to even them out (antenna_tw.balance)."""
-    from antenna_tw.balance import BalancingEndpoint, HandOffChannel, LoadBoard
+    from antenna_tw.balance import balanced
 
-    index = options["worker-index"]
-    board = LoadBoard(os.path.join(spool_dir, CONNECTIONS_FILE), options["workers"], index)
-    channel = HandOffChannel(reactor, str(options["parent-pid"]), index)
-    return BalancingEndpoint(endpoint, board.open(), channel)
+    return balanced(endpoint, reactor, os.path.join(spool_dir, CONNECTIONS_FILE),
+                    options["workers"], options["worker-index"], str(options["parent-pid"]))
 
 
 def makeService(options, environ=None, stream=None):

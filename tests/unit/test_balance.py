@@ -1,6 +1,8 @@
 """The board of open connections per worker (antenna_tw.balance.LoadBoard)."""
 
-from antenna_tw.balance import LoadBoard
+from twisted.logger import capturedLogs, formatEvent
+
+from antenna_tw.balance import BalancingEndpoint, LoadBoard, balanced
 
 
 def test_each_worker_sees_what_the_others_publish(tmp_path):
@@ -38,3 +40,13 @@ def test_a_board_grows_a_smaller_file_from_fewer_workers(tmp_path):
 
 def test_a_single_worker_has_no_sibling(tmp_path):
     assert LoadBoard(tmp_path / "board", 1, 0).open().lightest_sibling() == (None, None)
+
+
+def test_a_board_that_cannot_be_made_leaves_the_endpoint_unbalanced(tmp_path):
+    (tmp_path / ".connections").mkdir()  # where the board's file should be
+    endpoint = object()
+    with capturedLogs() as events:
+        assert balanced(endpoint, None, tmp_path / ".connections", 2, 0, "test") is endpoint
+    assert any("not balanced" in formatEvent(event) for event in events)
+    assert isinstance(balanced(endpoint, None, tmp_path / "board", 2, 0, "test"),
+                      BalancingEndpoint)
