@@ -14,6 +14,9 @@ datagram socket (SCM_RIGHTS) and the sibling serves it as if it had accepted
 it. Each worker publishes how many connections it holds in a small file
 every worker maps (``LoadBoard``). When the sibling cannot take it (its
 queue is full, it is restarting), the worker serves the connection itself.
+A connection sent in the moment its sibling stops, or to one that is
+killed, is closed unanswered, as those waiting in the killed worker's
+accept queue are: nothing of it was read, and the client sends it again.
 """
 
 from __future__ import annotations
