@@ -119,13 +119,16 @@ class HandOffChannel:
             sock.bind(channel_address(self.name, self.index))
         except OSError as error:
             sock.close()
-            self.log.warn("connections are not balanced between workers: {error}",
-                          error=str(error))
+            self.unbalanced(error)
             return False
         sock.setblocking(False)
         self._socket = sock
         self.reactor.addReader(self)
         return True
+
+    @classmethod
+    def unbalanced(cls, error):
+        cls.log.warn("connections are not balanced between workers: {error}", error=str(error))
 
     def stop(self):
         """Serve what siblings already sent, then take no more."""
@@ -199,8 +202,7 @@ def balanced(endpoint, reactor, board_path, workers, index, name):
     try:
         board = LoadBoard(board_path, workers, index).open()
     except (OSError, ValueError) as error:
-        HandOffChannel.log.warn("connections are not balanced between workers: {error}",
-                                error=str(error))
+        HandOffChannel.unbalanced(error)
         return endpoint
     return BalancingEndpoint(endpoint, board, HandOffChannel(reactor, name, index))
 

@@ -102,14 +102,6 @@ def _supervisor(options, config, observer):
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
 
 
-def _balancing(endpoint, reactor, options, spool_dir):
-    """``endpoint``, with connections passed between workers to even them out (antenna_tw.balance)."""
-    from antenna_tw.balance import balanced
-
-    return balanced(endpoint, reactor, os.path.join(spool_dir, CONNECTIONS_FILE),
-                    options["workers"], options["worker-index"], str(options["parent-pid"]))
-
-
 def makeService(options, environ=None, stream=None):
     """Build the collector (or the worker supervisor); a bad option exits with one line."""
     stream = stream or sys.stdout  # captured before twistd redirects stdout
@@ -143,7 +135,10 @@ def makeService(options, environ=None, stream=None):
                     max_inflight_bytes=config.intake.max_inflight_bytes // options["workers"]))
             endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
             if options["workers"] > 1 and not options["no-balance"]:
-                endpoint = _balancing(endpoint, reactor, options, spool_dir)
+                from antenna_tw.balance import balanced
+
+                endpoint = balanced(endpoint, reactor, os.path.join(spool_dir, CONNECTIONS_FILE),
+                                    options["workers"], index, str(options["parent-pid"]))
             siblings = [shard_directory(spool_dir, other)
                         for other in range(options["workers"]) if other != index]
         else:
