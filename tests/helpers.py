@@ -17,9 +17,10 @@ from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
 from antenna_tw.ext.fs import FSCrashStorage
 
-SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-MINIDUMPS = os.path.join(SHARED, "data", "minidumps")
-CAPTURES = os.path.join(SHARED, "data", "captures")
+# Real dumps and captured uploads, kept in the repository (tests/data/README.md).
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+MINIDUMPS = os.path.join(DATA, "minidumps")
+CAPTURES = os.path.join(DATA, "captures")
 
 
 def minidump(name="linux-mini.dmp"):

@@ -1,9 +1,9 @@
 """
-Real Crashpad uploads, captured byte for byte (shared/data/captures), replayed
+Real Crashpad uploads, captured byte for byte (tests/data/captures), replayed
 over a socket exactly as captured: chunked, gzip and not, no Content-Type on
-any part, ``guid`` in the query string, one with an attachment (issue 3,
-acceptance 7). Also Chromium's socket transport: the same bytes with an
-``HTTP/1.0`` request line and still a chunked body.
+any part, ``guid`` in the query string, one with an attachment. Also
+Chromium's socket transport: the same bytes with an ``HTTP/1.0`` request line
+and still a chunked body.
 """
 
 import glob

@@ -6,7 +6,7 @@ library): for every body and every way of cutting it into pieces, both must
 give the same CrashReport (annotations, dump pieces and checksums, notes,
 payload kind and sizes) or refuse it with the same reason at the same piece.
 
-Bodies: the captured Crashpad uploads, the benchmark payloads, the property
+Bodies: the captured Crashpad uploads, load-test shaped payloads, the property
 tests' strategies, and hand-made ones aimed at the library's quirks and at
 piece edges (every truncation, every two-piece cut, one-byte pieces).
 """
@@ -17,9 +17,6 @@ import glob
 import gzip
 import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -29,7 +26,8 @@ from hypothesis import strategies as st
 from antenna_tw import payload
 from antenna_tw.payload import MalformedCrashReport, PayloadParser, UploadReader
 from antenna_tw.send_crash import build_multipart
-from tests.helpers import CAPTURES, SHARED
+from tests import payload_maker
+from tests.helpers import CAPTURES
 from tests.reference_payload import ReferencePayloadParser, reference_parse_content_type
 from tests.strategies import assemble, boundaries, mutated, parts, uploads
 
@@ -193,29 +191,26 @@ def test_captured_uploads(path):
 
 
 @pytest.fixture(scope="module")
-def bench_payloads(tmp_path_factory):
-    """The load benchmark's payloads (form fields, and a JSON ``extra`` part)."""
-    made = []
-    for options in ([], ["--json-extra"]):
-        directory = tmp_path_factory.mktemp("payloads")
-        subprocess.run([sys.executable, os.path.join(SHARED, "bench", "make_payloads.py"),
-                        str(directory), *options], check=True, stdout=subprocess.DEVNULL)
-        for headers in sorted(Path(directory).glob("*.headers")):
-            fields = dict(line.split(": ", 1) for line in headers.read_text().splitlines())
-            body = headers.with_suffix(".body").read_bytes()
-            made.append((headers.stem + " ".join(options), fields, body))
-    return made
+def bench_payloads():
+    """The load-test shaped payloads (tests/payload_maker.py), made once: {(name, json): payload}."""
+    return {(made.name, json_extra): made for json_extra in (False, True)
+            for made in payload_maker.make_payloads(json_extra)}
 
 
-def test_bench_payloads(bench_payloads):
-    for name, fields, body in bench_payloads:
-        boundary = payload.parse_content_type(fields["Content-Type"])
-        encoding = fields.get("Content-Encoding", "identity")
-        for pieces in [[body], every(body, 65536), every(body, 8192), every(body, 1000)]:
-            assert same(boundary, pieces, encoding)[0] == "report", name
-        if encoding == "identity" and len(body) < 200_000:
-            for pieces in cuttings(body)[:-1]:
-                same(boundary, pieces)
+@pytest.mark.parametrize("json_extra", [False, True], ids=["fields", "json"])
+@pytest.mark.parametrize("name", payload_maker.NAMES)
+def test_bench_payloads(bench_payloads, name, json_extra):
+    made = bench_payloads[name, json_extra]
+    boundary = payload.parse_content_type(made.headers["Content-Type"])
+    encoding = made.headers.get("Content-Encoding", "identity")
+    for pieces in [[made.body], every(made.body, 65536), every(made.body, 8192),
+                   every(made.body, 1000)]:
+        result = same(boundary, pieces, encoding)
+        assert result[0] == "report", name
+        assert result[3] == made.dump_sha256(), name
+    if encoding == "identity" and len(made.body) < 200_000:
+        for pieces in cuttings(made.body)[:-1]:
+            same(boundary, pieces)
 
 
 # -- the library's quirks -----------------------------------------------------------
