@@ -1,13 +1,16 @@
 """
 Send a crash report, as Breakpad and Crashpad clients do (like Antenna's
-mini_poster). For people and for tests::
+mini_poster). For people and for tests; installed as ``antenna-send-crash``::
 
-    python -m antenna_tw.send_crash --url http://127.0.0.1:8000/submit \\
+    antenna-send-crash --url http://127.0.0.1:8000/submit \\
         --dump upload_file_minidump=crash.dmp --annotation ProductName=Test \\
         --annotation Version=1.0 [--json] [--gzip] [--chunked] [--crashpad]
 
-``--crashpad`` leaves the Content-Type out of every part, as Crashpad does;
-with ``--gzip --chunked`` the upload has Crashpad's shape.
+Without ``--dump`` it sends a tiny generated minidump (``tiny_minidump``);
+with neither ``--dump`` nor ``--annotation`` it sends a sample crash, that
+dump with ``ProductName=Test`` and ``Version=1.0``. ``--crashpad`` leaves the
+Content-Type out of every part, as Crashpad does; with ``--gzip --chunked``
+the upload has Crashpad's shape.
 
 Prints the answer; the exit status is 0 only when the answer is a CrashID.
 """
@@ -18,9 +21,29 @@ import argparse
 import gzip
 import http.client
 import json
+import struct
 import sys
+import time
 import uuid
 from urllib.parse import urlsplit
+
+
+MINIDUMP_SIGNATURE = b"MDMP"
+MINIDUMP_VERSION = 0xA793  # the low 16 bits of every minidump's version; the high ones vary
+SAMPLE_ANNOTATIONS = {"ProductName": "Test", "Version": "1.0"}
+
+
+def tiny_minidump(timestamp=None):
+    """
+    The smallest well-formed minidump: a 32-byte MINIDUMP_HEADER (signature,
+    version, no streams, the empty stream directory right after the header,
+    no checksum, ``timestamp`` or now, flags 0). A collector stores it like
+    any dump; a processor finds nothing in it.
+    """
+    stamp = int(time.time()) if timestamp is None else timestamp
+    header = struct.Struct("<4sIIIIIQ")
+    return header.pack(MINIDUMP_SIGNATURE, MINIDUMP_VERSION, 0, header.size, 0,
+                       stamp & 0xFFFFFFFF, 0)
 
 
 def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=None,
@@ -99,11 +122,12 @@ def _pair(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m antenna_tw.send_crash",
+    parser = argparse.ArgumentParser(prog="antenna-send-crash",
                                      description="Send a crash report to a collector.")
     parser.add_argument("--url", default="http://127.0.0.1:8000/submit")
     parser.add_argument("--dump", action="append", default=[], metavar="[NAME=]FILE",
-                        help="a dump file; NAME defaults to --dump-name")
+                        help="a dump file; NAME defaults to --dump-name "
+                             "(without any: a tiny generated minidump)")
     parser.add_argument("--dump-name", default="upload_file_minidump")
     parser.add_argument("--annotation", action="append", default=[], type=_pair,
                         metavar="KEY=VALUE")
@@ -126,8 +150,13 @@ def main(argv=None):
         except OSError as error:
             print(f"error: {path}: {error.strerror}", file=sys.stderr)
             return 2
+    annotations = dict(args.annotation)
+    if not dumps:
+        if not annotations:
+            annotations = dict(SAMPLE_ANNOTATIONS)
+        dumps[args.dump_name] = tiny_minidump()
     body, content_type = build_multipart(
-        dict(args.annotation), dumps, use_json=args.json,
+        annotations, dumps, use_json=args.json,
         dump_content_type=None if args.crashpad else "application/octet-stream",
         text_content_type=None if args.crashpad else "text/plain; charset=utf-8",
     )
