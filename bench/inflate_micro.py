@@ -1,8 +1,8 @@
 """
 What inflating an upload costs, in one process, without a server (not run by CI).
 
-Feeds the shared harness payloads through ``UploadReader`` in 256 KiB pieces,
-as the collector reads them (``UPLOAD_READ_SIZE``), and prints the CPU time
+Feeds the payloads of a folder (``--payloads``, see bench/payloads.py)
+through ``UploadReader`` in 256 KiB pieces, as the collector reads them (``UPLOAD_READ_SIZE``), and prints the CPU time
 per crash: the whole parse (``UploadReader`` feed + finish) and the inflate
 alone (``Decompressor`` feed + close). With ``--backend`` it compares inflate
 backends (``zlib``, ``zlib-ng``) where the code has more than one. Each
@@ -10,7 +10,7 @@ figure is the best and the median of ``--rounds`` rounds of a few hundred
 milliseconds, so the whole run takes a few seconds. Rounds
 alternate between backends, so other load on the machine hits them alike.
 
-    python3 ../shared/bench/make_payloads.py /tmp/inflate-payloads
+    .venv/bin/python -m tests.payload_maker /tmp/inflate-payloads
     .venv/bin/python bench/inflate_micro.py --payloads /tmp/inflate-payloads \
         [--names 400k 400k_gz 3m 3m_gz] [--backend zlib zlib-ng] [--rounds 7]
 """
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from antenna_tw import payload  # noqa: E402
-from bench.payloads import header_map, read_payload  # noqa: E402
+from bench.payloads import header_map, read_payload, require_payloads  # noqa: E402
 
 try:
     from antenna_tw import inflate  # noqa: E402
@@ -110,13 +110,14 @@ def in_backend(name, default, function):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--payloads", type=Path, default=Path("/tmp/inflate-payloads"),
-                        help="the output folder of shared/bench/make_payloads.py")
+    parser.add_argument("--payloads", type=Path, default=None,
+                        help="a folder of <name>.body and <name>.headers files")
     parser.add_argument("--names", nargs="+", default=["400k", "400k_gz", "3m", "3m_gz"])
     parser.add_argument("--backend", nargs="+", default=[None],
                         help="inflate backends to compare (default: the one the code picks)")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
+    require_payloads(args.payloads, args.names)
 
     default = inflate.DEFAULT_BACKEND if inflate is not None else "zlib"
     print(f"inflate backend picked by the code: {default}; CPU ms per crash, "

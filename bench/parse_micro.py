@@ -1,7 +1,8 @@
 """
 What the multipart body parse costs, in one process, without a server (not run by CI).
 
-Parses the shared harness payloads with ``payload.PayloadParser`` (the
+Parses the payloads of a folder (``--payloads``, see bench/payloads.py)
+with ``payload.PayloadParser`` (the
 collector's own ``antenna_tw.formdata`` parser) and with
 ``tests.reference_payload.ReferencePayloadParser`` (the same parser on the
 pure-Python ``multipart`` library, as it was before), alternately, so other
@@ -12,7 +13,7 @@ figure is CPU microseconds per body (``time.thread_time``), the best of
 ``--rounds`` rounds of ``--parses`` parses; ``sha256`` is the checksum of the
 dumps alone, which no parser can avoid.
 
-    python3 ../shared/bench/make_payloads.py /tmp/payloads
+    .venv/bin/python -m tests.payload_maker /tmp/payloads
     .venv/bin/python bench/parse_micro.py --payloads /tmp/payloads \
         [--names 400k 400k_gz 3m] [--rounds 5] [--parses 300]
 """
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from antenna_tw import payload  # noqa: E402
-from bench.payloads import header_map, read_payload  # noqa: E402
+from bench.payloads import header_map, read_payload, require_payloads  # noqa: E402
 from tests.reference_payload import ReferencePayloadParser  # noqa: E402
 
 CHUNK = 64 * 1024
@@ -64,11 +65,13 @@ def per_body(function, parses):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--payloads", type=Path, required=True)
+    parser.add_argument("--payloads", type=Path, default=None,
+                        help="a folder of <name>.body and <name>.headers files")
     parser.add_argument("--names", nargs="+", default=["400k", "400k_gz", "3m"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--parses", type=int, default=300)
     args = parser.parse_args()
+    require_payloads(args.payloads, args.names)
     print(f"{'payload':10} {'old µs':>9} {'new µs':>9} {'sha256 µs':>10} {'new/old':>8}")
     for name in args.names:
         chunks, boundary = load(args.payloads, name)

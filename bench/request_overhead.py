@@ -19,10 +19,12 @@ body parse" is the overhead this script is about; and some pieces on their
 own, with warm caches (in a request they cost 3-5 times as much, after the
 body has gone through the caches)::
 
-    .venv/bin/python bench/request_overhead.py --payloads /tmp/lean-payloads
-    .venv/bin/python bench/request_overhead.py --rules mozilla --profile 30
+    .venv/bin/python bench/request_overhead.py --payloads /tmp/payloads
+    .venv/bin/python bench/request_overhead.py --payloads /tmp/payloads \
+        --rules mozilla --profile 30
 
-Make the payloads with ``python3 ../shared/bench/make_payloads.py DIR``.
+Make the payloads with ``.venv/bin/python -m tests.payload_maker DIR`` (or
+the load harness's payload maker; see bench/payloads.py).
 Each figure is the best of ``--rounds`` rounds of ``--requests`` requests.
 A run takes a few seconds. Compare code versions in separate processes,
 alternately, several times: the allocator's state moves the body parse's
@@ -62,7 +64,7 @@ from antenna_tw.logs import make_observer  # noqa: E402
 from antenna_tw.payload import UploadReader  # noqa: E402
 from antenna_tw.spool import SpoolEntry  # noqa: E402
 from antenna_tw.submit import SubmitHandler  # noqa: E402
-from bench.payloads import read_payload  # noqa: E402
+from bench.payloads import read_payload, require_payloads  # noqa: E402
 
 RULES = {
     "accept-all": {},
@@ -257,7 +259,8 @@ def pieces(collector, chunks):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--payloads", default="/tmp/lean-payloads")
+    parser.add_argument("--payloads", default=None,
+                        help="a folder of <name>.body and <name>.headers files")
     parser.add_argument("--payload", default="400k", help="400k, 400k_gz, 100k, ...")
     parser.add_argument("--rules", choices=sorted(RULES), default="accept-all")
     parser.add_argument("--metrics", default="none", help="METRICS_CLASS")
@@ -267,6 +270,7 @@ def main(argv=None):
     parser.add_argument("--profile", type=int, metavar="N", default=0,
                         help="also profile the whole request and print the N top functions")
     args = parser.parse_args(argv)
+    require_payloads(args.payloads, [args.payload])
 
     log_file = open(os.devnull, "w")  # kept open: the observer writes to its fd
     observer = make_observer(log_file, args.log_level, "bench")

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """
-antenna-tw against the nginx "floor" with the shared load harness (issue 7).
-Not run by CI. Sends traffic to 127.0.0.1 only.
+antenna-tw against the nginx "floor" with a load harness (wrk plus its
+payload maker) whose path is given with --harness. Not run by CI. Sends
+traffic to 127.0.0.1 only.
 
     bench/run_bench.sh [matrix] [options]     # every acceptance figure, ~13 min
     bench/run_bench.sh profile [options]      # py-spy profile of the hot path
 
 Needs: ``make install`` (the .venv), wrk, nginx-light and
 libnginx-mod-http-echo (``apt-get install -y wrk nginx-light
-libnginx-mod-http-echo``), and the shared harness (``--harness``, default
-``../shared/bench`` beside the repository, or $BENCH_HARNESS). ``profile``
-also needs py-spy in the .venv (``make install-bench``).
+libnginx-mod-http-echo``), and the load harness: a folder holding
+``compare.sh``, ``run_load.sh``, ``proc_sampler.py``, ``make_payloads.py``
+and ``floor/start_floor.sh``, given with ``--harness DIR`` or
+$BENCH_HARNESS (there is no default). ``profile`` also needs py-spy in the
+.venv (``make install-bench``).
 
 ``matrix`` generates the payloads once (the harness's make_payloads.py),
 starts antenna-tw (``twistd -n antenna --workers N``, spool and filesystem
@@ -44,7 +47,7 @@ samples its worker processes for --duration s; it prints (and writes under
 --out) the top costs by line, by function and by area, in % of the
 collector's busy samples and in ms of CPU per crash.
 
-Examples:
+Examples (with ``export BENCH_HARNESS=/path/to/harness``, or ``--harness`` each time):
     bench/run_bench.sh                                   # the full matrix
     bench/run_bench.sh --blocks 400k-c32 --rounds 1 --secs 5   # a quick look
     bench/run_bench.sh --set LOGGING_LEVEL=WARNING --blocks 400k-c32
@@ -980,7 +983,7 @@ def summarize(args, results, workers_result, down):
     acceptance.append(("every answered crash stored", "0 lost",
                        f"{lost_total} lost; {stored_total} stored for {answered_total} "
                        "answered", lost_total == 0))
-    out += ["Acceptance (issue 7):", "",
+    out += ["Acceptance:", "",
             "| figure | target | measured | verdict |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {verdict(d)} |" for a, b, c, d in acceptance]
     if workers_result:
@@ -1182,10 +1185,12 @@ def profile(args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description="antenna-tw against the nginx floor (issue 7); see the module docstring.")
+        description="antenna-tw against the nginx floor; see the module docstring.")
     parser.add_argument("mode", nargs="?", default="matrix", choices=["matrix", "profile"])
-    harness = os.environ.get("BENCH_HARNESS", str(ROOT.parent / "shared" / "bench"))
-    parser.add_argument("--harness", type=Path, default=Path(harness))
+    harness = os.environ.get("BENCH_HARNESS")
+    parser.add_argument("--harness", type=Path, default=Path(harness) if harness else None,
+                        help="the load harness folder (compare.sh, run_load.sh, "
+                        "make_payloads.py, ...); default $BENCH_HARNESS")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/antenna-tw-bench"),
                         help="spool, storage, floor and logs (wiped per collector)")
     parser.add_argument("--out", type=Path, default=None,
@@ -1224,6 +1229,8 @@ def parse_args(argv):
     args.settings = dict(s.split("=", 1) for s in args.settings)
     if "LOGGING_LEVEL" in args.settings:
         args.log_level = args.settings.pop("LOGGING_LEVEL")
+    if args.harness is None:
+        raise SystemExit("bench: no load harness given: pass --harness DIR or set BENCH_HARNESS")
     args.harness = args.harness.resolve()
     args.scratch = args.scratch.resolve()
     args.payloads = args.scratch / "payloads"
@@ -1239,12 +1246,13 @@ def main(argv=None):
     if argv[:1] == ["_hook"]:
         return hook(argv[1])
     args = parse_args(argv)
+    if not (args.harness / "compare.sh").exists():
+        raise SystemExit(f"bench: no load harness at {args.harness} (no compare.sh there; "
+                         "pass --harness DIR or set BENCH_HARNESS)")
     for tool in ("wrk", "nginx", "ss"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} not found (apt-get install -y wrk nginx-light "
                              "libnginx-mod-http-echo iproute2)")
-    if not (args.harness / "compare.sh").exists():
-        raise SystemExit(f"bench: no harness at {args.harness} (--harness or BENCH_HARNESS)")
     if not Path(args.twistd).exists():
         raise SystemExit(f"bench: no {args.twistd}; run make install")
     # A fresh scratch area for our collectors (only the directories we create).
