@@ -7,14 +7,14 @@ TEST_STAMP := $(VENV)/.test-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PORT ?= tcp:8000:interface=127.0.0.1
 
-.PHONY: run test install install-test install-bench clean
+.PHONY: run test docs install install-test install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=23.2"
 
 # compat editable mode puts the repository on sys.path, which twistd needs to
-# find twisted/plugins/antenna_plugin.py (see docs/development.rst).
+# find twisted/plugins/antenna_plugin.py (docs/development.rst).
 $(RUN_STAMP): $(BIN)/python requirements.txt setup.cfg pyproject.toml
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e . --config-settings editable_mode=compat
@@ -41,5 +41,10 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# HTML into docs/_build/html; any Sphinx warning (an option without a doc,
+# a broken reference) fails the build.
+docs: $(TEST_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) antenna_crashes antenna_spool build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) docs/_build antenna_crashes antenna_spool build *.egg-info twisted/plugins/dropin.cache
