@@ -2,9 +2,12 @@
 Settings from environment variables and an env file, validated at start-up.
 
 Each component gets one frozen attrs class whose fields name the environment
-variable they come from (the seed's option names, see SPEC.md section 7).
-``load_config`` reads them all, so a bad value stops start-up with one line
-that names the option, before anything listens or writes.
+variable they come from; the names are Mozilla Antenna's, so an Antenna env
+file keeps working. Every field says what it does (``doc``), and
+docs/configuration.rst is generated from these declarations, so this module
+is the one place an option is described. ``load_config`` reads them all, so
+a bad value stops start-up with one line that names the option, before
+anything listens or writes.
 """
 
 from __future__ import annotations
@@ -21,11 +24,19 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message is one line."""
 
 
-def option(key, default, parser=str, secret=False, doc=""):
-    """Declare an attrs field read from the environment variable ``key``."""
+def option(key, default, parser=str, secret=False, doc="", type_name=None, aliases=None):
+    """
+    Declare an attrs field read from the environment variable ``key``.
+
+    ``doc`` says what the option does (the option reference shows it);
+    ``type_name`` names the shape of a string option (a path, a URL) where
+    the parser alone would only say "string"; ``aliases`` maps the other
+    values accepted for it (Antenna's class paths) to what they mean.
+    """
     return attr.ib(
         default=default,
-        metadata={"key": key, "parser": parser, "secret": secret, "doc": doc},
+        metadata={"key": key, "parser": parser, "secret": secret, "doc": doc,
+                  "type_name": type_name, "aliases": dict(aliases or {})},
         repr=not secret,
     )
 
@@ -46,80 +57,232 @@ def parse_log_level(value):
     return level
 
 
+# What each parser accepts, in the words of the option reference.
+PARSER_TYPES = {
+    str: "string",
+    int: "integer",
+    parse_positive_int: "integer, at least 1",
+    parse_bool: "boolean: true/false, yes/no, on/off or 1/0",
+    parse_bytes: "size in bytes: 26214400, 25m or 25MiB",
+    parse_seconds: "duration in seconds: 60, 1.5, 500ms or 10m",
+    parse_log_level: "log level: DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL",
+}
+
+
+def type_name(field):
+    """The readable type of an option field; KeyError for a parser nobody described."""
+    metadata = field.metadata
+    return metadata["type_name"] or PARSER_TYPES[metadata["parser"]]
+
+
+# Antenna's class paths, read as ours (antenna_tw.storage.STORAGE_ALIASES,
+# antenna_tw.metrics.METRICS_ALIASES, antenna_tw.throttler.ANTENNA_ALIASES
+# do the reading; tests/unit/test_docs.py keeps these in step with them).
+STORAGE_CLASS_ALIASES = {
+    "antenna.ext.fs.crashstorage.FSCrashStorage": "fs",
+    "antenna.ext.s3.crashstorage.S3CrashStorage": "s3",
+    "antenna.ext.crashstorage_base.NoOpCrashStorage": "noop",
+}
+METRICS_CLASS_ALIASES = {
+    "antenna.metrics.DogStatsdMetrics": "statsd",
+    "markus.backends.datadog.DatadogMetrics": "statsd",
+    "datadog": "statsd",
+    "dogstatsd": "statsd",
+    "antenna.metrics.LoggingMetrics": "logging",
+    "markus.backends.logging.LoggingMetrics": "logging",
+    "null": "none",
+}
+THROTTLER_ALIASES = {"antenna.throttler.<NAME>": "antenna_tw.throttler.<NAME>"}
+
+
 @attr.s(frozen=True)
 class AppSettings:
-    """Process-wide settings: identity, logging, error reporting."""
+    """Process-wide settings: identity, logging, metrics and error reporting."""
 
-    basedir = option("BASEDIR", ".", doc="where version.json lives")
-    logging_level = option("LOGGING_LEVEL", "INFO", parse_log_level)
-    host_id = option("HOST_ID", "", doc="goes into every log line; hostname when empty")
-    secret_sentry_dsn = option("SECRET_SENTRY_DSN", "", secret=True)
-    metrics_class = option("METRICS_CLASS", "logging", doc="logging, statsd or none")
-    statsd_host = option("STATSD_HOST", "localhost")
-    statsd_port = option("STATSD_PORT", 8125, int)
-    statsd_namespace = option("STATSD_NAMESPACE", "")
+    basedir = option(
+        "BASEDIR", ".", type_name="directory path",
+        doc="Directory holding ``version.json``, which ``GET /__version__`` answers "
+            "(``{}`` when the file is missing).")
+    logging_level = option(
+        "LOGGING_LEVEL", "INFO", parse_log_level,
+        doc="Lowest level of the JSON log lines written to stdout.")
+    host_id = option(
+        "HOST_ID", "",
+        doc="Name put into every log line (``Fields.host_id``) and given to Sentry as the "
+            "server name; empty means the machine's hostname.")
+    secret_sentry_dsn = option(
+        "SECRET_SENTRY_DSN", "", secret=True, type_name="Sentry DSN (a URL)",
+        doc="Every failure logged at error or critical level (an unhandled error in a request, "
+            "an unreadable spool entry, a worker that died) is sent to this Sentry project, from "
+            "the Sentry client's own thread, with up to 2 s at shutdown for what is still "
+            "queued. Empty turns Sentry off; a value that is not a DSN stops start-up.")
+    metrics_class = option(
+        "METRICS_CLASS", "logging", type_name="comma-separated list of names",
+        aliases=METRICS_CLASS_ALIASES,
+        doc="Where metrics go: any of ``statsd`` (statsd/DogStatsd packets over UDP), "
+            "``logging`` (debug log lines) and ``none``, in any letter case; an empty value "
+            "means ``none``.")
+    statsd_host = option(
+        "STATSD_HOST", "localhost", type_name="host name or address",
+        doc="Host of the statsd/DogStatsd daemon when :envvar:`METRICS_CLASS` includes "
+            "``statsd``; looked up once at start-up, and a name that does not resolve stops "
+            "start-up.")
+    statsd_port = option(
+        "STATSD_PORT", 8125, int,
+        doc="UDP port of the statsd/DogStatsd daemon.")
+    statsd_namespace = option(
+        "STATSD_NAMESPACE", "",
+        doc="Prefix put before every metric name, joined with a dot; empty means none.")
 
 
 @attr.s(frozen=True)
 class IntakeSettings:
-    """How /submit reads, limits and judges an upload."""
+    """How ``/submit`` reads, limits and answers an upload."""
 
-    dump_field = option("DUMP_FIELD", "upload_file_minidump", doc="kept for Antenna compatibility")
-    dump_id_prefix = option("DUMP_ID_PREFIX", "bp-")
-    max_payload_size = option("MAX_PAYLOAD_SIZE", 25 * 1024 * 1024, parse_bytes)
-    max_decompressed_size = option("MAX_DECOMPRESSED_SIZE", 100 * 1024 * 1024, parse_bytes)
-    max_parts = option("MAX_PARTS", 256, parse_positive_int)
-    request_timeout = option("REQUEST_TIMEOUT", 60.0, parse_seconds)
+    dump_field = option(
+        "DUMP_FIELD", "upload_file_minidump",
+        doc="Read for compatibility with Antenna's env files and otherwise unused: every file "
+            "part of an upload is kept as a dump under its own field name.")
+    dump_id_prefix = option(
+        "DUMP_ID_PREFIX", "bp-",
+        doc="Put before the crash id in the answer to an accepted crash "
+            "(``CrashID=bp-<id>``); storage uses the bare id.")
+    max_payload_size = option(
+        "MAX_PAYLOAD_SIZE", 25 * 1024 * 1024, parse_bytes,
+        doc="Largest request body on the wire, judged from Content-Length or by counting "
+            "chunked bytes as they arrive; a larger upload is answered 413 "
+            "``Discarded=too_large`` at once.")
+    max_decompressed_size = option(
+        "MAX_DECOMPRESSED_SIZE", 100 * 1024 * 1024, parse_bytes,
+        doc="Largest body after gunzip or inflate (an uncompressed body counts as it is); "
+            "inflating stops as soon as it is passed and the upload is answered 413 "
+            "``Discarded=too_large``. A request never holds more than this.")
+    max_parts = option(
+        "MAX_PARTS", 256, parse_positive_int,
+        doc="Most multipart parts in one upload; one more makes it a broken upload, answered "
+            "400 ``Discarded=malformed_invalid_payload_structure``.")
+    request_timeout = option(
+        "REQUEST_TIMEOUT", 60.0, parse_seconds,
+        doc="How long a connection may stay silent, in the headers or mid-body, before it is "
+            "closed and nothing of it kept; ``0`` turns the timeout off.")
     max_inflight_bytes = option(
         "MAX_INFLIGHT_BYTES", 1024 * 1024 * 1024, parse_bytes,
-        doc="bytes all uploads being received may hold at once (split between workers)")
-    stage_submitter_bearer_token = option("STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True)
+        doc="Bytes all the uploads being received may hold at once, split evenly between the "
+            "workers. The upload that takes the total past it while others hold bytes too is "
+            "answered 503 ``Discarded=busy`` with ``Retry-After`` at once; a lone upload is "
+            "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone.")
+    stage_submitter_bearer_token = option(
+        "STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True,
+        doc="A client sending ``Authorization: Bearer <token>`` with this token may choose "
+            "its crash's id with a ``uuid`` field. Empty means nobody may: a ``uuid`` is then "
+            "answered 401 ``Discarded=unauthorized_uuid``.")
 
 
 @attr.s(frozen=True)
 class ThrottleSettings:
-    """Which rule set decides and which products it knows."""
+    """Which throttle rules decide what is kept, and which products they know."""
 
-    throttle_rules = option("THROTTLE_RULES", "antenna_tw.throttler.ACCEPT_ALL")
-    products = option("PRODUCTS", "antenna_tw.throttler.ALL_PRODUCTS")
+    throttle_rules = option(
+        "THROTTLE_RULES", "antenna_tw.throttler.ACCEPT_ALL",
+        type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
+        doc="The list of throttle rules that decides, crash by crash, what is kept; imported "
+            "once at start-up, and a path that does not import or a rule that is not valid "
+            "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set.")
+    products = option(
+        "PRODUCTS", "antenna_tw.throttler.ALL_PRODUCTS",
+        type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
+        doc="The list of product names the rules may check against "
+            "(``throttler.products``); the default is an empty list.")
     product_packagenames = option(
-        "PRODUCT_PACKAGENAMES", "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES"
-    )
+        "PRODUCT_PACKAGENAMES", "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES",
+        type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
+        doc="A mapping of product name to the Android package names accepted for it "
+            "(``throttler.product_packagenames``); the default is an empty mapping.")
 
 
 @attr.s(frozen=True)
 class StorageSettings:
-    """Where crashes end up (SPEC.md section 5)."""
+    """Where the crash movers save crashes: a directory, an S3 bucket, or a class of your own."""
 
-    crashstorage_class = option("CRASHSTORAGE_CLASS", "fs")
-    fs_root = option("CRASHSTORAGE_FS_ROOT", "./antenna_crashes")
-    access_key = option("CRASHSTORAGE_ACCESS_KEY", "", secret=True)
-    secret_access_key = option("CRASHSTORAGE_SECRET_ACCESS_KEY", "", secret=True)
-    region = option("CRASHSTORAGE_REGION", "us-west-2")
-    endpoint_url = option("CRASHSTORAGE_ENDPOINT_URL", "")
-    bucket_name = option("CRASHSTORAGE_BUCKET_NAME", "")
+    crashstorage_class = option(
+        "CRASHSTORAGE_CLASS", "fs", type_name="name or dotted path to a class",
+        aliases=STORAGE_CLASS_ALIASES,
+        doc="``fs`` saves crashes under :envvar:`CRASHSTORAGE_FS_ROOT`, ``s3`` to the bucket "
+            ":envvar:`CRASHSTORAGE_BUCKET_NAME`, ``noop`` nowhere; any other value is the "
+            "dotted path of a storage class of your own.")
+    fs_root = option(
+        "CRASHSTORAGE_FS_ROOT", "./antenna_crashes", type_name="directory path",
+        doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``.")
+    access_key = option(
+        "CRASHSTORAGE_ACCESS_KEY", "", secret=True,
+        doc="S3 access key id, set together with :envvar:`CRASHSTORAGE_SECRET_ACCESS_KEY`; "
+            "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
+            "``~/.aws``, a container or instance role). One set without the other stops "
+            "start-up.")
+    secret_access_key = option(
+        "CRASHSTORAGE_SECRET_ACCESS_KEY", "", secret=True,
+        doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`; shown as "
+            "``*****`` in the start-up log.")
+    region = option(
+        "CRASHSTORAGE_REGION", "us-west-2", type_name="AWS region name",
+        doc="Region of the S3 bucket, used to sign requests and to name the AWS endpoint; a "
+            "bucket that answers from another region stops start-up.")
+    endpoint_url = option(
+        "CRASHSTORAGE_ENDPOINT_URL", "", type_name="http(s) URL",
+        doc="Base URL of an S3-compatible server (MinIO, LocalStack, moto), addressed path "
+            "style (``<endpoint>/<bucket>/<key>``); empty means AWS.")
+    bucket_name = option(
+        "CRASHSTORAGE_BUCKET_NAME", "",
+        doc="The S3 bucket crashes are saved to; required with ``s3`` storage, and checked "
+            "with a HEAD request before the port opens.")
 
 
 @attr.s(frozen=True)
 class SpoolSettings:
-    """The durable local queue and the crash movers that drain it."""
+    """The durable local queue that holds every accepted crash, and the crash movers that drain it."""
 
-    spool_dir = option("SPOOL_DIR", "./antenna_spool")
-    spool_fsync = option("SPOOL_FSYNC", False, parse_bool)
+    spool_dir = option(
+        "SPOOL_DIR", "./antenna_spool", type_name="directory path",
+        doc="Directory where every accepted crash is written before it is answered, and waits "
+            "until it is stored (with workers, one shard ``worker-<i>`` each); put it on a "
+            "disk that outlives the machine.")
+    spool_fsync = option(
+        "SPOOL_FSYNC", False, parse_bool,
+        doc="fsync each spool entry and its directory before answering, so an answered crash "
+            "survives a power loss, for about half a millisecond more per crash.")
     spool_direct_io = option(
         "SPOOL_DIRECT_IO", True, parse_bool,
-        doc="write dumps with O_DIRECT (falls back by itself where refused)")
-    spool_max_bytes = option("SPOOL_MAX_BYTES", 10 * 1024 * 1024 * 1024, parse_bytes)
-    spool_min_free_bytes = option("SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes)
-    spool_max_age = option("SPOOL_MAX_AGE", 600.0, parse_seconds)
-    concurrent_crashmovers = option("CONCURRENT_CRASHMOVERS", 2, parse_positive_int)
+        doc="Write dumps with ``O_DIRECT``, past the page cache; where the filesystem refuses "
+            "it (tmpfs, some network filesystems) the process falls back to ordinary writes by "
+            "itself.")
+    spool_max_bytes = option(
+        "SPOOL_MAX_BYTES", 10 * 1024 * 1024 * 1024, parse_bytes,
+        doc="Most bytes the spool may hold, split evenly between the workers; past its share "
+            "a worker answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``.")
+    spool_min_free_bytes = option(
+        "SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes,
+        doc="Free space the spool's filesystem must keep; below it ``/submit`` answers 503 "
+            "``Discarded=busy`` (not split: the workers share the disk).")
+    spool_max_age = option(
+        "SPOOL_MAX_AGE", 600.0, parse_seconds,
+        doc="``/__heartbeat__`` answers 503 with a ``crashmover`` error when the oldest crash "
+            "not yet stored has waited longer than this.")
+    concurrent_crashmovers = option(
+        "CONCURRENT_CRASHMOVERS", 2, parse_positive_int,
+        doc="Crashes each process saves to storage at once; with S3, also its number of "
+            "persistent connections.")
     crashmover_retry_base_delay = option(
         "CRASHMOVER_RETRY_BASE_DELAY", 1.0, parse_seconds,
-        doc="backoff after a crash's first failed save; doubles per failure")
+        doc="Wait after a crash's first failed save; it doubles with each failure in a row up "
+            "to :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped.")
     crashmover_retry_max_delay = option(
         "CRASHMOVER_RETRY_MAX_DELAY", 60.0, parse_seconds,
-        doc="the longest wait between two tries to save a crash")
-    shutdown_timeout = option("SHUTDOWN_TIMEOUT", 30.0, parse_seconds)
+        doc="Longest wait between two tries to save one crash, and about how often storage "
+            "is probed while it is down.")
+    shutdown_timeout = option(
+        "SHUTDOWN_TIMEOUT", 30.0, parse_seconds,
+        doc="How long the crash movers may go on saving after SIGTERM; what is not stored by "
+            "then stays in the spool for the next start.")
 
 
 SETTINGS_CLASSES = {
