@@ -1,4 +1,4 @@
-"""The raw crash (SPEC.md section 2) and the accepted crash that gets stored."""
+"""The raw crash (docs/intake.rst, *The raw crash*) and the accepted crash that gets stored."""
 
 from __future__ import annotations
 

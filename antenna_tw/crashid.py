@@ -1,4 +1,4 @@
-"""Mint, validate and read crash ids (SPEC.md section 3)."""
+"""Mint, validate and read crash ids (docs/intake.rst, *Crash ids*)."""
 
 import os
 import re
@@ -8,8 +8,7 @@ ACCEPT_DIGIT = 0
 DEFER_DIGIT = 1
 FAKEACCEPT_DIGIT = 3
 
-# The last group is 12 characters: 5 hex, the throttle digit, YYMMDD. (SPEC.md's
-# regex shows 6 hex before the digit, one too many for a uuid; Antenna's own
+# The last group is 12 characters: 5 hex, the throttle digit, YYMMDD. (Antenna's own
 # check, followed here, is 6 hex-or-digit then 6 digits with the 7th character
 # from the end 0 or 1 in strict mode.)
 _STRICT = re.compile(

@@ -1,5 +1,5 @@
 """
-Health and operations endpoints (SPEC.md section 6): ``/__lbheartbeat__``,
+Health and operations endpoints (docs/spool.rst, *Heartbeat*): ``/__lbheartbeat__``,
 ``/__heartbeat__``, ``/__version__`` and ``/__broken__``.
 """
 

@@ -224,7 +224,7 @@ class CrashChannel(http.HTTPChannel):
     half-close) instead of taking it for a lost connection, so the client
     still reads an answer: the usual one to a complete request, and 400
     ``malformed_invalid_payload_structure`` to a body that ended before its
-    declared end (SPEC.md section 1, row 9). The connection closes after it.
+    declared end (docs/intake.rst, *The order of checks*, row 9). The connection closes after it.
     """
 
     def dataReceived(self, data):

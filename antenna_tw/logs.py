@@ -1,4 +1,4 @@
-"""twisted.logger events rendered as mozlog JSON lines (SPEC.md section 8)."""
+"""twisted.logger events rendered as mozlog JSON lines (docs/architecture.rst, *Logs*)."""
 
 from __future__ import annotations
 

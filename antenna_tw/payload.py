@@ -3,7 +3,8 @@ Turn an upload body into annotations and dumps, as it arrives.
 
 This module knows nothing of Twisted or HTTP connections: it is fed header
 values and body bytes, and returns a ``CrashReport`` or raises
-``MalformedCrashReport(reason)`` with one of SPEC.md section 1's reasons.
+``MalformedCrashReport(reason)`` with one of the reasons of docs/intake.rst,
+*The order of checks*.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def parse_content_type(header):
     """
     Check a Content-Type value; return the multipart boundary.
 
-    Checks 2-4 of SPEC.md section 1: present, multipart, and with a boundary of
+    Checks 2-4 of docs/intake.rst, *The order of checks*: present, multipart, and with a boundary of
     1-70 characters anywhere in its parameters, quoted or not.
     """
     if not header or not header.strip():
@@ -419,8 +420,8 @@ def _clean_value(value):
 
 class UploadReader:
     """
-    Judges one upload from its headers and body bytes, in SPEC.md section 1's
-    order of checks.
+    Judges one upload from its headers and body bytes, in the order of
+    docs/intake.rst, *The order of checks*.
 
     Header checks are made at once, but their verdict waits for the body so
     that a later-counted size limit still wins. The body is parsed only while

@@ -9,7 +9,8 @@ from antenna_tw.throttler import load_dotted
 
 class ICrashStorage(Interface):
     """
-    Where crashes end up. Every backend writes in SPEC.md section 5's order.
+    Where crashes end up. Every backend writes in the order of docs/spool.rst,
+    *Where crashes are stored*: dump_names, each dump, the raw crash last.
 
     Backends are built with ``Class.from_settings(storage_settings, reactor,
     threadpool, concurrency=CONCURRENT_CRASHMOVERS)``; ``concurrency`` is how

@@ -1,5 +1,5 @@
 """
-``POST /submit``: from a parsed upload to an answer (SPEC.md section 1).
+``POST /submit``: from a parsed upload to an answer (docs/intake.rst).
 
 The body has already been parsed by ``intake.CrashRequest``; this module
 throttles, checks a client-sent ``uuid``, mints the crash id, writes the crash

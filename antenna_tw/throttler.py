@@ -1,5 +1,5 @@
 """
-Throttling: ordered rules decide what happens to each crash (SPEC.md section 4).
+Throttling: ordered rules decide what happens to each crash (docs/throttling.rst).
 
 A rule looks at one annotation (or the whole crash, key ``*``) and returns a
 result: ACCEPT, DEFER, REJECT, FAKEACCEPT, or a ``(percent, result_le,
@@ -195,7 +195,8 @@ ALL_PRODUCTS = []
 ALL_PRODUCT_PACKAGENAMES = {}
 
 
-# Mozilla's production rule set, as in Antenna HEAD (notes/antenna-reference.md 4.3).
+# Mozilla's production rule set, as in Antenna today (docs/throttling.rst,
+# *Mozilla's rules*).
 
 MOZILLA_PRODUCTS = [
     "Fenix",

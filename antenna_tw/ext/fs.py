@@ -1,4 +1,7 @@
-"""Filesystem crash storage: SPEC.md section 5's layout, every file atomic."""
+"""
+Filesystem crash storage, every file atomic; the layout is in docs/spool.rst,
+*Where crashes are stored*.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """
-Random and damaged uploads sent to a listening collector (issue 3,
-acceptance 4): every answer is 200, 400 or 413 with a Content-Length,
+Random and damaged uploads sent to a listening collector: every answer is 200, 400 or 413 with a Content-Length,
 never a 500 or a dropped connection, and the collector goes on serving.
 """
 

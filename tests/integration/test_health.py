@@ -1,5 +1,5 @@
 """
-Health and operations endpoints over real HTTP (SPEC.md section 6).
+Health and operations endpoints over real HTTP (docs/spool.rst, *Heartbeat*).
 /__heartbeat__ really checks: storage, spool writability, free space,
 SPOOL_MAX_BYTES and the age of the oldest unstored crash.
 """

@@ -40,7 +40,7 @@ async def storages():
 
 
 @pytest_twisted.ensureDeferred
-async def test_crash_is_stored_at_the_seed_keys_with_exact_bytes(moto, s3_bucket, storages):
+async def test_crash_is_stored_at_antenna_keys_with_exact_bytes(moto, s3_bucket, storages):
     storage = storages(s3_environ(moto, s3_bucket))
     dumps = {"upload_file_minidump": minidump(), "memory_report": bytes(range(256)) * 10,
              "upload_file_minidump_browser": b""}

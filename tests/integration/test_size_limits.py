@@ -1,5 +1,5 @@
 """
-MAX_PAYLOAD_SIZE at its default of 25 MiB, over loopback (issue 3, acceptance 3):
+MAX_PAYLOAD_SIZE at its default of 25 MiB, over loopback:
 25 MiB is stored, one byte more is refused with 413 that the client reads
 whether it waits for "100 Continue" or sends everything first, and a declared
 length over the limit is refused before any body arrives.

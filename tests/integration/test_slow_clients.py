@@ -1,5 +1,5 @@
 """
-Clients that stall or hang up mid-request (issue 3, acceptance 5): a stalled
+Clients that stall or hang up mid-request: a stalled
 one is dropped after REQUEST_TIMEOUT without holding up anybody else, and
 neither leaves anything in storage or in the spool.
 """

@@ -14,7 +14,7 @@ from antenna_tw.send_crash import build_multipart, post
 from tests.helpers import MINIDUMPS, in_thread, minidump
 
 CRASH_ID = re.compile(r"^CrashID=bp-([0-9a-f-]{36})\n$")
-SPEC_FIELDS = {"uuid", "submitted_timestamp", "version", "metadata"}
+RAW_CRASH_FIELDS = {"uuid", "submitted_timestamp", "version", "metadata"}
 METADATA_FIELDS = {"payload", "payload_compressed", "payload_size", "collector_notes",
                    "dump_checksums", "user_agent", "throttle_rule"}
 
@@ -28,7 +28,7 @@ def crash_id_of(answer):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 @pytest_twisted.ensureDeferred
-async def test_curl_upload_is_stored_in_spec_layout(collector):
+async def test_curl_upload_is_stored_in_antenna_layout(collector):
     dump_path = f"{MINIDUMPS}/linux-mini.dmp"
     result = await in_thread(
         subprocess.run,
@@ -43,7 +43,7 @@ async def test_curl_upload_is_stored_in_spec_layout(collector):
     assert dumps["upload_file_minidump"] == minidump()
     assert raw_crash["ProductName"] == "Test"
     assert raw_crash["Version"] == "1.0"
-    assert SPEC_FIELDS <= set(raw_crash)
+    assert RAW_CRASH_FIELDS <= set(raw_crash)
     assert set(raw_crash["metadata"]) == METADATA_FIELDS
     assert raw_crash["uuid"] == crash_id
     assert raw_crash["version"] == 2

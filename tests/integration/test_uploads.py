@@ -1,8 +1,7 @@
 """
 What real clients send, over real HTTP to a listening collector, and what
 gets stored: chunked framing, gzip, Crashpad's and Firefox's shapes, and the
-multipart variations SPEC.md section 1 promises to accept (issue 3,
-acceptance 2 and 6).
+multipart variations docs/intake.rst promises to accept.
 """
 
 import gzip

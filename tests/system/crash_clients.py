@@ -123,7 +123,7 @@ def milliseconds(answers):
 
 @attr.s
 class FSStore:
-    """What the filesystem crash storage under ``root`` holds (SPEC.md section 5)."""
+    """What the filesystem crash storage under ``root`` holds (docs/spool.rst, *Where crashes are stored*)."""
 
     root = attr.ib()
 

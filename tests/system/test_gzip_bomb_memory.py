@@ -1,6 +1,6 @@
 """
-A gzip bomb against the real ``twistd -n antenna`` process (issue 3,
-acceptance 3): ~250 KB on the wire that inflates to 256 MiB is refused with
+A gzip bomb against the real ``twistd -n antenna`` process:
+~250 KB on the wire that inflates to 256 MiB is refused with
 413, and the process's peak RSS grows by about the part it held up to
 MAX_DECOMPRESSED_SIZE, well under twice that. The figure is printed (run
 with ``-s`` to see it) and written in docs/intake.rst.

@@ -1,5 +1,5 @@
 """
-Acceptance of S3 storage (issue 6) with the real ``twistd -n antenna``
+S3 storage with the real ``twistd -n antenna``
 process configured by Antenna's option names, against moto_server, the
 bucket read back with botocore's own client.
 """
@@ -76,7 +76,7 @@ def wait_all_stored(server, bucket, crash_ids, timeout):
 
 
 def check_bucket(server, bucket, sent):
-    """Every crash at the seed's keys with the exact bytes; nothing else in the bucket."""
+    """Every crash at Antenna's keys with the exact bytes; nothing else in the bucket."""
     stored = server.objects(bucket)
     expected_keys = set()
     for crash_id, annotations, dumps, wire_size in sent:
@@ -93,7 +93,7 @@ def check_bucket(server, bucket, sent):
             assert stored[keys[name]] == dumps[name], (crash_id, name)
         raw_bytes = stored[keys["raw_crash"]]
         raw_crash = json.loads(raw_bytes)
-        # SPEC.md section 2: sorted keys, UTF-8, annotations plus the collector's fields
+        # docs/intake.rst, The raw crash: sorted keys, UTF-8, annotations plus the collector's fields
         assert raw_bytes == json.dumps(raw_crash, sort_keys=True).encode("utf-8")
         assert {k: v for k, v in raw_crash.items()
                 if k not in ("uuid", "submitted_timestamp", "version", "metadata")} \
@@ -135,7 +135,7 @@ def new_collector(tmp_path, collectors):
     return start
 
 
-def test_hundred_crashes_land_in_s3_at_the_seed_keys(moto, s3_bucket, new_collector):
+def test_hundred_crashes_land_in_s3_at_antenna_keys(moto, s3_bucket, new_collector):
     collector = new_collector(s3_environ(moto, s3_bucket, CONCURRENT_CRASHMOVERS=4))
     sent = send_many(collector, range(100))
     assert len({crash_id for crash_id, *_ in sent}) == 100

@@ -1,5 +1,5 @@
 """
-Acceptance of issue 5 with the real ``twistd -n antenna`` process: a crash
+The spool's promise, with the real ``twistd -n antenna`` process: a crash
 answered with a crash id is never lost, not on SIGKILL, not on a storage
 outage, not on SIGTERM with a backlog; slow storage does not slow answers;
 a full spool answers 503 with Retry-After.

@@ -15,7 +15,7 @@ DUMP = b"MDMP" + bytes(range(256)) * 16
 
 
 def store(root, crash_id, day=DAY, dump=DUMP, parts=("raw_crash", "dump_names", DUMP_NAME)):
-    """Write a crash in filesystem storage's layout (SPEC.md section 5)."""
+    """Write a crash in filesystem storage's layout (docs/spool.rst, *Where crashes are stored*)."""
     files = {
         "raw_crash": (os.path.join("raw_crash", crash_id + ".json"),
                       json.dumps({"uuid": crash_id}).encode()),

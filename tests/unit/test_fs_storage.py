@@ -1,6 +1,7 @@
 """
-Filesystem storage: SPEC.md section 5's layout from dump bytes or from
-spooled files, which are hard-linked into place (copied across filesystems).
+Filesystem storage: the layout of docs/spool.rst, *Where crashes are stored*,
+from dump bytes or from spooled files, which are hard-linked into place
+(copied across filesystems).
 """
 
 import errno

@@ -1,5 +1,5 @@
 """
-The inflate backends (issue 7): zlib-ng when installed, zlib otherwise, and
+The inflate backends: zlib-ng when installed, zlib otherwise, and
 the same bytes and the same refusals from both, in any pieces.
 """
 

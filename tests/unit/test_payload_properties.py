@@ -1,7 +1,7 @@
 """
-Property-based tests of the payload parser (issue 3, acceptance 4): whatever
+Property-based tests of the payload parser: whatever
 a client sends, in whatever pieces, the parser gives a CrashReport or one of
-SPEC.md section 1's refusals, never anything else.
+the refusals of docs/intake.rst, never anything else.
 """
 
 import gzip

@@ -1,4 +1,4 @@
-"""S3 key layout (SPEC.md section 5) and bucket URLs."""
+"""S3 key layout (docs/s3.rst, *Bucket layout*) and bucket URLs."""
 
 import pytest
 
@@ -8,7 +8,7 @@ from antenna_tw.ext.s3.location import BucketLocation, quote_key
 CRASH_ID = "de0e4a4e-0d1c-4f2a-9d7e-3c5b1a260504"
 
 
-def test_seed_key_layout():
+def test_antenna_key_layout():
     assert raw_crash_key(CRASH_ID) == f"v2/raw_crash/de0/20260504/{CRASH_ID}"
     assert dump_names_key(CRASH_ID) == f"v1/dump_names/{CRASH_ID}"
     assert dump_key(CRASH_ID, "upload_file_minidump") == f"v1/dump/{CRASH_ID}"

@@ -2,7 +2,7 @@
 S3 crash storage: treq sends the requests, botocore signs them (SigV4) and
 resolves credentials. One module per job:
 
-- ``keys``: where each file of a crash goes in the bucket (SPEC.md section 5)
+- ``keys``: where each file of a crash goes in the bucket (docs/s3.rst, *Bucket layout*)
 - ``location``: the bucket's URLs (path style for a custom endpoint)
 - ``credentials``: static keys or botocore's chain, resolved off the reactor
 - ``signing``: Content-MD5 and SigV4 headers for one request

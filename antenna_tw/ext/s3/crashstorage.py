@@ -1,4 +1,4 @@
-"""``S3CrashStorage``: crashes into an S3 bucket in the seed's layout and order."""
+"""``S3CrashStorage``: crashes into an S3 bucket in Antenna's layout and order (docs/s3.rst)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where each file of a crash goes in the bucket: the seed's layout (SPEC.md section 5)."""
+"""Where each file of a crash goes in the bucket: Antenna's layout (docs/s3.rst)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """
-Every row of SPEC.md section 1's table, over real HTTP to a listening collector:
-the status and the exact body.
+Every row of the table in docs/intake.rst, *The order of checks*, over real
+HTTP to a listening collector: the status and the exact body.
 """
 
 import gzip
