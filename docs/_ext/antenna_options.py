@@ -14,8 +14,8 @@ from __future__ import annotations
 import inspect
 
 import attr
-from docutils.parsers.rst import Directive
 from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
 from sphinx.util.parsing import nested_parse_to_nodes
 
 from antenna_tw import config
@@ -109,18 +109,16 @@ def reference_lines(classes=None):
     return lines
 
 
-class AntennaOptions(Directive):
+class AntennaOptions(SphinxDirective):
     """``.. antenna-options::``: every option of antenna_tw.config, by settings class."""
 
     has_content = False
 
     def run(self):
-        source, line = self.state_machine.get_source_and_line(self.lineno)
         for cls in config.SETTINGS_CLASSES.values():
             for problem in option_problems(cls):
-                log.error("option reference: %s", problem, location=(source, line))
-        env = self.state.document.settings.env
-        env.note_dependency(config.__file__)
+                log.error("option reference: %s", problem, location=self.get_location())
+        self.env.note_dependency(config.__file__)
         return nested_parse_to_nodes(self.state, "\n".join(reference_lines()),
                                      source="antenna_tw/config.py")
 
