@@ -221,8 +221,7 @@ class StorageSettings:
             "start-up.")
     secret_access_key = option(
         "CRASHSTORAGE_SECRET_ACCESS_KEY", "", secret=True,
-        doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`; shown as "
-            "``*****`` in the start-up log.")
+        doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`.")
     region = option(
         "CRASHSTORAGE_REGION", "us-west-2", type_name="AWS region name",
         doc="Region of the S3 bucket, used to sign requests and to name the AWS endpoint; a "
@@ -245,11 +244,12 @@ class SpoolSettings:
         "SPOOL_DIR", "./antenna_spool", type_name="directory path",
         doc="Directory where every accepted crash is written before it is answered, and waits "
             "until it is stored (with workers, one shard ``worker-<i>`` each); put it on a "
-            "disk that outlives the machine.")
+            "volume that outlives the machine.")
     spool_fsync = option(
         "SPOOL_FSYNC", False, parse_bool,
         doc="fsync each spool entry and its directory before answering, so an answered crash "
-            "survives a power loss, for about half a millisecond more per crash.")
+            "survives a power loss; each answer then waits for the disk's flush (about 1 ms "
+            "on the development VM, see :doc:`spool`).")
     spool_direct_io = option(
         "SPOOL_DIRECT_IO", True, parse_bool,
         doc="Write dumps with ``O_DIRECT``, past the page cache; where the filesystem refuses "

@@ -72,7 +72,7 @@ def option_lines(field):
         kind = "unknown"
     lines += ["", f"   :Type: {kind}", f"   :Default: {shown_default(field)}"]
     if metadata["secret"]:
-        lines.append("   :Secret: yes: shown as ``*****`` in the start-up log, never in errors")
+        lines.append("   :Secret: yes; shown as ``*****`` in the start-up log and never in an error")
     aliases = metadata["aliases"]
     if aliases:
         shown = "; ".join(f"``{name}`` (read as ``{meaning}``)"
