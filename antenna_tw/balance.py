@@ -7,9 +7,10 @@ next crash when the last one is answered, a worker that happens to hold more
 connections answers each later, so it keeps them longer and gathers more:
 at 32 connections on 2 workers the split was 8-10 connections apart half
 the time, up to 24 to 4, and the crashes on the busier worker waited
-longest (see performance.rst). So a worker that accepts a connection while
-it holds ``HAND_OFF_MARGIN`` or more connections than its least busy sibling
-passes it on before reading a byte of it: the socket goes over a Unix
+longest (docs/performance.rst, *Balancing connections between workers*).
+So a worker that accepts a connection while it holds ``HAND_OFF_MARGIN`` or
+more connections than its least busy sibling passes it on before reading a
+byte of it: the socket goes over a Unix
 datagram socket (SCM_RIGHTS) and the sibling serves it as if it had accepted
 it. Each worker publishes how many connections it holds in a small file
 every worker maps (``LoadBoard``). When the sibling cannot take it (its

@@ -1,5 +1,6 @@
 """
-Keeping the collector's processes small (docs/performance.rst, "Process memory").
+Keeping the collector's processes small (docs/performance.rst,
+"Process memory at idle").
 
 Importing the reactor imports ``twisted.internet.ssl`` whenever pyOpenSSL
 can be imported (``twisted.internet.posixbase`` tries it), and with it

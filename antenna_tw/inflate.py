@@ -5,7 +5,7 @@ The zlib-compatible module that inflates gzip and deflate uploads.
 is installed: it is CPython's zlib module built on zlib-ng, with the same
 ``decompressobj``, ``unconsumed_tail``, ``eof``, ``flush()`` and error
 checks, and inflates about 1.4x faster here (docs/performance.rst,
-"Inflate backends"). Otherwise the standard library's ``zlib``, which
+"Smaller benchmarks"). Otherwise the standard library's ``zlib``, which
 behaves the same, only slower. requirements.txt pins zlib-ng, so ``make
 install`` has it; the fallback is for platforms without a wheel.
 

@@ -183,7 +183,7 @@ class CrashRequest(server.Request):
         # closures), so whatever such a request still holds is freed by a
         # cyclic garbage collection, which under load comes after hundreds
         # of requests: tens of MB of dumps per worker (docs/performance.rst,
-        # "Process memory"). POST /submit itself skips klein (SubmitResource)
+        # "Process memory at idle"). POST /submit itself skips klein (SubmitResource)
         # and is freed at once; its other spellings (//submit) are not.
         self.crash_report = None
 

@@ -108,9 +108,9 @@ class DirectWriter:
     """
     Writes a dump with ``O_DIRECT``: from one page-aligned buffer per thread,
     straight to the disk, bypassing the page cache. On a VM the page cache's
-    fresh pages are what a kept 400 KB write mostly costs (see
-    performance.rst); a buffer reused by each write is not. The last,
-    partial block goes through the page cache.
+    fresh pages are what a kept 400 KB write mostly costs
+    (docs/performance.rst, *Measured choices*); a buffer reused by each
+    write is not. The last, partial block goes through the page cache.
     ``supported`` turns False after the first filesystem that refuses it
     (tmpfs, some network filesystems), and writes go through the page cache.
     """

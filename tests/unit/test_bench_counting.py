@@ -1,7 +1,7 @@
 """
 bench/run_bench.py's count of stored crashes after each load run: what it
 counts, and that setting counted crashes aside keeps them out of the next
-count without freeing their inodes (docs/performance.rst, "The runs drift").
+count without freeing their inodes (docs/performance.rst, *Method*).
 """
 
 import hashlib
