@@ -372,7 +372,7 @@ def wait_drained(spool_dir, log_path=None, timeout=DRAIN_TIMEOUT):
     """
     Wait until the crash movers have emptied the spool. Entries of crashes the
     collector logged as "spool write failed" (the client went away during the
-    spool write: the file is written but never queued, see docs/performance.rst)
+    spool write: the file is written but never queued; fixed in 3fcd954)
     stay until a restart; once only those are left for 2 s, they are removed.
     Returns (seconds waited or None on timeout, orphaned entries removed, the
     other entries left).
@@ -464,8 +464,7 @@ def set_aside_day(storage, day):
     emptied first. Unlike deleting, this frees no inodes: on an ext4 without
     a journal (this machine), every inode freed in the last 60-300 s is read
     and skipped each time a file is created in its block group, which made
-    each run slower than the one before (docs/performance.rst, "The runs
-    drift"). The dumps' blocks are freed, so the disk does not fill; the
+    each run slower than the one before (docs/performance.rst, *Method*). The dumps' blocks are freed, so the disk does not fill; the
     inodes go at the end, with ``remove_set_aside``.
     """
     day_dir = os.path.join(storage, day)
