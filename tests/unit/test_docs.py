@@ -126,7 +126,7 @@ def test_an_option_without_a_doc_fails_the_build(tmp_path):
     assert "SOME_THING (Undocumented) has no doc=" in result.stderr
 
 
-def test_every_parser_has_a_readable_type():
+def test_every_option_has_a_doc_and_a_readable_type():
     for cls in config.SETTINGS_CLASSES.values():
         assert antenna_options.option_problems(cls) == []
 
