@@ -28,6 +28,7 @@ from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
+from antenna_tw import metricnames
 from antenna_tw.logs import Logger
 from antenna_tw.spool import CorruptEntry
 
@@ -226,7 +227,7 @@ class CrashMover:
             return
         if stage == "save":
             self._failed_in_a_row += 1
-            self.metrics.incr("breakpad_resource.save_crash_exception.count")
+            self.metrics.incr(metricnames.SAVE_CRASH_EXCEPTION_COUNT)
             self.log.warn("{crash_id}: save failed ({error}); will retry",
                           crash_id=entry.crash_id, error=_describe(error))
             self._retry(entry)
@@ -237,10 +238,10 @@ class CrashMover:
         if stage == "delete":
             self.log.failure("{crash_id}: stored but its spool entry remains", error,
                              crash_id=entry.crash_id)
-        self.metrics.timing("breakpad_resource.crash_save.time", milliseconds)
-        self.metrics.incr("breakpad_resource.save_crash.count")
+        self.metrics.timing(metricnames.CRASH_SAVE_TIME, milliseconds)
+        self.metrics.incr(metricnames.SAVE_CRASH_COUNT)
         handling = max(0.0, self.reactor.seconds() - entry.created) * 1000
-        self.metrics.timing("breakpad_resource.crash_handling.time", handling)
+        self.metrics.timing(metricnames.CRASH_HANDLING_TIME, handling)
         self.log.info("{crash_id} saved", crash_id=entry.crash_id)
         self._done(entry)
 
@@ -340,7 +341,7 @@ class CrashMover:
                 d.callback(None)
 
     def _gauge(self):
-        self.metrics.gauge("breakpad_resource.save_queue_size", len(self._pending))
+        self.metrics.gauge(metricnames.SAVE_QUEUE_SIZE, len(self._pending))
 
 
 def _describe(error):

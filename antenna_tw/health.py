@@ -11,6 +11,7 @@ import os
 import attr
 from twisted.internet.threads import deferToThreadPool
 
+from antenna_tw import metricnames
 from antenna_tw.intake import write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.shardstatus import read_retrying
@@ -49,11 +50,11 @@ class HealthHandler:
         app.route("/__broken__", methods=["GET"])(self.broken)
 
     def lbheartbeat(self, request):
-        self.metrics.incr("health.lbheartbeat.count")
+        self.metrics.incr(metricnames.HEALTH_LBHEARTBEAT_COUNT)
         return write_answer(request, 200, b"", JSON)
 
     async def heartbeat(self, request):
-        self.metrics.incr("health.heartbeat.count")
+        self.metrics.incr(metricnames.HEALTH_HEARTBEAT_COUNT)
         errors = []
         for message in await self.storage.check_health():
             errors.append({"name": "storage", "msg": message})
@@ -96,7 +97,7 @@ class HealthHandler:
             "spool_free_bytes": free,
             "storage": self.storage.name,
         }
-        self.metrics.gauge("breakpad_resource.save_queue_size", mover.queue_length())
+        self.metrics.gauge(metricnames.SAVE_QUEUE_SIZE, mover.queue_length())
         return json_answer(request, 503 if errors else 200, {"errors": errors, "info": info})
 
     def _siblings(self, now):
@@ -115,7 +116,7 @@ class HealthHandler:
         return value if isinstance(value, dict) else None
 
     async def version(self, request):
-        self.metrics.incr("health.version.count")
+        self.metrics.incr(metricnames.HEALTH_VERSION_COUNT)
         value = await deferToThreadPool(self.reactor, self.threadpool, self._read_version)
         if value is None:
             self.log.warn("no usable version.json in {basedir}", basedir=self.basedir)
@@ -123,5 +124,5 @@ class HealthHandler:
         return json_answer(request, 200, value)
 
     def broken(self, request):
-        self.metrics.incr("health.broken.count")
+        self.metrics.incr(metricnames.HEALTH_BROKEN_COUNT)
         raise RuntimeError("intentional exception from /__broken__")

@@ -20,7 +20,7 @@ from twisted.protocols import basic
 from twisted.web import http, server
 from zope.interface import implementer
 
-from antenna_tw import heap
+from antenna_tw import heap, metricnames
 from antenna_tw.payload import MalformedCrashReport, UploadReader
 
 TOO_LARGE_BODY = b"Discarded=too_large"
@@ -132,7 +132,7 @@ class CrashRequest(server.Request):
     def _answer_too_large(self):
         """413 now, then drop what the client still sends for a bounded time."""
         self._let_go_of_upload()
-        self._site.metrics.incr("breakpad_resource.malformed", tags=["reason:too_large"])
+        self._site.metrics.incr(metricnames.MALFORMED, tags=["reason:too_large"])
         self._answer_early(b"413 Payload Too Large", TOO_LARGE_BODY)
 
     def _answer_busy(self):
@@ -141,7 +141,7 @@ class CrashRequest(server.Request):
         self.log.warn("upload answered busy: uploads in flight hold {held} bytes, over "
                       "MAX_INFLIGHT_BYTES", held=site.inflight_bytes)
         self._let_go_of_upload()
-        site.metrics.incr("breakpad_resource.busy")
+        site.metrics.incr(metricnames.BUSY)
         self._answer_early(b"503 Service Unavailable", BUSY_BODY,
                            b"Retry-After: %s\r\n" % RETRY_AFTER_SECONDS)
 

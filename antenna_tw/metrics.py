@@ -1,6 +1,7 @@
 """
-Metrics with the seed's statsd names (SPEC.md section 8), sent by markus
-backends (Mozilla's metrics library, which Antenna uses).
+Metrics under Antenna's statsd names, sent by markus backends (Mozilla's
+metrics library, which Antenna uses). The names, types and tags are listed
+once, in ``antenna_tw.metricnames``; docs/metrics.rst is rendered from it.
 
 ``METRICS_CLASS`` is a comma list of backends: ``statsd`` sends DogStatsd
 packets over UDP to STATSD_HOST:STATSD_PORT under STATSD_NAMESPACE (markus's
@@ -24,6 +25,7 @@ from markus.backends import BackendBase
 from markus.main import MetricsRecord
 from zope.interface import Interface, implementer
 
+from antenna_tw import metricnames
 from antenna_tw.logs import Logger
 
 
@@ -44,11 +46,18 @@ class IMetrics(Interface):
 @implementer(IMetrics)
 @attr.s
 class Metrics:
-    """Hands every metric, as a markus MetricsRecord, to each of its backends."""
+    """
+    Hands every metric, as a markus MetricsRecord, to each of its backends.
+    ``checked`` (tests): a metric not in ``antenna_tw.metricnames`` as
+    registered (name, type, tag names) raises UnregisteredMetric.
+    """
 
     backends = attr.ib(factory=list)
+    checked = attr.ib(default=False, kw_only=True)
 
     def _emit(self, stat_type, name, value, tags):
+        if self.checked:
+            metricnames.check(stat_type, name, tags)
         if not self.backends:
             return
         record = MetricsRecord(stat_type, name, value, list(tags or ()))

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from antenna_tw import crashid
+from antenna_tw import crashid, metricnames
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
 from antenna_tw.intake import RETRY_AFTER_SECONDS, write_answer
 from antenna_tw.logs import Logger
@@ -58,7 +58,7 @@ class SubmitHandler:
     def _refuse(self, request, reason):
         # Antenna's tag values: reason:no_content_type, not malformed_no_content_type
         tag = reason.removeprefix("malformed_")
-        self.metrics.incr("breakpad_resource.malformed", tags=[f"reason:{tag}"])
+        self.metrics.incr(metricnames.MALFORMED, tags=[f"reason:{tag}"])
         self.log.info("refused: {reason}", reason=reason)
         return discarded(request, reason)
 
@@ -67,7 +67,7 @@ class SubmitHandler:
         try:
             return await self._submit(request)
         finally:
-            self.metrics.timing("breakpad_resource.on_post.time",
+            self.metrics.timing(metricnames.ON_POST_TIME,
                                 (time.perf_counter() - started) * 1000)
 
     async def _submit(self, request):
@@ -82,13 +82,13 @@ class SubmitHandler:
             _header(request, b"user-agent"),
             parse_qsl(query, keep_blank_values=True),
         )
-        self.metrics.incr("breakpad_resource.incoming_crash")
+        self.metrics.incr(metricnames.INCOMING_CRASH)
 
         result, rule_name, percent = await self.throttler.throttle(raw_crash)
 
         if "uuid" in raw_crash:
             if not self._authorized(request):
-                self.metrics.incr("breakpad_resource.unauthorized_uuid")
+                self.metrics.incr(metricnames.UNAUTHORIZED_UUID)
                 return self._refuse(request, "unauthorized_uuid")
             crash_id = raw_crash["uuid"]
             if not crashid.is_valid_crash_id(crash_id):
@@ -100,8 +100,8 @@ class SubmitHandler:
         result_name = RESULT_NAMES[result]
         self.log.info("{crash_id}: matched by {rule}; returned {result}",
                       crash_id=crash_id, rule=rule_name, result=result_name)
-        self.metrics.incr("breakpad_resource.throttle_rule", tags=[f"rule:{rule_name}"])
-        self.metrics.incr("breakpad_resource.throttle", tags=[f"result:{result_name.lower()}"])
+        self.metrics.incr(metricnames.THROTTLE_RULE, tags=[f"rule:{rule_name}"])
+        self.metrics.incr(metricnames.THROTTLE, tags=[f"result:{result_name.lower()}"])
 
         if result == REJECT:
             return discarded(request, f"rule_{rule_name}", code=200)
@@ -147,7 +147,7 @@ class SubmitHandler:
             value.strip().encode("utf-8"), token.encode("utf-8"))
 
     def _busy(self, request):
-        self.metrics.incr("breakpad_resource.busy")
+        self.metrics.incr(metricnames.BUSY)
         return discarded(request, "busy", code=503,
                          headers=[(b"Retry-After", RETRY_AFTER_SECONDS)])
 

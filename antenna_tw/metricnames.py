@@ -1,0 +1,98 @@
+"""
+Every metric the collector emits: its name (without ``STATSD_NAMESPACE``),
+type, tag names and meaning. Call sites use the constants below; the docs'
+metrics page is rendered from ``METRICS``; ``check`` is what a checked
+``Metrics`` (tests) runs on each emitted metric.
+
+The names are Antenna's statsd names, so dashboards keep working.
+"""
+
+from __future__ import annotations
+
+import attr
+
+TYPES = ("incr", "gauge", "timing", "histogram")
+
+
+@attr.s(frozen=True, slots=True)
+class MetricSpec:
+    """One metric: ``tags`` are the tag names every emission carries."""
+
+    name: str = attr.ib()
+    type: str = attr.ib(validator=attr.validators.in_(TYPES))
+    tags: tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    doc: str = attr.ib(default="")
+
+
+INCOMING_CRASH = "breakpad_resource.incoming_crash"
+MALFORMED = "breakpad_resource.malformed"
+UNAUTHORIZED_UUID = "breakpad_resource.unauthorized_uuid"
+THROTTLE_RULE = "breakpad_resource.throttle_rule"
+THROTTLE = "breakpad_resource.throttle"
+BUSY = "breakpad_resource.busy"
+ON_POST_TIME = "breakpad_resource.on_post.time"
+SAVE_QUEUE_SIZE = "breakpad_resource.save_queue_size"
+SAVE_CRASH_COUNT = "breakpad_resource.save_crash.count"
+SAVE_CRASH_EXCEPTION_COUNT = "breakpad_resource.save_crash_exception.count"
+CRASH_SAVE_TIME = "breakpad_resource.crash_save.time"
+CRASH_HANDLING_TIME = "breakpad_resource.crash_handling.time"
+HEALTH_LBHEARTBEAT_COUNT = "health.lbheartbeat.count"
+HEALTH_HEARTBEAT_COUNT = "health.heartbeat.count"
+HEALTH_VERSION_COUNT = "health.version.count"
+HEALTH_BROKEN_COUNT = "health.broken.count"
+
+# In the order the docs list them: intake, throttling, saving, health.
+METRICS = (
+    MetricSpec(INCOMING_CRASH, "incr", (),
+               "A crash report was parsed, before throttling."),
+    MetricSpec(MALFORMED, "incr", ("reason",),
+               "An upload was refused as malformed (400 or 413); ``reason`` is Antenna's "
+               "value without ``malformed_``, e.g. ``no_content_type``, ``too_large``."),
+    MetricSpec(UNAUTHORIZED_UUID, "incr", (),
+               "An upload carried a ``uuid`` field without a valid bearer token (401)."),
+    MetricSpec(THROTTLE_RULE, "incr", ("rule",),
+               "The throttle rule that decided a crash; ``rule`` is its name."),
+    MetricSpec(THROTTLE, "incr", ("result",),
+               "The throttle result of a crash: ``result`` is ``accept``, ``defer``, "
+               "``reject`` or ``fakeaccept``."),
+    MetricSpec(BUSY, "incr", (),
+               "An upload was answered 503 ``Discarded=busy`` (spool full or uploads in "
+               "flight over their memory limit)."),
+    MetricSpec(ON_POST_TIME, "timing", (),
+               "Milliseconds in the ``/submit`` handler, parsed request to answer."),
+    MetricSpec(SAVE_QUEUE_SIZE, "gauge", (),
+               "Crashes accepted but not yet stored, at each change and at each heartbeat."),
+    MetricSpec(SAVE_CRASH_COUNT, "incr", (),
+               "A crash was stored."),
+    MetricSpec(SAVE_CRASH_EXCEPTION_COUNT, "incr", (),
+               "A save failed; the crash stays in the spool and is retried."),
+    MetricSpec(CRASH_SAVE_TIME, "timing", (),
+               "Milliseconds of one successful move: read from the spool, save, delete."),
+    MetricSpec(CRASH_HANDLING_TIME, "timing", (),
+               "Milliseconds from accepted to stored, retries included."),
+    MetricSpec(HEALTH_LBHEARTBEAT_COUNT, "incr", (), "A ``GET /__lbheartbeat__``."),
+    MetricSpec(HEALTH_HEARTBEAT_COUNT, "incr", (), "A ``GET /__heartbeat__``."),
+    MetricSpec(HEALTH_VERSION_COUNT, "incr", (), "A ``GET /__version__``."),
+    MetricSpec(HEALTH_BROKEN_COUNT, "incr", (), "A ``GET /__broken__``."),
+)
+
+REGISTRY = {spec.name: spec for spec in METRICS}
+assert len(REGISTRY) == len(METRICS), "a metric is registered twice"
+
+
+class UnregisteredMetric(ValueError):
+    """A metric that is not in the registry, or not as registered."""
+
+
+def check(stat_type, name, tags=None):
+    """Raise UnregisteredMetric unless ``name`` is registered with this type and tag names."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise UnregisteredMetric(f"metric {name!r} is not in antenna_tw.metricnames")
+    if stat_type != spec.type:
+        raise UnregisteredMetric(
+            f"metric {name!r} is registered as {spec.type}, emitted as {stat_type}")
+    keys = sorted(tag.partition(":")[0] for tag in tags or ())
+    if keys != sorted(spec.tags):
+        raise UnregisteredMetric(
+            f"metric {name!r} has tags {list(spec.tags)}, emitted with {keys}")
