@@ -1,6 +1,6 @@
 """
 Every refusal of a malformed upload counts ``breakpad_resource.malformed``
-with a reason tag (SPEC.md section 8; Antenna's values, without
+with a reason tag (Antenna's statsd name and tag values, without
 ``malformed_``), whether the route answers it or the early 413 does:
 checked on the statsd packets themselves.
 """
