@@ -46,10 +46,13 @@ METRICS = (
     MetricSpec(INCOMING_CRASH, "incr", (),
                "A crash report was parsed, before throttling."),
     MetricSpec(MALFORMED, "incr", ("reason",),
-               "An upload was refused as malformed (400 or 413); ``reason`` is Antenna's "
-               "value without ``malformed_``, e.g. ``no_content_type``, ``too_large``."),
+               "An upload was refused (400; 401 for ``unauthorized_uuid``, 413 for "
+               "``too_large``); ``reason`` is its ``Discarded=`` reason without "
+               "``malformed_``, as Antenna's, e.g. ``no_content_type``, ``bad_gzip`` "
+               "(:doc:`intake`)."),
     MetricSpec(UNAUTHORIZED_UUID, "incr", (),
-               "An upload carried a ``uuid`` field without a valid bearer token (401)."),
+               "An upload carried a ``uuid`` field without a valid bearer token (401; "
+               "also counted as ``malformed``)."),
     MetricSpec(THROTTLE_RULE, "incr", ("rule",),
                "The throttle rule that decided a crash; ``rule`` is its name."),
     MetricSpec(THROTTLE, "incr", ("result",),

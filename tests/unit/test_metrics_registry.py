@@ -146,3 +146,23 @@ def test_an_unchecked_metrics_sends_any_name():
     backend = Recording()
     Metrics([backend]).incr("anything.at_all")
     assert [r.key for r in backend.records] == ["anything.at_all"]
+
+
+def docs_extension():
+    """docs/_ext/antenna_metrics.py, imported the way docs/conf.py does."""
+    pytest.importorskip("sphinx")
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(PACKAGE), "docs", "_ext", "antenna_metrics.py")
+    spec = importlib.util.spec_from_file_location("antenna_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_docs_table_has_a_row_for_every_registered_metric():
+    extension = docs_extension()
+    rows = [line for line in extension.table_lines() if line.startswith("   * - ``")]
+    assert rows == [f"   * - ``{spec.name}``" for spec in metricnames.METRICS]
+    assert extension.metric_problems(metricnames.METRICS) == []
+    assert extension.metric_problems([MetricSpec("x.y", "incr")]) == ["x.y has no doc"]
