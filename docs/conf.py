@@ -14,7 +14,7 @@ copyright = "antenna-tw contributors"
 version = release = __version__
 
 # antenna_options renders the option reference from antenna_tw/config.py,
-# antenna_metrics the metrics registry from antenna_tw/metrics.py.
+# antenna_metrics the metrics registry from antenna_tw/metricnames.py.
 extensions = ["antenna_options", "antenna_metrics"]
 
 exclude_patterns = ["_build"]
