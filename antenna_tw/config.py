@@ -12,6 +12,7 @@ anything listens or writes.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 
@@ -24,19 +25,23 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message is one line."""
 
 
-def option(key, default, parser=str, secret=False, doc="", type_name=None, aliases=None):
+def option(key, default, parser=str, secret=False, doc="", type_name=None, aliases=None,
+           alternates=()):
     """
     Declare an attrs field read from the environment variable ``key``.
 
     ``doc`` says what the option does (the option reference shows it);
     ``type_name`` names the shape of a string option (a path, a URL) where
     the parser alone would only say "string"; ``aliases`` maps the other
-    values accepted for it (Antenna's class paths) to what they mean.
+    values accepted for it (Antenna's class paths) to what they mean;
+    ``alternates`` are the other names it is read from (Antenna's names of
+    2021 to today), after ``key``, in their order.
     """
     return attr.ib(
         default=default,
         metadata={"key": key, "parser": parser, "secret": secret, "doc": doc,
-                  "type_name": type_name, "aliases": dict(aliases or {})},
+                  "type_name": type_name, "aliases": dict(aliases or {}),
+                  "alternates": tuple(alternates)},
         repr=not secret,
     )
 
@@ -57,6 +62,28 @@ def parse_log_level(value):
     return level
 
 
+# Antenna's storage and publisher classes that antenna-tw does not have:
+# naming one stops start-up instead of saving somewhere else.
+MISSING_STORAGE_CLASSES = {
+    "antenna.ext.gcs.crashstorage.GcsCrashStorage":
+        "Antenna's Google Cloud Storage, which antenna-tw does not have; use s3 or fs",
+}
+CRASHPUBLISH_NONE = ("", "none", "antenna.ext.crashpublish_base.NoOpCrashPublish")
+
+
+def parse_storage_class(value):
+    if value in MISSING_STORAGE_CLASSES:
+        raise ValueError(MISSING_STORAGE_CLASSES[value])
+    return value
+
+
+def parse_crashpublish_class(value):
+    if value.strip() not in CRASHPUBLISH_NONE and value.strip().lower() != "none":
+        raise ValueError("antenna-tw does not publish crash ids (no Pub/Sub, no SQS); "
+                         "leave it empty or none")
+    return "none"
+
+
 # What each parser accepts, in the words of the option reference.
 PARSER_TYPES = {
     str: "string",
@@ -66,6 +93,7 @@ PARSER_TYPES = {
     parse_bytes: "size in bytes: 26214400, 25m or 25MiB",
     parse_seconds: "duration in seconds: 60, 1.5, 500ms or 10m",
     parse_log_level: "log level: DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL",
+    parse_crashpublish_class: "``none`` (or empty)",
 }
 
 
@@ -133,6 +161,13 @@ class AppSettings:
     statsd_namespace = option(
         "STATSD_NAMESPACE", "",
         doc="Prefix put before every metric name, joined with a dot; empty means none.")
+    config_strict = option(
+        "CONFIG_STRICT", False, parse_bool,
+        doc="What start-up does with an unknown name that looks like one of the collector's "
+            "(it begins with the first word of an option's name, such as ``CRASHSTORAGE_`` "
+            "or ``SPOOL_``, or is nearly an option's name; the section on unknown names at "
+            "the top of this page has the rule): false logs a warning naming the nearest "
+            "option, true refuses to start with that line.")
 
 
 @attr.s(frozen=True)
@@ -141,6 +176,7 @@ class IntakeSettings:
 
     dump_field = option(
         "DUMP_FIELD", "upload_file_minidump",
+        alternates=("BREAKPAD_DUMP_FIELD",),
         doc="Read for compatibility with Antenna's env files and otherwise unused: every file "
             "part of an upload is kept as a dump under its own field name.")
     dump_id_prefix = option(
@@ -173,6 +209,7 @@ class IntakeSettings:
             "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone.")
     stage_submitter_bearer_token = option(
         "STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True,
+        alternates=("BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN",),
         doc="A client sending ``Authorization: Bearer <token>`` with this token may choose "
             "its crash's id with a ``uuid`` field. Empty means nobody may: a ``uuid`` is then "
             "answered 401 ``Discarded=unauthorized_uuid``.")
@@ -185,17 +222,20 @@ class ThrottleSettings:
     throttle_rules = option(
         "THROTTLE_RULES", "antenna_tw.throttler.ACCEPT_ALL",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
+        alternates=("BREAKPAD_THROTTLER_RULES",),
         doc="The list of throttle rules that decides, crash by crash, what is kept; imported "
             "once at start-up, and a path that does not import or a rule that is not valid "
             "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set.")
     products = option(
         "PRODUCTS", "antenna_tw.throttler.ALL_PRODUCTS",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
+        alternates=("BREAKPAD_THROTTLER_PRODUCTS",),
         doc="The list of product names the rules may check against "
             "(``throttler.products``); the default is an empty list.")
     product_packagenames = option(
         "PRODUCT_PACKAGENAMES", "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
+        alternates=("BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES",),
         doc="A mapping of product name to the Android package names accepted for it "
             "(``throttler.product_packagenames``); the default is an empty mapping.")
 
@@ -205,33 +245,51 @@ class StorageSettings:
     """Where the crash movers save crashes: a directory, an S3 bucket, or a class of your own."""
 
     crashstorage_class = option(
-        "CRASHSTORAGE_CLASS", "fs", type_name="name or dotted path to a class",
+        "CRASHSTORAGE_CLASS", "fs", parse_storage_class,
+        type_name="name or dotted path to a class",
         aliases=STORAGE_CLASS_ALIASES,
+        alternates=("CRASHMOVER_CRASHSTORAGE_CLASS",),
         doc="``fs`` saves crashes under :envvar:`CRASHSTORAGE_FS_ROOT`, ``s3`` to the bucket "
             ":envvar:`CRASHSTORAGE_BUCKET_NAME`, ``noop`` nowhere; any other value is the "
-            "dotted path of a storage class of your own.")
+            "dotted path of a storage class of your own. Antenna's "
+            "``antenna.ext.gcs.crashstorage.GcsCrashStorage`` stops start-up: there is no "
+            "Google Cloud Storage here.")
+    crashpublish_class = option(
+        "CRASHPUBLISH_CLASS", "none", parse_crashpublish_class,
+        alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
+        aliases={"antenna.ext.crashpublish_base.NoOpCrashPublish": "none"},
+        doc="Read so that an Antenna env file which publishes crash ids does not start a "
+            "collector that silently does not: antenna-tw publishes nothing, so any value "
+            "but ``none`` or empty (Antenna's Pub/Sub or SQS publisher classes) stops "
+            "start-up.")
     fs_root = option(
         "CRASHSTORAGE_FS_ROOT", "./antenna_crashes", type_name="directory path",
+        alternates=("CRASHMOVER_CRASHSTORAGE_FS_ROOT",),
         doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``.")
     access_key = option(
         "CRASHSTORAGE_ACCESS_KEY", "", secret=True,
+        alternates=("CRASHMOVER_CRASHSTORAGE_ACCESS_KEY",),
         doc="S3 access key id, set together with :envvar:`CRASHSTORAGE_SECRET_ACCESS_KEY`; "
             "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
             "``~/.aws``, a container or instance role). One set without the other stops "
             "start-up.")
     secret_access_key = option(
         "CRASHSTORAGE_SECRET_ACCESS_KEY", "", secret=True,
+        alternates=("CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY",),
         doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`.")
     region = option(
         "CRASHSTORAGE_REGION", "us-west-2", type_name="AWS region name",
+        alternates=("CRASHMOVER_CRASHSTORAGE_REGION", "S3_REGION"),
         doc="Region of the S3 bucket, used to sign requests and to name the AWS endpoint; a "
             "bucket that answers from another region stops start-up.")
     endpoint_url = option(
         "CRASHSTORAGE_ENDPOINT_URL", "", type_name="http(s) URL",
+        alternates=("CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL", "S3_ENDPOINT_URL"),
         doc="Base URL of an S3-compatible server (MinIO, LocalStack, moto), addressed path "
             "style (``<endpoint>/<bucket>/<key>``); empty means AWS.")
     bucket_name = option(
         "CRASHSTORAGE_BUCKET_NAME", "",
+        alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
         doc="The S3 bucket crashes are saved to; required with ``s3`` storage, and checked "
             "with a HEAD request before the port opens.")
 
@@ -269,6 +327,7 @@ class SpoolSettings:
             "not yet stored has waited longer than this.")
     concurrent_crashmovers = option(
         "CONCURRENT_CRASHMOVERS", 2, parse_positive_int,
+        alternates=("CRASHMOVER_CONCURRENT_CRASHMOVERS",),
         doc="Crashes each process saves to storage at once; with S3, also its number of "
             "persistent connections.")
     crashmover_retry_base_delay = option(
@@ -303,6 +362,8 @@ class Config:
     throttle = attr.ib()
     storage = attr.ib()
     spool = attr.ib()
+    # One line per unknown name that looks like an option (unknown_name_messages).
+    warnings = attr.ib(default=())
 
     def log_lines(self):
         """``KEY=value`` for every option, secrets masked, sorted by key."""
@@ -344,17 +405,92 @@ def read_env_file(path):
     return values
 
 
+def option_names(field):
+    """The names an option is read from: its own, then its alternates in order."""
+    return (field.metadata["key"], *field.metadata["alternates"])
+
+
+def all_fields():
+    return [field for cls in SETTINGS_CLASSES.values() for field in attr.fields(cls)]
+
+
+def known_names():
+    """Every name an option is read from, alternates included."""
+    return {name for field in all_fields() for name in option_names(field)}
+
+
+def collector_prefixes():
+    """
+    The first word (up to and including the first ``_``) of every name an
+    option is read from; a one-word name (``BASEDIR``) gives none.
+    """
+    return {name.split("_", 1)[0] + "_" for name in known_names() if "_" in name}
+
+
+# Antenna's names (of any year) that antenna-tw knowingly does not read,
+# with why; an unknown name among them gets this instead of a guess.
+ANTENNA_ONLY_NAMES = {
+    "CRASHMOVER_MAX_ATTEMPTS": "a failed save is retried until it succeeds",
+    "CRASHMOVER_RETRY_SLEEP_SECONDS": "see CRASHMOVER_RETRY_BASE_DELAY",
+    "CRASHSTORAGE_CONNECTION_CLASS": "the S3 connection is built in",
+    "CRASHMOVER_CRASHSTORAGE_CONNECTION_CLASS": "the S3 connection is built in",
+}
+for _publisher in ("ACCESS_KEY", "SECRET_ACCESS_KEY", "REGION", "ENDPOINT_URL", "QUEUE_NAME",
+                   "PROJECT_ID", "TOPIC_NAME", "SERVICE_ACCOUNT_FILE", "TIMEOUT"):
+    for _prefix in ("CRASHPUBLISH_", "CRASHMOVER_CRASHPUBLISH_"):
+        ANTENNA_ONLY_NAMES[_prefix + _publisher] = "antenna-tw does not publish crash ids"
+
+
+# How alike (difflib's ratio) a name without a collector prefix must be to
+# an option's name to count as a misspelling of it.
+NEAR_MISS = 0.85
+
+
+def unknown_name_messages(source):
+    """
+    One line for each name in ``source`` that no option reads and that
+    either begins like the collector's names (``collector_prefixes``) or is
+    a near miss of one of them (``NEAR_MISS``: ``CONCURENT_CRASHMOVERS``).
+    Only names are shown, never values.
+    """
+    known = known_names()
+    prefixes = collector_prefixes()
+    messages = []
+    for name in sorted(source):
+        if name in known:
+            continue
+        if not (any(name.startswith(prefix) for prefix in prefixes)
+                or difflib.get_close_matches(name, sorted(known), n=1, cutoff=NEAR_MISS)):
+            continue
+        if name in ANTENNA_ONLY_NAMES:
+            messages.append(f"`{name}` is Antenna's and not an option of antenna-tw "
+                            f"({ANTENNA_ONLY_NAMES[name]})")
+            continue
+        nearest = difflib.get_close_matches(name, sorted(known), n=1)
+        message = f"`{name}` is not an option"
+        if nearest:
+            message += f"; did you mean `{nearest[0]}`?"
+        messages.append(message)
+    return messages
+
+
 def _build(cls, source):
     kwargs = {}
     for field in attr.fields(cls):
-        key = field.metadata["key"]
-        if key not in source:
+        secret = field.metadata["secret"]
+        given = [(name, source[name]) for name in option_names(field) if name in source]
+        if not given:
             continue
-        raw = source[key]
+        key, raw = given[0]
+        for other, value in given[1:]:
+            if value != raw:
+                shown = "" if secret else f" ({raw!r} and {value!r})"
+                raise ConfigError(f"{key} and {other} are both set, to different values"
+                                  f"{shown}: keep one")
         try:
             kwargs[field.name] = field.metadata["parser"](raw)
         except (TypeError, ValueError) as error:
-            shown = "*****" if field.metadata["secret"] else repr(raw)
+            shown = "*****" if secret else repr(raw)
             raise ConfigError(f"{key}={shown} is invalid: {error}") from None
     return cls(**kwargs)
 
@@ -363,9 +499,19 @@ def load_config(environ=None, env_file=None):
     """
     Build a Config from an env file (``env_file``, else ``ANTENNA_ENV``) and
     the environment, which wins over the file.
+
+    Each option is read from its own name, else from its first alternate
+    that is set; two of its names set to different values stop start-up.
+    Names that look like the collector's but are no option's are in
+    ``Config.warnings``, or stop start-up with ``CONFIG_STRICT``.
     """
     environ = dict(os.environ if environ is None else environ)
     env_file = env_file or environ.get("ANTENNA_ENV")
     source = read_env_file(env_file) if env_file else {}
     source.update(environ)
-    return Config(**{name: _build(cls, source) for name, cls in SETTINGS_CLASSES.items()})
+    settings = {name: _build(cls, source) for name, cls in SETTINGS_CLASSES.items()}
+    warnings = unknown_name_messages(source)
+    if warnings and settings["app"].config_strict:
+        more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
+        raise ConfigError(f"{warnings[0]}{more}; CONFIG_STRICT is on")
+    return Config(**settings, warnings=tuple(warnings))

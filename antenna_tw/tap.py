@@ -16,7 +16,7 @@ from antenna_tw.footprint import (
     storage_needs_tls,
     without_pyopenssl,
 )
-from antenna_tw.logs import make_observer
+from antenna_tw.logs import Logger, make_observer
 from antenna_tw.reuseport import ReusePortEndpoint, parse_tcp_description
 from antenna_tw.sentry import with_sentry
 from antenna_tw.storage import StorageUnavailable, storage_class
@@ -111,6 +111,10 @@ def makeService(options, environ=None, stream=None):
         observer = with_sentry(
             make_observer(stream, config.app.logging_level, config.app.host_id),
             config.app.secret_sentry_dsn, config.app.host_id, __version__)
+        if index is None:  # once, by the process the operator started
+            log = Logger(namespace="antenna.config", observer=observer)
+            for warning in config.warnings:
+                log.warn("{warning}", warning=warning)
         if options["workers"] > 0 and index is None:
             return _supervisor(options, config, observer)
         if index is not None:

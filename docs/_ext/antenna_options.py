@@ -3,7 +3,8 @@ The option reference, generated from antenna_tw/config.py.
 
 ``.. antenna-options::`` renders one section per settings class (its
 docstring as the intro) and, for each option, an ``.. envvar::`` entry with
-its doc, type, default and the other values it accepts, so pages can refer
+its doc, type, default, the other names it is read from and the other
+values it accepts, so pages can refer
 to an option as :envvar:`NAME`. An option without a doc, or whose parser
 has no readable type, is reported as a build error: ``sphinx-build -W``
 then fails, and the reference never has a hole.
@@ -73,6 +74,11 @@ def option_lines(field):
     lines += ["", f"   :Type: {kind}", f"   :Default: {shown_default(field)}"]
     if metadata["secret"]:
         lines.append("   :Secret: yes; shown as ``*****`` in the start-up log and never in an error")
+    alternates = metadata["alternates"]
+    if alternates:
+        shown = ", ".join(f"``{name}``" for name in alternates)
+        lines.append(f"   :Alternate names: {shown} (read in this order when "
+                     f"``{metadata['key']}`` is not set)")
     aliases = metadata["aliases"]
     if aliases:
         shown = "; ".join(f"``{name}`` (read as ``{meaning}``)"

@@ -1,6 +1,17 @@
+import os
+import re
+
+import attr
 import pytest
 
-from antenna_tw.config import ConfigError, load_config, read_env_file
+from antenna_tw import config as config_module
+from antenna_tw.config import (
+    SETTINGS_CLASSES,
+    ConfigError,
+    load_config,
+    read_env_file,
+    unknown_name_messages,
+)
 
 
 def test_defaults_run_anywhere():
@@ -72,3 +83,196 @@ def test_env_file_errors(tmp_path):
     bad.write_text("GOOD=1\nthis is not an assignment\n")
     with pytest.raises(ConfigError, match="bad.env:2"):
         read_env_file(str(bad))
+
+
+# -- Antenna's names of 2021 to today ---------------------------------------
+
+NAMESPACED = {
+    "CRASHMOVER_CRASHSTORAGE_CLASS": "antenna.ext.s3.crashstorage.S3CrashStorage",
+    "CRASHMOVER_CRASHSTORAGE_BUCKET_NAME": "org-myorg-crashes",
+    "CRASHMOVER_CRASHSTORAGE_REGION": "eu-central-1",
+    "CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL": "http://127.0.0.1:9000",
+    "CRASHMOVER_CRASHSTORAGE_ACCESS_KEY": "AKIDEXAMPLE",
+    "CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY": "wJalrXUtnFEMI",
+    "CRASHMOVER_CRASHSTORAGE_FS_ROOT": "/srv/crashes",
+    "CRASHMOVER_CONCURRENT_CRASHMOVERS": "7",
+    "BREAKPAD_THROTTLER_RULES": "antenna.throttler.MOZILLA_RULES",
+    "BREAKPAD_THROTTLER_PRODUCTS": "antenna.throttler.MOZILLA_PRODUCTS",
+    "BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES": "antenna.throttler.MOZILLA_PRODUCT_PACKAGENAMES",
+    "BREAKPAD_DUMP_FIELD": "dump",
+    "BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN": "t0ken",
+    "CRASHMOVER_CRASHPUBLISH_CLASS": "antenna.ext.crashpublish_base.NoOpCrashPublish",
+}
+
+
+def test_antenna_namespaced_names_are_read():
+    config = load_config(NAMESPACED)
+    storage = config.storage
+    assert storage.crashstorage_class == "antenna.ext.s3.crashstorage.S3CrashStorage"
+    assert storage.bucket_name == "org-myorg-crashes"
+    assert storage.region == "eu-central-1"
+    assert storage.endpoint_url == "http://127.0.0.1:9000"
+    assert storage.access_key == "AKIDEXAMPLE"
+    assert storage.secret_access_key == "wJalrXUtnFEMI"
+    assert storage.fs_root == "/srv/crashes"
+    assert storage.crashpublish_class == "none"
+    assert config.spool.concurrent_crashmovers == 7
+    assert config.throttle.throttle_rules == "antenna.throttler.MOZILLA_RULES"
+    assert config.throttle.products == "antenna.throttler.MOZILLA_PRODUCTS"
+    assert config.throttle.product_packagenames == \
+        "antenna.throttler.MOZILLA_PRODUCT_PACKAGENAMES"
+    assert config.intake.dump_field == "dump"
+    assert config.intake.stage_submitter_bearer_token == "t0ken"
+    assert config.warnings == ()
+
+
+def test_antennas_s3_fallback_names_are_read():
+    config = load_config({"S3_REGION": "ca-central-1", "S3_ENDPOINT_URL": "http://minio:9000"})
+    assert config.storage.region == "ca-central-1"
+    assert config.storage.endpoint_url == "http://minio:9000"
+
+
+@pytest.mark.parametrize("field", [
+    field for cls in SETTINGS_CLASSES.values() for field in attr.fields(cls)
+    if field.metadata["alternates"]], ids=lambda field: field.metadata["key"])
+def test_every_alternate_is_read_in_order(field):
+    """Each alternate alone sets the option; the primary name, then the earlier one, wins."""
+    valid = {"CRASHSTORAGE_CLASS": "noop", "CONCURRENT_CRASHMOVERS": "5",
+             "CRASHPUBLISH_CLASS": "none"}
+    value = valid.get(field.metadata["key"], "some-value")
+    settings = next(name for name, cls in SETTINGS_CLASSES.items() if field in attr.fields(cls))
+    names = config_module.option_names(field)
+    for name in names[1:]:
+        read = getattr(getattr(load_config({name: value}), settings), field.name)
+        assert read == field.metadata["parser"](value), name
+    # The same value under every name is no conflict.
+    assert getattr(getattr(load_config(dict.fromkeys(names, value)), settings),
+                   field.name) == field.metadata["parser"](value)
+
+
+def test_an_alternate_in_the_env_file_is_read(tmp_path):
+    env_file = tmp_path / "antenna.env"
+    env_file.write_text("CRASHMOVER_CRASHSTORAGE_FS_ROOT=/from/file\n")
+    assert load_config({}, str(env_file)).storage.fs_root == "/from/file"
+
+
+def test_two_names_with_different_values_are_refused_naming_both():
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CRASHSTORAGE_FS_ROOT": "/a", "CRASHMOVER_CRASHSTORAGE_FS_ROOT": "/b"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("CRASHSTORAGE_FS_ROOT and CRASHMOVER_CRASHSTORAGE_FS_ROOT "
+                              "are both set, to different values")
+
+
+def test_a_conflict_between_alternates_is_refused_too(tmp_path):
+    env_file = tmp_path / "antenna.env"
+    env_file.write_text("S3_REGION=us-east-1\n")
+    with pytest.raises(ConfigError, match="^CRASHMOVER_CRASHSTORAGE_REGION and S3_REGION "):
+        load_config({"CRASHMOVER_CRASHSTORAGE_REGION": "eu-west-1"}, str(env_file))
+
+
+def test_a_conflicting_secret_is_named_but_never_shown():
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CRASHSTORAGE_SECRET_ACCESS_KEY": "s3cr3t-one",
+                     "CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY": "s3cr3t-two"})
+    message = str(caught.value)
+    assert "CRASHSTORAGE_SECRET_ACCESS_KEY and CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY" \
+        in message
+    assert "s3cr3t" not in message
+
+
+def test_a_bad_value_under_an_alternate_names_the_alternate():
+    with pytest.raises(ConfigError, match="^CRASHMOVER_CONCURRENT_CRASHMOVERS='0' is invalid"):
+        load_config({"CRASHMOVER_CONCURRENT_CRASHMOVERS": "0"})
+
+
+# -- names no option reads ----------------------------------------------------
+
+def test_a_misspelt_name_is_warned_with_the_nearest_option():
+    config = load_config({"CONCURENT_CRASHMOVERS": "4", "SPOOL_DIRR": "/x",
+                          "CRASHMOVER_CRASHSTORAGE_BUCKETNAME": "b", "PATH": "/bin",
+                          "HOSTNAME": "box", "LANG": "C"})
+    assert config.warnings == (
+        "`CONCURENT_CRASHMOVERS` is not an option; did you mean `CONCURRENT_CRASHMOVERS`?",
+        "`CRASHMOVER_CRASHSTORAGE_BUCKETNAME` is not an option; "
+        "did you mean `CRASHMOVER_CRASHSTORAGE_BUCKET_NAME`?",
+        "`SPOOL_DIRR` is not an option; did you mean `SPOOL_DIR`?",
+    )
+    assert config.spool.concurrent_crashmovers == 2
+
+
+def test_a_misspelling_in_the_env_file_is_warned(tmp_path):
+    env_file = tmp_path / "antenna.env"
+    env_file.write_text("THROTTLE_RULE=antenna_tw.throttler.MOZILLA_RULES\n")
+    assert load_config({}, str(env_file)).warnings == (
+        "`THROTTLE_RULE` is not an option; did you mean `THROTTLE_RULES`?",)
+
+
+def test_an_antenna_only_name_says_so():
+    assert unknown_name_messages({"CRASHMOVER_MAX_ATTEMPTS": "3",
+                                  "CRASHMOVER_CRASHPUBLISH_TOPIC_NAME": "t"}) == [
+        "`CRASHMOVER_CRASHPUBLISH_TOPIC_NAME` is Antenna's and not an option of antenna-tw "
+        "(antenna-tw does not publish crash ids)",
+        "`CRASHMOVER_MAX_ATTEMPTS` is Antenna's and not an option of antenna-tw "
+        "(a failed save is retried until it succeeds)",
+    ]
+
+
+def test_config_strict_refuses_an_unknown_name_in_one_line():
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CONFIG_STRICT": "true", "CONCURENT_CRASHMOVERS": "4",
+                     "SPOOL_DIRR": "/x"})
+    assert str(caught.value) == (
+        "`CONCURENT_CRASHMOVERS` is not an option; did you mean `CONCURRENT_CRASHMOVERS`? "
+        "(and 1 more); CONFIG_STRICT is on")
+    assert load_config({"CONFIG_STRICT": "true"}).app.config_strict is True
+
+
+def test_unknown_names_never_show_a_value():
+    secret = "s3cr3t-value"
+    source = {"SECRET_SENTRY_DNS": secret, "CRASHSTORAGE_SECRET_ACCES_KEY": secret,
+              "STAGE_SUBMITTER_BEARER_TOKN": secret}
+    warnings = load_config(source).warnings
+    assert len(warnings) == 3
+    assert not any(secret in line for line in warnings)
+    with pytest.raises(ConfigError) as caught:
+        load_config(dict(source, CONFIG_STRICT="1"))
+    assert secret not in str(caught.value)
+
+
+def test_the_documented_prefixes_are_the_derived_ones():
+    page = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                             "configuration.rst"), encoding="utf-8").read()
+    listed = page[page.index("up to its first ``_``"):page.index("or a name that is nearly")]
+    assert set(re.findall(r"``([A-Z0-9]+_)``", listed)) == config_module.collector_prefixes()
+
+
+# -- what antenna-tw does not have ----------------------------------------------
+
+@pytest.mark.parametrize("key", ["CRASHSTORAGE_CLASS", "CRASHMOVER_CRASHSTORAGE_CLASS"])
+def test_antennas_gcs_storage_is_refused_in_one_line(key):
+    with pytest.raises(ConfigError) as caught:
+        load_config({key: "antenna.ext.gcs.crashstorage.GcsCrashStorage"})
+    assert str(caught.value) == (
+        f"{key}='antenna.ext.gcs.crashstorage.GcsCrashStorage' is invalid: Antenna's Google "
+        "Cloud Storage, which antenna-tw does not have; use s3 or fs")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("CRASHMOVER_CRASHPUBLISH_CLASS", "antenna.ext.pubsub.crashpublish.PubSubCrashPublish"),
+    ("CRASHPUBLISH_CLASS", "antenna.ext.pubsub.crashpublish.PubSubCrashPublish"),
+    ("CRASHPUBLISH_CLASS", "antenna.ext.sqs.crashpublish.SQSCrashPublish"),
+])
+def test_a_publisher_class_is_refused_in_one_line(key, value):
+    with pytest.raises(ConfigError) as caught:
+        load_config({key: value})
+    message = str(caught.value)
+    assert message.startswith(f"{key}={value!r} is invalid: antenna-tw does not publish")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["", "none", "NONE",
+                                   "antenna.ext.crashpublish_base.NoOpCrashPublish"])
+def test_no_publisher_is_fine(value):
+    assert load_config({"CRASHPUBLISH_CLASS": value}).storage.crashpublish_class == "none"

@@ -87,6 +87,29 @@ def test_the_reference_lists_every_option_with_its_doc_and_default(built):
         assert re.search(entry, text), key
 
 
+def test_the_reference_shows_every_alternate_name(built):
+    result, out = built
+    assert result.returncode == 0, result.stderr
+    text = page_text(os.path.join(out, "configuration.html"))
+    with_alternates = [field for field in FIELDS if field.metadata["alternates"]]
+    assert with_alternates
+    for field in with_alternates:
+        key = field.metadata["key"]
+        names = ",".join(re.escape(name) for name in field.metadata["alternates"])
+        assert re.search(f"{re.escape(key)}.+?Alternatenames:{names}\\(", text), key
+
+
+def test_the_alternate_names_shown_are_the_ones_load_config_reads():
+    for field in FIELDS:
+        lines = antenna_options.option_lines(field)
+        shown = [line for line in lines if ":Alternate names:" in line]
+        alternates = field.metadata["alternates"]
+        assert bool(shown) == bool(alternates), field.metadata["key"]
+        for name in alternates:
+            assert f"``{name}``" in shown[0]
+            assert name in config.known_names()
+
+
 def test_a_secret_default_is_never_shown():
     field = attr.fields(attr.make_class("Secretive", {"token": config.option(
         "TOKEN", "hunter2", secret=True, doc="A token.")}))[0]
