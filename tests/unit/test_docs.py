@@ -110,6 +110,22 @@ def test_the_alternate_names_shown_are_the_ones_load_config_reads():
             assert name in config.known_names()
 
 
+def test_the_migration_guide_names_what_is_read_and_what_is_not():
+    """
+    docs/migrating.rst names every alternate, and each collector-like name it
+    shows is either read or one the start-up warning calls Antenna's.
+    """
+    with open(os.path.join(DOCS, "migrating.rst"), encoding="utf-8") as page:
+        text = page.read()
+    named = set(re.findall(r"``([A-Z][A-Z0-9_]+[A-Z0-9])(?:=[^`]*)?``", text))
+    alternates = {name for field in FIELDS for name in field.metadata["alternates"]}
+    assert alternates <= named, sorted(alternates - named)
+    prefixes = tuple(config.collector_prefixes())
+    unexplained = {name for name in named if name.startswith(prefixes)} \
+        - config.known_names() - set(config.ANTENNA_ONLY_NAMES)
+    assert unexplained == set()
+
+
 def test_a_secret_default_is_never_shown():
     field = attr.fields(attr.make_class("Secretive", {"token": config.option(
         "TOKEN", "hunter2", secret=True, doc="A token.")}))[0]
