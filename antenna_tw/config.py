@@ -103,9 +103,10 @@ def type_name(field):
     return metadata["type_name"] or PARSER_TYPES[metadata["parser"]]
 
 
-# Antenna's class paths, read as ours (antenna_tw.storage.STORAGE_ALIASES,
-# antenna_tw.metrics.METRICS_ALIASES, antenna_tw.throttler.ANTENNA_ALIASES
-# do the reading; tests/unit/test_docs.py keeps these in step with them).
+# Antenna's class paths, read as ours: antenna_tw.storage.STORAGE_ALIASES and
+# antenna_tw.metrics.METRICS_ALIASES are built from these two tables;
+# antenna_tw.throttler.ANTENNA_ALIASES does the reading for the third
+# (tests/unit/test_docs.py keeps it in step).
 STORAGE_CLASS_ALIASES = {
     "antenna.ext.fs.crashstorage.FSCrashStorage": "fs",
     "antenna.ext.s3.crashstorage.S3CrashStorage": "s3",
@@ -435,10 +436,11 @@ ANTENNA_ONLY_NAMES = {
     "CRASHSTORAGE_CONNECTION_CLASS": "the S3 connection is built in",
     "CRASHMOVER_CRASHSTORAGE_CONNECTION_CLASS": "the S3 connection is built in",
 }
-for _publisher in ("ACCESS_KEY", "SECRET_ACCESS_KEY", "REGION", "ENDPOINT_URL", "QUEUE_NAME",
-                   "PROJECT_ID", "TOPIC_NAME", "SERVICE_ACCOUNT_FILE", "TIMEOUT"):
-    for _prefix in ("CRASHPUBLISH_", "CRASHMOVER_CRASHPUBLISH_"):
-        ANTENNA_ONLY_NAMES[_prefix + _publisher] = "antenna-tw does not publish crash ids"
+ANTENNA_ONLY_NAMES.update(
+    (prefix + publisher, "antenna-tw does not publish crash ids")
+    for publisher in ("ACCESS_KEY", "SECRET_ACCESS_KEY", "REGION", "ENDPOINT_URL", "QUEUE_NAME",
+                      "PROJECT_ID", "TOPIC_NAME", "SERVICE_ACCOUNT_FILE", "TIMEOUT")
+    for prefix in ("CRASHPUBLISH_", "CRASHMOVER_CRASHPUBLISH_"))
 
 
 # How alike (difflib's ratio) a name without a collector prefix must be to
@@ -453,20 +455,18 @@ def unknown_name_messages(source):
     a near miss of one of them (``NEAR_MISS``: ``CONCURENT_CRASHMOVERS``).
     Only names are shown, never values.
     """
-    known = known_names()
-    prefixes = collector_prefixes()
+    known = sorted(known_names())
+    prefixes = tuple(collector_prefixes())
     messages = []
-    for name in sorted(source):
-        if name in known:
-            continue
-        if not (any(name.startswith(prefix) for prefix in prefixes)
-                or difflib.get_close_matches(name, sorted(known), n=1, cutoff=NEAR_MISS)):
+    for name in sorted(set(source).difference(known)):
+        if not (name.startswith(prefixes)
+                or difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS)):
             continue
         if name in ANTENNA_ONLY_NAMES:
             messages.append(f"`{name}` is Antenna's and not an option of antenna-tw "
                             f"({ANTENNA_ONLY_NAMES[name]})")
             continue
-        nearest = difflib.get_close_matches(name, sorted(known), n=1)
+        nearest = difflib.get_close_matches(name, known, n=1)
         message = f"`{name}` is not an option"
         if nearest:
             message += f"; did you mean `{nearest[0]}`?"

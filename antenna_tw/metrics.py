@@ -26,6 +26,7 @@ from markus.main import MetricsRecord
 from zope.interface import Interface, implementer
 
 from antenna_tw import metricnames
+from antenna_tw.config import METRICS_CLASS_ALIASES
 from antenna_tw.logs import Logger
 
 
@@ -109,14 +110,9 @@ BACKENDS = {
     "logging": TwistedLoggingMetrics,
 }
 
+# The accepted other names are declared once, beside METRICS_CLASS; read lowercased.
 METRICS_ALIASES = {
-    "datadog": "statsd",
-    "dogstatsd": "statsd",
-    "antenna.metrics.dogstatsdmetrics": "statsd",
-    "markus.backends.datadog.datadogmetrics": "statsd",
-    "antenna.metrics.loggingmetrics": "logging",
-    "markus.backends.logging.loggingmetrics": "logging",
-    "null": "none",
+    **{name.lower(): short for name, short in METRICS_CLASS_ALIASES.items()},
     "": "none",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+from antenna_tw.config import STORAGE_CLASS_ALIASES
 from antenna_tw.throttler import load_dotted
 
 
@@ -42,13 +43,15 @@ class StorageUnavailable(Exception):
     """Storage cannot be used; the message is one line for the operator."""
 
 
-STORAGE_ALIASES = {
+_SHORT_NAMES = {
     "fs": "antenna_tw.ext.fs.FSCrashStorage",
     "noop": "antenna_tw.ext.noop.NoOpCrashStorage",
     "s3": "antenna_tw.ext.s3.S3CrashStorage",
-    "antenna.ext.fs.crashstorage.FSCrashStorage": "antenna_tw.ext.fs.FSCrashStorage",
-    "antenna.ext.crashstorage_base.NoOpCrashStorage": "antenna_tw.ext.noop.NoOpCrashStorage",
-    "antenna.ext.s3.crashstorage.S3CrashStorage": "antenna_tw.ext.s3.S3CrashStorage",
+}
+# Antenna's class paths are declared once, beside the option they are a value of.
+STORAGE_ALIASES = {
+    **_SHORT_NAMES,
+    **{path: _SHORT_NAMES[short] for path, short in STORAGE_CLASS_ALIASES.items()},
 }
 
 

@@ -7,11 +7,11 @@ with ``CONFIG_STRICT`` the misspelling stops start-up with one line.
 
 import json
 import os
-import time
 
 from antenna_tw.config import unknown_name_messages
 from antenna_tw.send_crash import build_multipart, post
-from tests.helpers import minidump
+from tests.helpers import crash_id_from, minidump
+from tests.system.collector_process import wait_for
 
 
 def test_namespaced_env_file_stores_under_its_fs_root(tmp_path, collectors):
@@ -31,12 +31,9 @@ def test_namespaced_env_file_stores_under_its_fs_root(tmp_path, collectors):
                                              {"upload_file_minidump": minidump()})
         status, answer = post(collector.submit_url, body, content_type)
         assert status == 200
-        crash_id = answer.decode().strip()[len("CrashID=bp-"):]
+        crash_id = crash_id_from(answer)
         raw_crash = root / ("20" + crash_id[-6:]) / "raw_crash" / f"{crash_id}.json"
-        for _ in range(200):
-            if raw_crash.exists():
-                break
-            time.sleep(0.05)
+        wait_for(raw_crash.exists, timeout=10)
         assert json.loads(raw_crash.read_bytes())["uuid"] == crash_id
     finally:
         collector.stop()
