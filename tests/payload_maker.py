@@ -21,6 +21,8 @@ from pathlib import Path
 
 import attr
 
+from antenna_tw.send_crash import build_multipart
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -100,44 +102,25 @@ def fake_minidump(rng, size):
     return bytes(out[:size])
 
 
-def _part(boundary, headers, data):
-    head = b"".join(line.encode("utf-8") + b"\r\n" for line in headers)
-    return b"--" + boundary + b"\r\n" + head + b"\r\n" + data + b"\r\n"
-
-
-def _head(boundary, pairs, json_extra):
-    if json_extra:
-        extra = json.dumps(pairs, separators=(",", ":")).encode("utf-8")
-        return _part(boundary, ['Content-Disposition: form-data; name="extra"',
-                                "Content-Type: application/json"], extra)
-    return b"".join(
-        _part(boundary, [f'Content-Disposition: form-data; name="{key}"',
-                         "Content-Type: text/plain; charset=utf-8"], value.encode("utf-8"))
-        for key, value in pairs.items())
-
-
-def _dump_part(boundary, name, data):
-    return _part(boundary, [f'Content-Disposition: form-data; name="{name}"; filename="{name}.dmp"',
-                            "Content-Type: application/octet-stream"], data)
-
-
 def make_shape(name, json_extra=False, seed=20261120):
     """The plain payload of shape ``name``: exactly its size, its dumps sharing what is left."""
     size, dump_names = SHAPES[name]
     rng = random.Random(f"{seed}/{name}/{json_extra}")
-    boundary = b"------------------------%016x" % rng.getrandbits(64)
-    head = _head(boundary, annotations(rng), json_extra)
-    tail = b"--" + boundary + b"--\r\n"
-    room = size - len(head) - len(tail) - sum(len(_dump_part(boundary, n, b"")) for n in dump_names)
+    boundary = "------------------------%016x" % rng.getrandbits(64)
+    pairs = annotations(rng)
+
+    def build(dumps):
+        return build_multipart(pairs, dumps, use_json=json_extra, boundary=boundary)
+
+    room = size - len(build({dump_name: b"" for dump_name in dump_names})[0])
     # the first dump is the big one; the others take an eighth each
     small = room // 8 if len(dump_names) > 1 else 0
     sizes = [room - small * (len(dump_names) - 1)] + [small] * (len(dump_names) - 1)
     dumps = {dump_name: fake_minidump(rng, dump_size)
              for dump_name, dump_size in zip(dump_names, sizes)}
-    body = head + b"".join(_dump_part(boundary, n, dumps[n]) for n in dump_names) + tail
+    body, content_type = build(dumps)
     assert len(body) == size, (name, len(body), size)
-    headers = {"Content-Type": "multipart/form-data; boundary=" + boundary.decode("ascii")}
-    return Payload(name, headers, body, dumps)
+    return Payload(name, {"Content-Type": content_type}, body, dumps)
 
 
 def make_payloads(json_extra=False, seed=20261120):
