@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.test-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PORT ?= tcp:8000:interface=127.0.0.1
 
-.PHONY: run test docs install install-test install-bench clean
+.PHONY: run test lint docs install install-test install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ run: $(RUN_STAMP)
 
 test: $(TEST_STAMP)
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (style, imports, annotations) and mypy (types) over the package.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check antenna_tw twisted
+	$(BIN)/mypy
 
 # HTML into docs/_build/html; any Sphinx warning (an option without a doc,
 # a broken reference) fails the build.

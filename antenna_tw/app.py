@@ -12,7 +12,8 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from antenna_tw.crashmover import BATCH_WAIT, Backoff, CrashMover
+from antenna_tw.backoff import Backoff
+from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.logs import Logger

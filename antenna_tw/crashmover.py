@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import random
 import time
 from collections import OrderedDict
 
@@ -29,6 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from antenna_tw import metricnames
+from antenna_tw.backoff import Backoff
 from antenna_tw.logs import Logger
 from antenna_tw.spool import CorruptEntry
 
@@ -38,29 +38,6 @@ MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
 # than a batch are queued: under load one job then moves several crashes
 # instead of one, each job costing thread hand-offs and GIL transfers.
 BATCH_WAIT = 0.02
-
-
-@attr.s(frozen=True)
-class Backoff:
-    """
-    How long a crash waits before its next try: exponential backoff with
-    jitter, uniform in ``[base / 2, min(cap, base * 2**(failures-1))]``, so a
-    dead store is not hammered and a crowd of crashes that failed together
-    does not retry together.
-    """
-
-    base = attr.ib(default=1.0)
-    cap = attr.ib(default=60.0)
-    rng = attr.ib(factory=random.Random, repr=False, eq=False)
-
-    def ceiling(self, failures):
-        """The largest delay after ``failures`` failures in a row."""
-        return min(self.cap, self.base * (2 ** min(max(failures, 1) - 1, 60)))
-
-    def delay(self, failures):
-        """Seconds to wait after the ``failures``-th failure in a row (1, 2, ...)."""
-        ceiling = self.ceiling(failures)
-        return self.rng.uniform(min(self.base / 2, ceiling), ceiling)
 
 
 @attr.s

@@ -10,7 +10,8 @@ import pytest
 from twisted.internet import defer, task
 
 from antenna_tw.crash import Crash
-from antenna_tw.crashmover import MOVE_BATCH, OUTAGE_AFTER, Backoff, CrashMover
+from antenna_tw.backoff import Backoff
+from antenna_tw.crashmover import MOVE_BATCH, OUTAGE_AFTER, CrashMover
 from antenna_tw.spool import CorruptEntry, SpoolEntry
 from tests.helpers import ImmediatePool, ImmediateReactor
 
