@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from typing import Any
 
 import attr
 
@@ -68,7 +69,19 @@ MISSING_STORAGE_CLASSES = {
     "antenna.ext.gcs.crashstorage.GcsCrashStorage":
         "Antenna's Google Cloud Storage, which antenna-tw does not have; use s3 or fs",
 }
-CRASHPUBLISH_NONE = ("", "none", "antenna.ext.crashpublish_base.NoOpCrashPublish")
+# Antenna's publisher classes that antenna-tw does not have.
+MISSING_PUBLISHER_CLASSES = {
+    "antenna.ext.pubsub.crashpublish.PubSubCrashPublish":
+        "Antenna's Google Cloud Pub/Sub, which antenna-tw does not have; use sqs or rabbitmq",
+}
+CRASHPUBLISH_CLASS_ALIASES = {
+    "": "none",
+    "antenna.ext.crashpublish_base.NoOpCrashPublish": "none",
+    "antenna.ext.sqs.crashpublish.SQSCrashPublish": "sqs",
+}
+# False until the crash movers publish (issue 19): a publisher class is then
+# refused at start rather than read and silently not used.
+PUBLISHING_WIRED = False
 
 
 def parse_storage_class(value):
@@ -77,11 +90,21 @@ def parse_storage_class(value):
     return value
 
 
-def parse_crashpublish_class(value):
-    if value.strip() not in CRASHPUBLISH_NONE and value.strip().lower() != "none":
-        raise ValueError("antenna-tw does not publish crash ids (no Pub/Sub, no SQS); "
-                         "leave it empty or none")
-    return "none"
+def parse_crashpublish_class(value: str) -> str:
+    """``none``, ``sqs``, ``rabbitmq`` (Antenna's class paths read as these) or a dotted path."""
+    value = value.strip()
+    if value in MISSING_PUBLISHER_CLASSES:
+        raise ValueError(MISSING_PUBLISHER_CLASSES[value])
+    value = CRASHPUBLISH_CLASS_ALIASES.get(value, value)
+    if value.lower() == "none":
+        return "none"
+    if value.lower() in ("sqs", "rabbitmq"):
+        value = value.lower()
+    elif "." not in value:
+        raise ValueError("must be none, sqs, rabbitmq or the dotted path of a publisher class")
+    if not PUBLISHING_WIRED:
+        raise ValueError("antenna-tw does not publish crash ids yet; leave it empty or none")
+    return value
 
 
 # What each parser accepts, in the words of the option reference.
@@ -93,7 +116,7 @@ PARSER_TYPES = {
     parse_bytes: "size in bytes: 26214400, 25m or 25MiB",
     parse_seconds: "duration in seconds: 60, 1.5, 500ms or 10m",
     parse_log_level: "log level: DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL",
-    parse_crashpublish_class: "``none`` (or empty)",
+    parse_crashpublish_class: "``none`` (or empty), ``sqs``, ``rabbitmq`` or a dotted path",
 }
 
 
@@ -255,14 +278,6 @@ class StorageSettings:
             "dotted path of a storage class of your own. Antenna's "
             "``antenna.ext.gcs.crashstorage.GcsCrashStorage`` stops start-up: there is no "
             "Google Cloud Storage here.")
-    crashpublish_class = option(
-        "CRASHPUBLISH_CLASS", "none", parse_crashpublish_class,
-        alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
-        aliases={"antenna.ext.crashpublish_base.NoOpCrashPublish": "none"},
-        doc="Read so that an Antenna env file which publishes crash ids does not start a "
-            "collector that silently does not: antenna-tw publishes nothing, so any value "
-            "but ``none`` or empty (Antenna's Pub/Sub or SQS publisher classes) stops "
-            "start-up.")
     fs_root = option(
         "CRASHSTORAGE_FS_ROOT", "./antenna_crashes", type_name="directory path",
         alternates=("CRASHMOVER_CRASHSTORAGE_FS_ROOT",),
@@ -345,12 +360,64 @@ class SpoolSettings:
             "then stays in the spool for the next start.")
 
 
-SETTINGS_CLASSES = {
+@attr.s(frozen=True)
+class PublishSettings:
+    """Where the id of each stored crash is published, for the processors to pick it up."""
+
+    crashpublish_class: str = option(
+        "CRASHPUBLISH_CLASS", "none", parse_crashpublish_class,
+        alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
+        aliases={path: short for path, short in CRASHPUBLISH_CLASS_ALIASES.items() if path},
+        doc="``none`` publishes nothing; ``sqs`` sends each stored crash's id to the SQS queue "
+            ":envvar:`CRASHPUBLISH_QUEUE_NAME`; ``rabbitmq`` publishes it to a RabbitMQ "
+            "queue; any other value is the dotted path of a publisher class of your own. "
+            "Antenna's Pub/Sub publisher stops start-up: there is no Pub/Sub here. "
+            "See :doc:`publishing`.")
+    accepted_only: bool = option(
+        "CRASHPUBLISH_ACCEPTED_ONLY", False, parse_bool,
+        doc="false publishes every stored crash, as Antenna does; true publishes only those "
+            "the throttle rules accepted (``ACCEPT``, the id's throttle digit 0), not the "
+            "deferred ones, as the 2018 pipeline did.")
+    # SQS (antenna_tw/ext/sqs.py)
+    queue_name: str = option(
+        "CRASHPUBLISH_QUEUE_NAME", "",
+        alternates=("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",),
+        doc="Name of the SQS queue crash ids are sent to; required with ``sqs``, and "
+            "resolved with ``GetQueueUrl`` before the port opens.")
+    region: str = option(
+        "CRASHPUBLISH_REGION", "us-west-2", type_name="AWS region name",
+        alternates=("CRASHMOVER_CRASHPUBLISH_REGION", "S3_REGION"),
+        doc="Region of the SQS queue, used to sign requests and to name the AWS endpoint.")
+    endpoint_url: str = option(
+        "CRASHPUBLISH_ENDPOINT_URL", "", type_name="http(s) URL",
+        alternates=("CRASHMOVER_CRASHPUBLISH_ENDPOINT_URL", "S3_ENDPOINT_URL"),
+        doc="Base URL of an SQS-compatible server (LocalStack, moto); empty means AWS.")
+    access_key: str = option(
+        "CRASHPUBLISH_ACCESS_KEY", "", secret=True,
+        alternates=("CRASHMOVER_CRASHPUBLISH_ACCESS_KEY",),
+        doc="SQS access key id, set together with :envvar:`CRASHPUBLISH_SECRET_ACCESS_KEY`; "
+            "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
+            "``~/.aws``, a container or instance role), as for S3. One set without the other "
+            "stops start-up.")
+    secret_access_key: str = option(
+        "CRASHPUBLISH_SECRET_ACCESS_KEY", "", secret=True,
+        alternates=("CRASHMOVER_CRASHPUBLISH_SECRET_ACCESS_KEY",),
+        doc="SQS secret access key, the pair of :envvar:`CRASHPUBLISH_ACCESS_KEY`.")
+    verify_message: bool = option(
+        "CRASHPUBLISH_VERIFY_MESSAGE", True, parse_bool,
+        doc="Send Antenna's start-up verification message, the body ``test`` (which "
+            "Socorro's processor ignores), to the queue before the port opens; false sends "
+            "nothing at start.")
+    # RabbitMQ (antenna_tw/ext/rabbitmq.py)
+
+
+SETTINGS_CLASSES: dict[str, Any] = {
     "app": AppSettings,
     "intake": IntakeSettings,
     "throttle": ThrottleSettings,
     "storage": StorageSettings,
     "spool": SpoolSettings,
+    "publish": PublishSettings,
 }
 
 
@@ -363,6 +430,7 @@ class Config:
     throttle = attr.ib()
     storage = attr.ib()
     spool = attr.ib()
+    publish = attr.ib()
     # One line per unknown name that looks like an option (unknown_name_messages).
     warnings = attr.ib(default=())
 
@@ -437,9 +505,8 @@ ANTENNA_ONLY_NAMES = {
     "CRASHMOVER_CRASHSTORAGE_CONNECTION_CLASS": "the S3 connection is built in",
 }
 ANTENNA_ONLY_NAMES.update(
-    (prefix + publisher, "antenna-tw does not publish crash ids")
-    for publisher in ("ACCESS_KEY", "SECRET_ACCESS_KEY", "REGION", "ENDPOINT_URL", "QUEUE_NAME",
-                      "PROJECT_ID", "TOPIC_NAME", "SERVICE_ACCOUNT_FILE", "TIMEOUT")
+    (prefix + pubsub, "Pub/Sub's: antenna-tw does not publish to Pub/Sub")
+    for pubsub in ("PROJECT_ID", "TOPIC_NAME", "SERVICE_ACCOUNT_FILE", "TIMEOUT")
     for prefix in ("CRASHPUBLISH_", "CRASHMOVER_CRASHPUBLISH_"))
 
 

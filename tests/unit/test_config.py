@@ -115,7 +115,7 @@ def test_antenna_namespaced_names_are_read():
     assert storage.access_key == "AKIDEXAMPLE"
     assert storage.secret_access_key == "wJalrXUtnFEMI"
     assert storage.fs_root == "/srv/crashes"
-    assert storage.crashpublish_class == "none"
+    assert config.publish.crashpublish_class == "none"
     assert config.spool.concurrent_crashmovers == 7
     assert config.throttle.throttle_rules == "antenna.throttler.MOZILLA_RULES"
     assert config.throttle.products == "antenna.throttler.MOZILLA_PRODUCTS"
@@ -213,7 +213,7 @@ def test_an_antenna_only_name_says_so():
     assert unknown_name_messages({"CRASHMOVER_MAX_ATTEMPTS": "3",
                                   "CRASHMOVER_CRASHPUBLISH_TOPIC_NAME": "t"}) == [
         "`CRASHMOVER_CRASHPUBLISH_TOPIC_NAME` is Antenna's and not an option of antenna-tw "
-        "(antenna-tw does not publish crash ids)",
+        "(Pub/Sub's: antenna-tw does not publish to Pub/Sub)",
         "`CRASHMOVER_MAX_ATTEMPTS` is Antenna's and not an option of antenna-tw "
         "(a failed save is retried until it succeeds)",
     ]
@@ -259,20 +259,77 @@ def test_antennas_gcs_storage_is_refused_in_one_line(key):
         "Cloud Storage, which antenna-tw does not have; use s3 or fs")
 
 
-@pytest.mark.parametrize("key,value", [
-    ("CRASHMOVER_CRASHPUBLISH_CLASS", "antenna.ext.pubsub.crashpublish.PubSubCrashPublish"),
-    ("CRASHPUBLISH_CLASS", "antenna.ext.pubsub.crashpublish.PubSubCrashPublish"),
-    ("CRASHPUBLISH_CLASS", "antenna.ext.sqs.crashpublish.SQSCrashPublish"),
-])
-def test_a_publisher_class_is_refused_in_one_line(key, value):
+@pytest.mark.parametrize("key", ["CRASHMOVER_CRASHPUBLISH_CLASS", "CRASHPUBLISH_CLASS"])
+def test_the_pubsub_publisher_class_is_refused_in_one_line(key):
+    value = "antenna.ext.pubsub.crashpublish.PubSubCrashPublish"
     with pytest.raises(ConfigError) as caught:
         load_config({key: value})
-    message = str(caught.value)
-    assert message.startswith(f"{key}={value!r} is invalid: antenna-tw does not publish")
-    assert "\n" not in message
+    assert str(caught.value) == (
+        f"{key}={value!r} is invalid: Antenna's Google Cloud Pub/Sub, which antenna-tw does "
+        "not have; use sqs or rabbitmq")
 
 
 @pytest.mark.parametrize("value", ["", "none", "NONE",
                                    "antenna.ext.crashpublish_base.NoOpCrashPublish"])
 def test_no_publisher_is_fine(value):
-    assert load_config({"CRASHPUBLISH_CLASS": value}).storage.crashpublish_class == "none"
+    assert load_config({"CRASHPUBLISH_CLASS": value}).publish.crashpublish_class == "none"
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("sqs", "sqs"), ("SQS", "sqs"), ("rabbitmq", "rabbitmq"),
+    ("antenna.ext.sqs.crashpublish.SQSCrashPublish", "sqs"),
+    ("mypackage.MyPublisher", "mypackage.MyPublisher"),
+])
+def test_publisher_classes_are_read(value, expected, monkeypatch):
+    monkeypatch.setattr(config_module, "PUBLISHING_WIRED", True)
+    assert load_config({"CRASHPUBLISH_CLASS": value}).publish.crashpublish_class == expected
+
+
+def test_a_publisher_is_refused_until_the_crash_movers_publish():
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CRASHPUBLISH_CLASS": "sqs"})
+    assert str(caught.value) == ("CRASHPUBLISH_CLASS='sqs' is invalid: antenna-tw does not "
+                                 "publish crash ids yet; leave it empty or none")
+
+
+def test_an_unknown_publisher_name_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CRASHPUBLISH_CLASS": "kafka"})
+    assert str(caught.value) == (
+        "CRASHPUBLISH_CLASS='kafka' is invalid: must be none, sqs, rabbitmq or the dotted "
+        "path of a publisher class")
+
+
+ANTENNA_2020_SQS = {
+    "CRASHPUBLISH_CLASS": "antenna.ext.sqs.crashpublish.SQSCrashPublish",
+    "CRASHPUBLISH_QUEUE_NAME": "socorro-standard",
+    "CRASHPUBLISH_REGION": "us-east-1",
+    "CRASHPUBLISH_ENDPOINT_URL": "http://localstack:4566",
+    "CRASHPUBLISH_ACCESS_KEY": "foo",
+    "CRASHPUBLISH_SECRET_ACCESS_KEY": "bar",
+}
+
+
+@pytest.mark.parametrize("prefix", ["", "CRASHMOVER_"])
+def test_antennas_sqs_publisher_names_are_read(prefix, monkeypatch):
+    monkeypatch.setattr(config_module, "PUBLISHING_WIRED", True)
+    config = load_config({prefix + key: value for key, value in ANTENNA_2020_SQS.items()})
+    publish = config.publish
+    assert (publish.crashpublish_class, publish.queue_name, publish.region,
+            publish.endpoint_url, publish.access_key, publish.secret_access_key) == (
+        "sqs", "socorro-standard", "us-east-1", "http://localstack:4566", "foo", "bar")
+    assert publish.verify_message is True
+    assert publish.accepted_only is False
+    assert config.warnings == ()
+
+
+def test_the_publisher_falls_back_on_antennas_s3_names_like_antenna():
+    publish = load_config({"S3_REGION": "eu-west-1", "S3_ENDPOINT_URL": "http://x:1"}).publish
+    assert (publish.region, publish.endpoint_url) == ("eu-west-1", "http://x:1")
+
+
+def test_pubsub_names_are_named_as_antennas():
+    config = load_config({"CRASHMOVER_CRASHPUBLISH_TOPIC_NAME": "t"})
+    assert config.warnings == (
+        "`CRASHMOVER_CRASHPUBLISH_TOPIC_NAME` is Antenna's and not an option of antenna-tw "
+        "(Pub/Sub's: antenna-tw does not publish to Pub/Sub)",)
