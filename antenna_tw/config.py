@@ -79,7 +79,7 @@ CRASHPUBLISH_CLASS_ALIASES = {
     "antenna.ext.crashpublish_base.NoOpCrashPublish": "none",
     "antenna.ext.sqs.crashpublish.SQSCrashPublish": "sqs",
 }
-# False until the crash movers publish (issue 19): a publisher class is then
+# False until the crash movers publish: a publisher class is then
 # refused at start rather than read and silently not used.
 PUBLISHING_WIRED = False
 
