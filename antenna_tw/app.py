@@ -18,11 +18,11 @@ from antenna_tw.health import HealthHandler
 from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import build_metrics
-from antenna_tw.shardstatus import StatusPublisher
 from antenna_tw.spool import Backpressure, Spool
 from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.submit import SubmitHandler, SubmitResource
 from antenna_tw.throttler import RuleError, build_throttler
+from antenna_tw.workers import Worker
 
 
 class StartupError(Exception):
@@ -106,12 +106,12 @@ def _plain_error(code, text):
     return handler
 
 
-def build_collector(config, reactor, rng=None, make_uuid=None, sibling_spools=()):
+def build_collector(config, reactor, rng=None, make_uuid=None, worker: Worker | None = None):
     """
     Build a Collector from ``config``; StartupError for anything unusable.
-    ``sibling_spools``: the other workers' spool shards (``--workers``),
-    which the heartbeat counts too; this worker then publishes its own
-    status in its shard for theirs.
+    ``worker``: this process is one of ``--workers`` (``config`` already its
+    own, ``Worker.configure``); the heartbeat then counts the other workers'
+    shards too, and this worker publishes its own status in its shard for theirs.
     """
     spool_settings = config.spool
     threadpool = ThreadPool(
@@ -143,13 +143,13 @@ def build_collector(config, reactor, rng=None, make_uuid=None, sibling_spools=()
     submit.add_routes(app)
     HealthHandler(storage, spool, mover, backpressure, metrics, reactor, threadpool,
                   config.app.basedir, spool_settings.spool_max_age,
-                  sibling_spools).add_routes(app)
+                  worker.other_shards() if worker is not None else None).add_routes(app)
     app.handle_errors(NotFound)(_plain_error(404, b"Not Found"))
     app.handle_errors(MethodNotAllowed)(_plain_error(405, b"Method Not Allowed"))
 
     root = SubmitResource(submit, app.resource())
     site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor)
-    status = (StatusPublisher(spool.directory, mover.retrying, reactor, threadpool)
-              if sibling_spools else None)
+    status = (worker.status_publisher(spool.directory, mover.retrying, reactor, threadpool)
+              if worker is not None else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
                      throttler, backpressure, site, status)

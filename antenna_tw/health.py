@@ -10,14 +10,35 @@ import os
 
 import attr
 from twisted.internet.threads import deferToThreadPool
+from zope.interface import Interface
 
 from antenna_tw import metricnames
 from antenna_tw.intake import write_answer
 from antenna_tw.logs import Logger
-from antenna_tw.shardstatus import read_retrying
-from antenna_tw.spool import waiting_in
 
 JSON = b"application/json"
+
+
+@attr.s(frozen=True, slots=True)
+class ShardState:
+    """What another spool shard of this node holds."""
+
+    name: str = attr.ib()  # as the heartbeat names it, e.g. ``worker-1``
+    entries: int = attr.ib()  # crashes waiting
+    oldest_age: float = attr.ib()  # seconds, 0.0 when none
+    size: int = attr.ib()  # bytes its files take
+    retrying: int = attr.ib()  # crashes whose last save failed
+
+
+class IOtherShards(Interface):
+    """
+    The other spool shards of this node (the other processes sharing its
+    port), whose crashes a heartbeat reports with its own. Each holds its
+    share of SPOOL_MAX_BYTES.
+    """
+
+    def read(now: float) -> list[ShardState]:
+        """Each other shard's state at ``now`` (blocking: called in a thread pool)."""
 
 
 def json_answer(request, code, value):
@@ -37,10 +58,10 @@ class HealthHandler:
     threadpool = attr.ib()
     basedir = attr.ib()
     max_age = attr.ib()
-    # With --workers: the other workers' spool shards, so that any worker's
-    # heartbeat tells about every crash waiting on this node, the bytes they
-    # take and how many are retrying.
-    sibling_spools = attr.ib(default=(), converter=tuple)
+    # IOtherShards: the node's other shards, so that any process's heartbeat
+    # tells about every crash waiting on this node, the bytes they take and
+    # how many are retrying. None: this process's spool is the node's.
+    other_shards = attr.ib(default=None)
     log = Logger(namespace="antenna.health")
 
     def add_routes(self, app):
@@ -69,22 +90,22 @@ class HealthHandler:
         # Bytes per shard: this worker's from memory (writes in flight
         # included), the others' from their files.
         shards = [(os.path.basename(self.spool.directory), self.backpressure.used_bytes())]
-        if self.sibling_spools:
+        if self.other_shards is not None:
             others = await deferToThreadPool(self.reactor, self.threadpool,
-                                             self._siblings, self.reactor.seconds())
-            for name, waiting, their_retrying in others:
-                queued += waiting.entries
-                oldest = max(oldest, waiting.oldest_age)
-                retrying += their_retrying
-                shards.append((name, waiting.size))
-        # SPOOL_MAX_BYTES is split evenly between the workers, and each one
+                                             self.other_shards.read, self.reactor.seconds())
+            for other in others:
+                queued += other.entries
+                oldest = max(oldest, other.oldest_age)
+                retrying += other.retrying
+                shards.append((other.name, other.size))
+        # SPOOL_MAX_BYTES is split evenly between the shards, and each process
         # answers busy past its share: the node's limit is the sum of the shares.
         share = self.backpressure.max_bytes
         for name, used in shards:
             if used > share:
                 errors.append({"name": "spool", "msg": (
                     f"spool shard {name} is over its share of SPOOL_MAX_BYTES"
-                    if self.sibling_spools else "spool is over SPOOL_MAX_BYTES")})
+                    if self.other_shards is not None else "spool is over SPOOL_MAX_BYTES")})
         if oldest > self.max_age:
             errors.append({"name": "crashmover",
                            "msg": f"oldest unsaved crash is {oldest:.0f} s old"})
@@ -99,12 +120,6 @@ class HealthHandler:
         }
         self.metrics.gauge(metricnames.SAVE_QUEUE_SIZE, mover.queue_length())
         return json_answer(request, 503 if errors else 200, {"errors": errors, "info": info})
-
-    def _siblings(self, now):
-        """``(shard name, Waiting, retrying)`` of each other worker's shard (blocking)."""
-        return [(os.path.basename(directory), waiting_in(directory, now),
-                 read_retrying(directory))
-                for directory in self.sibling_spools]
 
     def _read_version(self):
         path = os.path.join(self.basedir, "version.json")

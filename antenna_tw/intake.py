@@ -259,10 +259,6 @@ class CrashChannel(http.HTTPChannel):
     def writeConnectionLost(self):
         self.loseConnection()
 
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.site.channel_closed()
-
 
 class CrashSite(server.Site):
     """
@@ -290,20 +286,6 @@ class CrashSite(server.Site):
         # Called after a large upload is refused part way (antenna_tw.heap).
         self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
-        self.open_channels = 0  # connections being served
-        self.channels_changed = None  # called with open_channels when it changes
-
-    def buildProtocol(self, addr):
-        channel = super().buildProtocol(addr)
-        self.open_channels += 1
-        if self.channels_changed is not None:
-            self.channels_changed(self.open_channels)
-        return channel
-
-    def channel_closed(self):
-        self.open_channels -= 1
-        if self.channels_changed is not None:
-            self.channels_changed(self.open_channels)
 
     def log(self, request):
         pass

@@ -489,44 +489,6 @@ class Spool:
         return stats.f_bavail * stats.f_frsize
 
 
-@attr.s(frozen=True, slots=True)
-class Waiting:
-    """What a spool directory holds, as another process sees it from its files."""
-
-    entries = attr.ib()  # committed crashes (``.crash`` files)
-    oldest_age = attr.ib()  # seconds, 0.0 when none
-    size = attr.ib()  # bytes of the ``.crash`` and ``.dump`` files, dumps being written included
-
-
-def waiting_in(directory, now):
-    """
-    The Waiting in spool ``directory`` (blocking): entries and their age
-    from the file names, bytes from one ``stat`` per file; nothing is read.
-    A file removed meanwhile is left out.
-    """
-    count, oldest, size = 0, None, 0
-    try:
-        listing = os.scandir(directory)
-    except FileNotFoundError:
-        return Waiting(0, 0.0, 0)
-    with listing:
-        for item in listing:
-            name = item.name
-            if name.startswith(".") or not name.endswith((SUFFIX, DUMP_SUFFIX)):
-                continue
-            try:
-                size += item.stat(follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue  # stored and removed meanwhile
-            if name.endswith(SUFFIX):
-                stamp = name.partition("-")[0]
-                if stamp.isdigit():
-                    count += 1
-                    oldest = int(stamp) if oldest is None else min(oldest, int(stamp))
-    age = max(0.0, now - oldest / 1e9) if oldest is not None else 0.0
-    return Waiting(count, age, size)
-
-
 def _unlink(path):
     try:
         os.unlink(path)

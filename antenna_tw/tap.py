@@ -4,40 +4,39 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TextIO
 
-import attr
+from twisted.application.service import IService
 from twisted.python import usage
 
 from antenna_tw import __version__
 from antenna_tw.config import ConfigError, load_config
-from antenna_tw.footprint import (
+from antenna_tw.logs import Logger, make_observer
+from antenna_tw.sentry import with_sentry
+from antenna_tw.storage import StorageUnavailable, storage_class
+from antenna_tw.workers import (
+    Worker,
+    WorkerSupervisor,
     builtin_storage,
+    check_port,
     forbid_pyopenssl,
     storage_needs_tls,
     without_pyopenssl,
 )
-from antenna_tw.logs import Logger, make_observer
-from antenna_tw.reuseport import ReusePortEndpoint, parse_tcp_description
-from antenna_tw.sentry import with_sentry
-from antenna_tw.storage import StorageUnavailable, storage_class
-from antenna_tw.workers import (
-    WorkerSupervisor,
-    adopt_orphan_shards,
-    die_with_parent,
-    shard_directory,
-)
+
+if TYPE_CHECKING:
+    from twisted.logger import ILogObserver
+
+    from antenna_tw.config import Config
 
 # What this module imports is imported by every `twistd antenna` process,
 # the supervising parent included, before the reactor: nothing here may
 # import the reactor, twisted.internet.endpoints (it loads pyOpenSSL) or the
-# web stack. See antenna_tw/footprint.py.
+# web stack. See antenna_tw/workers/footprint.py.
 
 
-# In SPOOL_DIR: how many connections each worker holds (antenna_tw.balance).
-CONNECTIONS_FILE = ".connections"
-
-
-def _workers(value):
+def _workers(value: str) -> int:
     count = int(value)
     if count < 0:
         raise ValueError("--workers cannot be negative")
@@ -65,8 +64,8 @@ class Options(usage.Options):
     ]
 
 
-def _worker_args(options):
-    def args(index):
+def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
+    def args(index: int) -> list[str]:
         argv = ["-n", "--pidfile=", "antenna", "--port", options["port"],
                 "--workers", str(options["workers"]), "--worker-index", str(index),
                 "--parent-pid", str(os.getpid())]
@@ -78,7 +77,8 @@ def _worker_args(options):
     return args
 
 
-def _supervisor(options, config, observer):
+def _supervisor(options: usage.Options, config: Config,
+                observer: ILogObserver) -> WorkerSupervisor:
     """
     The parent of ``--workers N``: it checks what it can, then only
     supervises. It never serves HTTP nor speaks TLS, so it imports neither
@@ -86,7 +86,7 @@ def _supervisor(options, config, observer):
     need no pyOpenSSL either (S3's uses http.client and the standard
     library's ``ssl``); another storage class is checked outside the block.
     """
-    parse_tcp_description(options["port"])
+    check_port(options["port"])
     storage = config.storage
     with without_pyopenssl():
         from twisted.internet import reactor
@@ -102,7 +102,8 @@ def _supervisor(options, config, observer):
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
 
 
-def makeService(options, environ=None, stream=None):
+def makeService(options: usage.Options, environ: Mapping[str, str] | None = None,
+                stream: TextIO | None = None) -> IService:
     """Build the collector (or the worker supervisor); a bad option exits with one line."""
     stream = stream or sys.stdout  # captured before twistd redirects stdout
     index = options["worker-index"]
@@ -124,39 +125,24 @@ def makeService(options, environ=None, stream=None):
                 forbid_pyopenssl()
             from twisted.internet import reactor
 
-            die_with_parent(options["parent-pid"])
-            spool_dir = config.spool.spool_dir
-            adopt_orphan_shards(spool_dir, index, options["workers"])
+            worker = Worker(index, options["workers"], options["parent-pid"],
+                            config.spool.spool_dir, balance=not options["no-balance"])
+            worker.start()
             # Each worker gets its shard and its share of the size limits.
-            config = attr.evolve(
-                config,
-                spool=attr.evolve(
-                    config.spool,
-                    spool_dir=shard_directory(spool_dir, index),
-                    spool_max_bytes=config.spool.spool_max_bytes // options["workers"]),
-                intake=attr.evolve(
-                    config.intake,
-                    max_inflight_bytes=config.intake.max_inflight_bytes // options["workers"]))
-            endpoint = ReusePortEndpoint.from_description(reactor, options["port"])
-            if options["workers"] > 1 and not options["no-balance"]:
-                from antenna_tw.balance import balanced
-
-                endpoint = balanced(endpoint, reactor, os.path.join(spool_dir, CONNECTIONS_FILE),
-                                    options["workers"], index, str(options["parent-pid"]))
-            siblings = [shard_directory(spool_dir, other)
-                        for other in range(options["workers"]) if other != index]
+            config = worker.configure(config)
+            endpoint = worker.endpoint(reactor, options["port"])
         else:
             # One process, any strports description (ssl: included).
             from twisted.internet import reactor
             from twisted.internet.endpoints import serverFromString
 
             endpoint = serverFromString(reactor, options["port"])
-            siblings = []
+            worker = None
         from antenna_tw.app import StartupError, build_collector
         from antenna_tw.service import CollectorService
 
         try:
-            collector = build_collector(config, reactor, sibling_spools=siblings)
+            collector = build_collector(config, reactor, worker=worker)
             entries = collector.prepare()
         except StartupError as error:
             raise ConfigError(str(error)) from None

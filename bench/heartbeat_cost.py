@@ -30,8 +30,8 @@ from twisted.internet import defer, task, threads
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from antenna_tw.shardstatus import write_status  # noqa: E402
-from antenna_tw.spool import waiting_in  # noqa: E402
+from antenna_tw.workers import Worker  # noqa: E402
+from antenna_tw.workers.shardstatus import waiting_in, write_status  # noqa: E402
 from tests.helpers import start_collector, stop_collector, test_environ  # noqa: E402
 
 CRASH_ID = "de1bb258-cbbf-4589-a673-34f800160918"
@@ -57,8 +57,10 @@ def heartbeat(url):
 
 async def measure(reactor, directory, shards, crashes, rounds):
     fill(shards, crashes)
+    # Worker 0 of len(shards) + 1: the others' shards are worker-1 and up.
     running = await start_collector(directory, test_environ(directory),
-                                    sibling_spools=[str(shard) for shard in shards])
+                                    worker=Worker(0, len(shards) + 1, os.getpid(),
+                                                  str(directory)))
     lateness = []
     last = [time.perf_counter()]
 

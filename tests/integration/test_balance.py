@@ -1,5 +1,5 @@
 """
-Connections passed between workers (antenna_tw.balance), over real sockets:
+Connections passed between workers (antenna_tw.workers.balance), over real sockets:
 a listening port whose worker holds more connections than its sibling
 passes a new one on, unread, through the sibling's Unix datagram socket,
 and the sibling's site answers it. Both "workers" run in this process, each
@@ -16,14 +16,15 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import resource, server
 
-from antenna_tw.balance import (
+from antenna_tw.send_crash import build_multipart
+from antenna_tw.workers.balance import (
     HAND_OFF_MARGIN,
     BalancingEndpoint,
     HandOffChannel,
     LoadBoard,
     channel_address,
 )
-from tests.helpers import _read_response, raw_request
+from tests.helpers import _read_response, http_request, minidump, raw_request
 
 GET = b"GET / HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n"
 
@@ -40,9 +41,7 @@ class Numbered(resource.Resource):
 
 
 class WorkerSite(server.Site):
-    """A site answering which worker it is; ``open_channels`` is what a CrashSite reports."""
-
-    open_channels = 0
+    """A site answering which worker it is."""
 
     def __init__(self, number):
         super().__init__(Numbered(number))
@@ -56,10 +55,14 @@ def two_workers(tmp_path):
     return sites, boards, channels
 
 
-async def answer_from(sites, boards, channels):
-    """Listen as worker 0 and send one request to it; the body of the answer."""
+async def answer_from(sites, boards, channels, holding=0):
+    """
+    Listen as worker 0, holding ``holding`` connections already, and send
+    one request to it; the body of the answer.
+    """
     endpoint = BalancingEndpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
                                  boards[0], channels[0])
+    endpoint.connections.open = holding
     port = await endpoint.listen(sites[0])
     try:
         status, _, body = await raw_request(port.getHost().port, GET)
@@ -74,8 +77,8 @@ async def answer_from(sites, boards, channels):
 async def test_a_busier_worker_passes_a_new_connection_to_its_sibling(tmp_path):
     sites, boards, channels = two_workers(tmp_path)
     assert channels[1].start(sites[1])
-    sites[0].open_channels = HAND_OFF_MARGIN  # worker 1 shows 0 on the board
-    assert await answer_from(sites, boards, channels) == b"worker 1"
+    # worker 1 shows 0 on the board
+    assert await answer_from(sites, boards, channels, holding=HAND_OFF_MARGIN) == b"worker 1"
     assert (channels[0].sent, channels[1].taken) == (1, 1)
 
 
@@ -83,16 +86,15 @@ async def test_a_busier_worker_passes_a_new_connection_to_its_sibling(tmp_path):
 async def test_a_worker_close_to_its_sibling_keeps_the_connection(tmp_path):
     sites, boards, channels = two_workers(tmp_path)
     assert channels[1].start(sites[1])
-    sites[0].open_channels = HAND_OFF_MARGIN - 1
-    assert await answer_from(sites, boards, channels) == b"worker 0"
+    assert await answer_from(sites, boards, channels,
+                             holding=HAND_OFF_MARGIN - 1) == b"worker 0"
     assert (channels[0].sent, channels[1].taken) == (0, 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_connection_its_sibling_cannot_take_is_served_where_it_came(tmp_path):
     sites, boards, channels = two_workers(tmp_path)  # worker 1's channel never starts
-    sites[0].open_channels = 10
-    assert await answer_from(sites, boards, channels) == b"worker 0"
+    assert await answer_from(sites, boards, channels, holding=10) == b"worker 0"
     assert channels[0].sent == 0
 
 
@@ -122,30 +124,60 @@ async def test_a_stopping_worker_serves_the_connections_already_sent_to_it(tmp_p
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_crash_site_reports_its_open_connections(site):
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+async def test_the_connections_a_worker_serves_are_counted_on_the_board(site, tmp_path):
+    board = LoadBoard(tmp_path / "connections", 2, 0).open()
+    endpoint = BalancingEndpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+                                 board, HandOffChannel(reactor, f"test-{uuid.uuid4().hex}", 0))
     seen = []
-    site.channels_changed = seen.append
-    before = site.open_channels
+
+    def publish(count):
+        seen.append(count)
+        board.publish(count)
+
+    endpoint.connections.publish = publish
+    port = await endpoint.listen(site)
 
     async def until(count):
         for _ in range(200):
-            if site.open_channels == count:
+            if board.count(0) == count:
                 return
             await task.deferLater(reactor, 0.01, lambda: None)
-        raise AssertionError((site.open_channels, count))
+        raise AssertionError((board.count(0), count))
 
     try:
         clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
                    for _ in range(2)]
-        await until(before + 2)
+        await until(2)
         for client in clients:
             client.close()
-        await until(before)
+        await until(0)
     finally:
-        site.channels_changed = None
         await port.stopListening()
-    assert seen == [before + 1, before + 2, before + 1, before]
+    assert seen == [1, 2, 1, 0]
+    assert endpoint.connections.open == 0
+    sibling = LoadBoard(tmp_path / "connections", 2, 1).open()
+    assert sibling.count(0) > 10**9  # stopped: never the lightest
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_counted_connection_still_hears_its_client_half_close(site, tmp_path):
+    # The crash channel answers a body cut short by a half-close (it is an
+    # IHalfCloseableProtocol); counting its connection must not hide it.
+    board = LoadBoard(tmp_path / "connections", 2, 0).open()
+    endpoint = BalancingEndpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+                                 board, HandOffChannel(reactor, f"test-{uuid.uuid4().hex}", 0))
+    body, content_type = build_multipart({"ProductName": "Test"},
+                                         {"upload_file_minidump": minidump()})
+    request = http_request(body, [("Content-Type", content_type),
+                                  ("Content-Length", str(len(body) + 100))])
+    port = await endpoint.listen(site)
+    try:
+        status, _, answer = await raw_request(port.getHost().port, request,
+                                              half_close=True, timeout=5)
+    finally:
+        await port.stopListening()
+    assert (status, answer) == (400, b"Discarded=malformed_invalid_payload_structure")
+    assert endpoint.connections.open == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -168,6 +200,5 @@ async def test_a_descriptor_that_is_no_tcp_connection_is_closed_and_the_channel_
         channels[1].doRead()
         assert set(os.listdir("/proc/self/fd")) <= before
     assert channels[1].taken == 0
-    sites[0].open_channels = HAND_OFF_MARGIN
     channels[0].stop()
-    assert await answer_from(sites, boards, channels) == b"worker 1"
+    assert await answer_from(sites, boards, channels, holding=HAND_OFF_MARGIN) == b"worker 1"

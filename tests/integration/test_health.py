@@ -12,7 +12,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from antenna_tw.send_crash import build_multipart
-from antenna_tw.shardstatus import write_status
+from antenna_tw.workers import Worker
+from antenna_tw.workers.shardstatus import write_status
 from tests.helpers import http_request, minidump, raw_request
 
 BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test", "Version": "1.0"},
@@ -168,8 +169,9 @@ async def test_a_workers_heartbeat_counts_the_crashes_waiting_in_the_other_shard
             (shard / f"{stamp:020d}-{crash_id}.upload_file_minidump.dump").write_bytes(b"MDMP")
     (siblings[1] / f".tmp-{now_ns - 10**12:020d}-{crash_id}.crash").write_bytes(b"")
 
+    # Worker 0 of 4: the other shards are worker-1 to worker-3 under tmp_path.
     running = await start_collector(tmp_path, environ_for(tmp_path),
-                                    sibling_spools=[str(path) for path in siblings])
+                                    worker=Worker(0, 4, os.getpid(), str(tmp_path)))
     try:
         status, answer = await heartbeat(running)
         assert answer["info"]["queue_length"] == 3
@@ -228,7 +230,7 @@ async def test_a_workers_heartbeat_adds_the_other_shards_bytes_and_retrying_coun
     running = await start_collector(
         tmp_path, environ_for(tmp_path, CRASHSTORAGE_CLASS="tests.helpers.NeverStorage",
                               SPOOL_MAX_BYTES=share),
-        sibling_spools=[str(worker_1), str(worker_2), str(tmp_path / "worker-3")])
+        worker=Worker(0, 4, os.getpid(), str(tmp_path)))  # worker-1 to worker-3 are the others
     try:
         await submit(running)  # one crash of its own, never stored
         own = running.collector.backpressure.used_bytes()

@@ -15,7 +15,7 @@ from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.service import CollectorService
-from antenna_tw.workers import WorkerSupervisor
+from antenna_tw.workers.supervisor import WorkerSupervisor
 from tests.helpers import http_request, minidump, raw_request, start_collector, stop_collector
 from tests.helpers import test_environ as environ_for
 

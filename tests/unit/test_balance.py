@@ -1,8 +1,8 @@
-"""The board of open connections per worker (antenna_tw.balance.LoadBoard)."""
+"""The board of open connections per worker (antenna_tw.workers.balance.LoadBoard)."""
 
 from twisted.logger import capturedLogs, formatEvent
 
-from antenna_tw.balance import BalancingEndpoint, LoadBoard, balanced
+from antenna_tw.workers.balance import BalancingEndpoint, LoadBoard, balanced
 
 
 def test_each_worker_sees_what_the_others_publish(tmp_path):

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 
 from antenna_tw.config import StorageSettings
-from antenna_tw.footprint import builtin_storage, storage_needs_tls, worker_environment
-from antenna_tw.workers import WorkerSupervisor
+from antenna_tw.workers.footprint import builtin_storage, storage_needs_tls, worker_environment
+from antenna_tw.workers.supervisor import WorkerSupervisor
 
 
 @pytest.mark.parametrize("storage_class,endpoint,needs_tls", [
@@ -77,7 +77,7 @@ def run_python(code):
 def test_without_pyopenssl_keeps_it_out_of_the_reactor_only():
     assert run_python("""
         import sys
-        from antenna_tw.footprint import without_pyopenssl
+        from antenna_tw.workers.footprint import without_pyopenssl
         with without_pyopenssl() as blocked:
             from twisted.internet import reactor
             from twisted.internet import posixbase
@@ -93,7 +93,7 @@ def test_without_pyopenssl_keeps_it_out_of_the_reactor_only():
 def test_forbid_pyopenssl_is_for_good_and_only_when_it_is_not_too_late():
     assert run_python("""
         import sys
-        from antenna_tw.footprint import forbid_pyopenssl
+        from antenna_tw.workers.footprint import forbid_pyopenssl
         print(forbid_pyopenssl())
         from twisted.internet import reactor
         try:
@@ -103,6 +103,6 @@ def test_forbid_pyopenssl_is_for_good_and_only_when_it_is_not_too_late():
     """) == ["True", "unimportable"]
     assert run_python("""
         import OpenSSL
-        from antenna_tw.footprint import forbid_pyopenssl
+        from antenna_tw.workers.footprint import forbid_pyopenssl
         print(forbid_pyopenssl())
     """) == ["False"]

@@ -10,7 +10,7 @@ import subprocess
 
 import attr
 
-from antenna_tw.shardstatus import STATUS_FILE, StatusPublisher, read_retrying, write_status
+from antenna_tw.workers.shardstatus import STATUS_FILE, StatusPublisher, read_retrying, write_status
 from tests.helpers import ImmediatePool, ImmediateReactor
 
 

@@ -1,9 +1,16 @@
 import os
 
 import pytest
+from zope.interface.verify import verifyObject
 
-from antenna_tw.reuseport import parse_tcp_description
-from antenna_tw.workers import adopt_orphan_shards, shard_directory
+from antenna_tw.config import load_config
+from antenna_tw.health import IOtherShards, ShardState
+from antenna_tw.workers import Worker
+from antenna_tw.workers.balance import BalancingEndpoint
+from antenna_tw.workers.reuseport import ReusePortEndpoint, parse_tcp_description
+from antenna_tw.workers.shardstatus import write_status
+from antenna_tw.workers.worker import adopt_orphan_shards, shard_directory
+from tests.helpers import test_environ
 
 
 def touch(path):
@@ -49,3 +56,48 @@ def test_parse_tcp(description, parsed):
 def test_parse_tcp_refuses(description):
     with pytest.raises(ValueError):
         parse_tcp_description(description)
+
+
+def test_a_worker_gets_its_shard_and_its_share_of_the_limits(tmp_path):
+    config = load_config(test_environ(tmp_path, SPOOL_MAX_BYTES=1000,
+                                      MAX_INFLIGHT_BYTES=3000), None)
+    worker = Worker(2, 3, os.getpid(), config.spool.spool_dir)
+    own = worker.configure(config)
+    assert own.spool.spool_dir == shard_directory(config.spool.spool_dir, 2)
+    assert (own.spool.spool_max_bytes, own.intake.max_inflight_bytes) == (333, 1000)
+    assert own.throttle == config.throttle and own.storage == config.storage
+
+
+def test_only_several_workers_know_of_other_shards(tmp_path):
+    alone = Worker(0, 1, os.getpid(), str(tmp_path))
+    assert alone.other_shards() is None
+    assert alone.status_publisher(alone.shard, lambda: 0, None, None) is None
+    others = Worker(1, 3, os.getpid(), str(tmp_path)).other_shards()
+    assert verifyObject(IOtherShards, others)
+    assert others.directories == (str(tmp_path / "worker-0"), str(tmp_path / "worker-2"))
+
+
+def test_other_shards_are_read_from_their_files(tmp_path):
+    now_ns = 1_800_000_000 * 10**9
+    shard = tmp_path / "worker-1"
+    shard.mkdir()
+    (shard / f"{now_ns - 7 * 10**9:020d}-x.crash").write_bytes(b"{}")
+    (shard / f"{now_ns - 7 * 10**9:020d}-x.upload_file_minidump.dump").write_bytes(b"MDMP")
+    write_status(str(shard), {"pid": os.getpid(), "retrying": 1})
+    states = Worker(0, 3, os.getpid(), str(tmp_path)).other_shards().read(now_ns / 1e9)
+    assert states == [ShardState("worker-1", 1, 7.0, 6, 1), ShardState("worker-2", 0, 0.0, 0, 0)]
+
+
+def test_a_worker_listens_on_its_own_reuseport_socket_balanced_when_it_has_siblings(tmp_path):
+    description = "tcp:8000:interface=127.0.0.1"
+    alone = Worker(0, 1, os.getpid(), str(tmp_path)).endpoint(None, description)
+    assert isinstance(alone, ReusePortEndpoint)
+    assert (alone.port, alone.interface) == (8000, "127.0.0.1")
+    unbalanced = Worker(0, 2, os.getpid(), str(tmp_path), balance=False)
+    assert isinstance(unbalanced.endpoint(None, description), ReusePortEndpoint)
+    balanced = Worker(1, 2, os.getpid(), str(tmp_path)).endpoint(None, description)
+    assert isinstance(balanced, BalancingEndpoint)
+    assert (balanced.board.path, balanced.board.index) == (str(tmp_path / ".connections"), 1)
+    assert balanced.channel.name == str(os.getpid())
+    with pytest.raises(ValueError):
+        Worker(0, 1, os.getpid(), str(tmp_path)).endpoint(None, "ssl:443")

@@ -1,6 +1,7 @@
 """
-With ``--workers N``: what a worker knows only in memory, published in its
-spool shard for the other workers' heartbeats.
+With ``--workers N``: what each worker's heartbeat knows of the other
+shards. Their crashes, ages and bytes come from their files (``waiting_in``);
+what a worker knows only in memory is published in its spool shard.
 
 Today that is one count, ``retrying`` (its crashes whose last save failed),
 which no file of the spool shows. Each worker keeps it in ``.status`` in its
@@ -17,18 +18,25 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import attr
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
+from antenna_tw.health import IOtherShards, ShardState
 from antenna_tw.logs import Logger
+from antenna_tw.spool import DUMP_SUFFIX, SUFFIX
 
 STATUS_FILE = ".status"
 _STATUS_TEMP = ".status-new"  # not ".tmp-": the spool moves those aside at start-up
 
 
-def write_status(directory, status):
+def write_status(directory: str, status: dict[str, int]) -> None:
     """Replace ``directory``'s status file with ``status`` (blocking, atomic)."""
     temp = os.path.join(directory, _STATUS_TEMP)
     with open(temp, "w", encoding="utf-8") as status_file:
@@ -36,7 +44,7 @@ def write_status(directory, status):
     os.replace(temp, os.path.join(directory, STATUS_FILE))
 
 
-def _running(pid):
+def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,7 +54,7 @@ def _running(pid):
     return True
 
 
-def read_retrying(directory):
+def read_retrying(directory: str) -> int:
     """
     The ``retrying`` count that the worker of shard ``directory`` published
     (blocking); 0 when there is none, it is unreadable or its worker is gone.
@@ -70,32 +78,32 @@ class StatusPublisher:
     reactor's clock, written in ``threadpool`` when it changed.
     """
 
-    directory = attr.ib()
-    retrying = attr.ib()
-    reactor = attr.ib()
-    threadpool = attr.ib()
-    interval = attr.ib(default=1.0)
-    pid = attr.ib(factory=os.getpid)
+    directory: str = attr.ib()
+    retrying: Callable[[], int] = attr.ib()
+    reactor: Any = attr.ib()  # IReactorTime and IReactorFromThreads
+    threadpool: ThreadPool = attr.ib()
+    interval: float = attr.ib(default=1.0)
+    pid: int = attr.ib(factory=os.getpid)
     log = Logger(namespace="antenna.shardstatus")
 
-    def __attrs_post_init__(self):
-        self._published = None  # nothing yet: the first check always writes
+    def __attrs_post_init__(self) -> None:
+        self._published: int | None = None  # nothing yet: the first check always writes
         self._failing = False
         self._loop = task.LoopingCall(self._publish)
         self._loop.clock = self.reactor
-        self._stopped = None
+        self._stopped: defer.Deferred[Any] | None = None
 
-    def start(self):
+    def start(self) -> None:
         """Publish now (replacing what a previous worker left), then as the count changes."""
         self._stopped = self._loop.start(self.interval, now=True)
 
-    def stop(self):
+    def stop(self) -> defer.Deferred[Any]:
         """Stop publishing; a Deferred that fires once a write in flight has landed."""
         if self._loop.running:
             self._loop.stop()
         return self._stopped if self._stopped is not None else defer.succeed(None)
 
-    def _publish(self):
+    def _publish(self) -> defer.Deferred[None] | None:
         value = self.retrying()
         if value == self._published:
             return None
@@ -103,14 +111,72 @@ class StatusPublisher:
         d = deferToThreadPool(self.reactor, self.threadpool, write_status, self.directory, status)
         return d.addCallbacks(self._written, self._failed, callbackArgs=(value,))
 
-    def _written(self, _, value):
+    def _written(self, _: None, value: int) -> None:
         self._published = value
         self._failing = False
 
-    def _failed(self, failure):
+    def _failed(self, failure: Failure) -> None:
         # Retried at the next check; said once, not every second of a disk outage.
         if not self._failing:
             self._failing = True
             self.log.warn("could not write {path}: {error}",
                           path=os.path.join(self.directory, STATUS_FILE),
                           error=str(failure.value))
+
+
+@attr.s(frozen=True, slots=True)
+class Waiting:
+    """What a spool directory holds, as another process sees it from its files."""
+
+    entries: int = attr.ib()  # committed crashes (``.crash`` files)
+    oldest_age: float = attr.ib()  # seconds, 0.0 when none
+    # bytes of the ``.crash`` and ``.dump`` files, dumps being written included
+    size: int = attr.ib()
+
+
+def waiting_in(directory: str, now: float) -> Waiting:
+    """
+    The Waiting in spool ``directory`` (blocking): entries and their age
+    from the file names, bytes from one ``stat`` per file; nothing is read.
+    A file removed meanwhile is left out.
+    """
+    count, oldest, size = 0, None, 0
+    try:
+        listing = os.scandir(directory)
+    except FileNotFoundError:
+        return Waiting(0, 0.0, 0)
+    with listing:
+        for item in listing:
+            name = item.name
+            if name.startswith(".") or not name.endswith((SUFFIX, DUMP_SUFFIX)):
+                continue
+            try:
+                size += item.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue  # stored and removed meanwhile
+            if name.endswith(SUFFIX):
+                stamp = name.partition("-")[0]
+                if stamp.isdigit():
+                    count += 1
+                    oldest = int(stamp) if oldest is None else min(oldest, int(stamp))
+    age = max(0.0, now - oldest / 1e9) if oldest is not None else 0.0
+    return Waiting(count, age, size)
+
+
+@implementer(IOtherShards)
+@attr.s(frozen=True)
+class SiblingShards:
+    """The other workers' spool shards, read from their files and status files."""
+
+    directories: tuple[str, ...] = attr.ib()
+
+    def read(self, now: float) -> list[ShardState]:
+        """Each shard's crashes, bytes and retrying count (blocking)."""
+        states = []
+        for directory in self.directories:
+            waiting = waiting_in(directory, now)
+            states.append(ShardState(os.path.basename(directory), waiting.entries,
+                                     waiting.oldest_age, waiting.size,
+                                     read_retrying(directory)))
+        return states
+

@@ -20,6 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from antenna_tw.config import StorageSettings
 
 PYOPENSSL = "OpenSSL"
 
@@ -46,12 +51,12 @@ WORKER_MALLOC_ENV = {
 }
 
 
-def builtin_storage(storage):
+def builtin_storage(storage: StorageSettings) -> str | None:
     """``"fs"``, ``"noop"`` or ``"s3"`` for StorageSettings naming one of ours, else None."""
     return BUILTIN_STORAGE.get(storage.crashstorage_class)
 
 
-def storage_needs_tls(storage):
+def storage_needs_tls(storage: StorageSettings) -> bool:
     """
     Whether a worker with these StorageSettings may need Twisted's TLS: S3
     unless its endpoint is ``http://``, and any storage class that is not
@@ -64,12 +69,12 @@ def storage_needs_tls(storage):
     return backend is None
 
 
-def _too_late():
+def _too_late() -> bool:
     """pyOpenSSL is already loaded, or the reactor's base module was imported with it."""
     return PYOPENSSL in sys.modules or "twisted.internet.posixbase" in sys.modules
 
 
-def forbid_pyopenssl():
+def forbid_pyopenssl() -> bool:
     """
     Make pyOpenSSL unimportable in this process from now on, if nothing
     imported it yet; True when it did. Twisted then has no TLS: a process
@@ -77,12 +82,14 @@ def forbid_pyopenssl():
     """
     if _too_late():
         return False
-    sys.modules[PYOPENSSL] = None  # import raises ModuleNotFoundError
+    # import raises ModuleNotFoundError (typeshed types sys.modules as modules
+    # only; None is the import system's documented "not importable")
+    sys.modules[PYOPENSSL] = None  # type: ignore[assignment]
     return True
 
 
 @contextlib.contextmanager
-def without_pyopenssl():
+def without_pyopenssl() -> Iterator[bool]:
     """
     pyOpenSSL unimportable inside the block only. The modules imported in it
     (the reactor, above all) keep no TLS support; pyOpenSSL itself can be
@@ -91,7 +98,7 @@ def without_pyopenssl():
     if _too_late():
         yield False
         return
-    sys.modules[PYOPENSSL] = None
+    sys.modules[PYOPENSSL] = None  # type: ignore[assignment]  # as above
     try:
         yield True
     finally:
@@ -99,7 +106,7 @@ def without_pyopenssl():
             del sys.modules[PYOPENSSL]
 
 
-def worker_environment(environ):
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of a worker process: ``environ`` plus the malloc settings it lacks."""
     env = dict(environ)
     for key, value in WORKER_MALLOC_ENV.items():

@@ -7,14 +7,15 @@ connections between them (Twisted's endpoints have no such option).
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import attr
 from twisted.internet import defer
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
 
-def parse_tcp_description(description):
+def parse_tcp_description(description: str) -> tuple[int, str, int]:
     """
     ``(port, interface, backlog)`` from a strports ``tcp:`` description such
     as ``tcp:8000:interface=127.0.0.1``; ValueError for anything else.
@@ -45,16 +46,17 @@ def parse_tcp_description(description):
 class ReusePortEndpoint:
     """Listen on ``interface:port`` with SO_REUSEADDR and SO_REUSEPORT set."""
 
-    reactor = attr.ib()
-    port = attr.ib()
-    interface = attr.ib(default="")
-    backlog = attr.ib(default=50)
+    reactor: Any = attr.ib()  # IReactorSocket
+    port: int = attr.ib()
+    interface: str = attr.ib(default="")
+    backlog: int = attr.ib(default=50)
 
     @classmethod
-    def from_description(cls, reactor, description):
+    def from_description(cls, reactor: Any, description: str) -> ReusePortEndpoint:
+        """The endpoint of a strports ``tcp:`` ``description``; ValueError for another."""
         return cls(reactor, *parse_tcp_description(description))
 
-    def listen(self, factory):
+    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
         family = socket.AF_INET6 if ":" in self.interface else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -64,7 +66,7 @@ class ReusePortEndpoint:
             sock.listen(self.backlog)
             sock.setblocking(False)
             # adoptStreamPort dup()s the descriptor; ours is closed below.
-            port = self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+            port = self.reactor.adoptStreamPort(sock.fileno(), family, protocolFactory)
         except OSError as error:
             return defer.fail(error)
         finally:

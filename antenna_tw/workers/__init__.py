@@ -1,0 +1,43 @@
+"""
+``--workers N``: several collector processes serving one port on one node.
+
+The one seam for running several processes; only the composition root
+(``antenna_tw.app``) and ``twistd antenna`` (``antenna_tw.tap``, the plugin)
+use it, and only through the names below (``tests/unit/test_workers_seam.py``):
+
+- ``WorkerSupervisor``: the parent, which keeps N workers running and stops
+  them in order (``supervisor.py``);
+- ``Worker``: this process as one of them: its spool shard and share of the
+  limits, its SO_REUSEPORT endpoint balanced between the workers
+  (``reuseport.py``, ``balance.py``), and what its heartbeat learns of the
+  other shards (``shardstatus.py``, an ``antenna_tw.health.IOtherShards``);
+- ``check_port``: whether a port description can be shared (``tcp:`` only);
+- the footprint functions: what keeps the parent and TLS-free workers
+  without pyOpenSSL (``footprint.py``).
+
+The rest of the collector (health, intake, spool, submit) knows nothing of
+workers. Importing this package imports neither the reactor nor the web
+stack: the parent imports it before anything else.
+"""
+
+from __future__ import annotations
+
+from antenna_tw.workers.footprint import (
+    builtin_storage,
+    forbid_pyopenssl,
+    storage_needs_tls,
+    without_pyopenssl,
+)
+from antenna_tw.workers.reuseport import parse_tcp_description as check_port
+from antenna_tw.workers.supervisor import WorkerSupervisor
+from antenna_tw.workers.worker import Worker
+
+__all__ = [
+    "Worker",
+    "WorkerSupervisor",
+    "builtin_storage",
+    "check_port",
+    "forbid_pyopenssl",
+    "storage_needs_tls",
+    "without_pyopenssl",
+]

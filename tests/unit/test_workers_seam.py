@@ -1,0 +1,79 @@
+"""
+``antenna_tw.workers`` is one seam: only the composition root (``app.py``),
+``twistd antenna`` (``tap.py``) and its plugin import it, and only from the
+package itself, never from its modules. The rest of the collector knows
+nothing of workers.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "antenna_tw"
+WORKERS = PACKAGE / "workers"
+PLUGIN = ROOT / "twisted" / "plugins" / "antenna_plugin.py"
+ALLOWED = {PACKAGE / "app.py", PACKAGE / "tap.py", PLUGIN}
+SOURCES = [path for path in sorted(PACKAGE.rglob("*.py")) + [PLUGIN]
+           if WORKERS not in path.parents]
+
+
+def workers_imports(path: pathlib.Path) -> list[str]:
+    """Every module of ``antenna_tw.workers`` that ``path`` imports, as ``line: module``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+            if node.module == "antenna_tw":
+                modules = [f"antenna_tw.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [f"{node.lineno}: {module}" for module in modules
+                  if module == "antenna_tw.workers" or module.startswith("antenna_tw.workers.")]
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_only_the_composition_root_and_the_plugin_use_workers(path: pathlib.Path) -> None:
+    imports = workers_imports(path)
+    if path in ALLOWED:
+        assert [line for line in imports if not line.endswith(": antenna_tw.workers")] == []
+    else:
+        assert imports == []
+
+
+def test_the_seam_is_used(tmp_path: pathlib.Path) -> None:
+    # The check finds what it looks for: app.py and tap.py do use the seam.
+    assert workers_imports(PACKAGE / "app.py")
+    assert workers_imports(PACKAGE / "tap.py")
+    planted = tmp_path / "planted.py"
+    planted.write_text("import antenna_tw.workers.balance\n"
+                       "from antenna_tw import workers\n"
+                       "from antenna_tw.workers.shardstatus import waiting_in\n"
+                       "from antenna_tw.workersish import x\n"
+                       "def f():\n"
+                       "    from antenna_tw.workers import Worker\n")
+    assert workers_imports(planted) == [
+        "1: antenna_tw.workers.balance", "2: antenna_tw.workers",
+        "3: antenna_tw.workers.shardstatus", "6: antenna_tw.workers"]
+
+
+def test_importing_the_seam_loads_neither_the_reactor_nor_the_web_stack() -> None:
+    # The --workers parent imports it first; it must stay small (footprint.py).
+    code = ("import sys, antenna_tw.tap, antenna_tw.workers\n"
+            "print(' '.join(sorted(name for name in sys.modules if name in {"
+            "'twisted.internet.reactor', 'twisted.internet.posixbase', 'OpenSSL', "
+            "'twisted.web.server', 'klein', 'antenna_tw.health', 'antenna_tw.spool', "
+            "'antenna_tw.workers.balance', 'antenna_tw.workers.shardstatus'})))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []
