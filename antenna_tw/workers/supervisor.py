@@ -21,6 +21,7 @@ from typing import Any
 import attr
 from twisted.application.service import IServiceCollection, Service
 from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.logger import ILogObserver, LogLevel
 from twisted.python.failure import Failure
@@ -145,8 +146,8 @@ class WorkerSupervisor(Service):
         for process in list(self._processes.values()):
             try:
                 process.signalProcess("TERM")
-            except OSError:
-                pass
+            except (OSError, ProcessExitedAlready):
+                pass  # it has exited; its end is on its way
         d: defer.Deferred[None] = defer.Deferred()
         self._all_ended.append(d)
 
@@ -154,7 +155,7 @@ class WorkerSupervisor(Service):
             for process in list(self._processes.values()):
                 try:
                     process.signalProcess("KILL")
-                except OSError:
+                except (OSError, ProcessExitedAlready):
                     pass
 
         d.addTimeout(self.stop_timeout, self.reactor, onTimeoutCancel=kill_stragglers)

@@ -1,6 +1,10 @@
 import os
 
 import pytest
+from twisted.internet import task
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from antenna_tw.config import load_config
@@ -9,6 +13,7 @@ from antenna_tw.workers import Worker
 from antenna_tw.workers.balance import BalancingEndpoint
 from antenna_tw.workers.reuseport import ReusePortEndpoint, parse_tcp_description
 from antenna_tw.workers.shardstatus import write_status
+from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import adopt_orphan_shards, shard_directory
 from tests.helpers import test_environ
 
@@ -56,6 +61,99 @@ def test_parse_tcp(description, parsed):
 def test_parse_tcp_refuses(description):
     with pytest.raises(ValueError):
         parse_tcp_description(description)
+
+
+class Process:
+    """A spawned worker: the signals it was sent; ``end`` makes it exit."""
+
+    def __init__(self, protocol, pid):
+        self.protocol = protocol
+        self.pid = pid
+        self.signals = []
+        self.exited = False
+
+    def signalProcess(self, name):
+        if self.exited:
+            raise ProcessExitedAlready()
+        self.signals.append(name)
+
+    def end(self, status=None, signal=9):
+        self.exited = True
+        self.protocol.processEnded(Failure(ProcessTerminated(status, signal)))
+
+
+class ProcessReactor(task.Clock):
+    """A clock that spawns Process objects."""
+
+    def __init__(self):
+        super().__init__()
+        self.processes = []
+
+    def spawnProcess(self, protocol, executable, args, env, childFDs):
+        assert childFDs == {0: "w", 1: 1, 2: 2}  # its logs go out as it wrote them
+        process = Process(protocol, 1000 + len(self.processes))
+        self.processes.append(process)
+        return process
+
+
+def test_a_worker_that_keeps_dying_is_restarted_later_each_time():
+    reactor = ProcessReactor()
+    supervisor = WorkerSupervisor(reactor, 1, lambda index: ["antenna"])
+    supervisor.startService()
+    delays = []
+    with capturedLogs() as log_events:
+        for _ in range(9):
+            reactor.processes[-1].end()
+            [call] = reactor.getDelayedCalls()
+            delays.append(call.getTime() - reactor.seconds())
+            reactor.advance(delays[-1])
+        reactor.advance(31.0)  # a worker that ran long enough starts from the shortest delay
+        reactor.processes[-1].end()
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert reactor.getDelayedCalls()[0].getTime() - reactor.seconds() == 0.5
+    assert supervisor.pids() == {}
+    reactor.advance(0.5)
+    assert supervisor.pids() == {0: reactor.processes[-1].pid}
+    # Each death is an error with its failure, so that Sentry hears of it.
+    deaths = [event for event in log_events if "ended" in formatEvent(event)]
+    assert len(deaths) == 10
+    assert deaths[0]["log_level"] == LogLevel.error
+    assert deaths[0]["log_failure"].check(ProcessTerminated)
+    assert formatEvent(deaths[0]).startswith("worker 0 ended (A process has ended with a "
+                                             "probable error condition: process ended by "
+                                             "signal 9.); restarting in 0.5 s")
+
+
+def test_stopping_passes_sigterm_on_and_kills_what_is_left_at_the_timeout():
+    reactor = ProcessReactor()
+    supervisor = WorkerSupervisor(reactor, 3, lambda index: ["antenna"], stop_timeout=60.0)
+    supervisor.startService()
+    first, second, third = reactor.processes
+    first.end()  # dies just before the stop: its restart must not happen
+    stopped = []
+    supervisor.stopService().addCallback(stopped.append)
+    assert (second.signals, third.signals) == (["TERM"], ["TERM"])
+    second.end(status=0, signal=None)
+    reactor.advance(59.0)
+    assert not stopped and third.signals == ["TERM"]
+    reactor.advance(1.0)
+    assert third.signals == ["TERM", "KILL"]
+    assert stopped == [None]
+    assert len(reactor.processes) == 3  # nothing was restarted
+
+
+def test_a_worker_that_exited_unheard_does_not_stop_the_stop():
+    reactor = ProcessReactor()
+    supervisor = WorkerSupervisor(reactor, 2, lambda index: ["antenna"])
+    supervisor.startService()
+    reactor.processes[0].exited = True  # exited, its end not yet heard
+    stopped = []
+    supervisor.stopService().addCallback(stopped.append)
+    assert reactor.processes[1].signals == ["TERM"]
+    reactor.processes[0].end()
+    assert not stopped
+    reactor.processes[1].end(status=0, signal=None)
+    assert stopped == [None]
 
 
 def test_a_worker_gets_its_shard_and_its_share_of_the_limits(tmp_path):
