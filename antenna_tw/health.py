@@ -23,7 +23,7 @@ JSON = b"application/json"
 class ShardState:
     """What another spool shard of this node holds."""
 
-    name: str = attr.ib()  # as the heartbeat names it, e.g. ``worker-1``
+    name: str = attr.ib()  # as the heartbeat's messages name it
     entries: int = attr.ib()  # crashes waiting
     oldest_age: float = attr.ib()  # seconds, 0.0 when none
     size: int = attr.ib()  # bytes its files take
@@ -87,8 +87,8 @@ class HealthHandler:
             errors.append({"name": "spool", "msg": f"only {free} bytes free under the spool"})
         mover = self.mover
         queued, oldest, retrying = mover.queue_length(), mover.oldest_age(), mover.retrying()
-        # Bytes per shard: this worker's from memory (writes in flight
-        # included), the others' from their files.
+        # Bytes per shard: this process's from memory (writes in flight
+        # included), the other shards' as their provider reads them.
         shards = [(os.path.basename(self.spool.directory), self.backpressure.used_bytes())]
         if self.other_shards is not None:
             others = await deferToThreadPool(self.reactor, self.threadpool,
