@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.python.threadpool import ThreadPool
 
 from antenna_tw.crash import Crash
-from antenna_tw.ext.s3.connection import S3Error
+from antenna_tw.ext.s3 import S3Error
 from antenna_tw.storage import StorageUnavailable
 from tests.integration.s3_helpers import build_storage, s3_environ
 from tests.s3server import Keys

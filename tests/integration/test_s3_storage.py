@@ -11,7 +11,8 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 
 from antenna_tw.crash import Crash, serialize_raw_crash
-from antenna_tw.ext.s3.connection import RetryPolicy, S3Unreachable
+from antenna_tw.backoff import Backoff
+from antenna_tw.ext.s3 import S3Unreachable
 from antenna_tw.send_crash import build_multipart, post
 from antenna_tw.storage import StorageUnavailable
 from tests.helpers import in_thread, minidump
@@ -107,7 +108,8 @@ async def test_a_dead_endpoint_fails_the_save_after_the_retries(storages):
                "CRASHSTORAGE_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
                "CRASHSTORAGE_ACCESS_KEY": "AKIA", "CRASHSTORAGE_SECRET_ACCESS_KEY": "secret"}
     storage = storages(environ)
-    storage.connection.retry = RetryPolicy(attempts=3, base_delay=0.01)
+    storage.connection.attempts = 3
+    storage.connection.backoff = Backoff(base=0.01)
     with pytest.raises(S3Unreachable, match="ConnectionRefusedError"):
         await storage.save_crash(Crash(CRASH_ID, {}, {}))
 

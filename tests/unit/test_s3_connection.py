@@ -4,13 +4,13 @@ import attr
 import pytest
 from twisted.internet import defer, error, task
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.http_headers import Headers
 from twisted.python.failure import Failure
 
-from antenna_tw.ext.s3.connection import (
-    RetryPolicy, S3Connection, S3Error, S3Unreachable, Timeouts, error_code,
+from antenna_tw.backoff import Backoff
+from antenna_tw.ext.s3.client import (
+    BucketLocation, CredentialSource, S3Connection, S3Error, S3Unreachable, Timeouts, error_code,
 )
-from antenna_tw.ext.s3.credentials import CredentialSource
-from antenna_tw.ext.s3.location import BucketLocation
 
 SECRET = "do-not-leak-this-secret"
 SLOWDOWN = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>x</Message></Error>"
@@ -19,7 +19,11 @@ SLOWDOWN = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>x</Messag
 class Highest:
     """A random source that always picks the top of the jitter range."""
 
+    def __init__(self):
+        self.ranges = []
+
     def uniform(self, low, high):
+        self.ranges.append((low, high))
         return high
 
 
@@ -27,6 +31,8 @@ class Highest:
 class FakeResponse:
     code = attr.ib()
     body = attr.ib(default=b"")
+    phrase = attr.ib(default=b"")
+    headers = attr.ib(factory=Headers)
 
     def content(self):
         return defer.succeed(self.body)
@@ -85,8 +91,7 @@ def http():
 def make_connection(clock, http, run_in_thread=run_now, **kwargs):
     location = BucketLocation("crashes", "us-west-2", "http://127.0.0.1:9")
     credentials = CredentialSource(run_now, "AKIAEXAMPLE", SECRET)
-    kwargs.setdefault("retry", RetryPolicy(attempts=4, base_delay=0.5, max_delay=5.0,
-                                           rng=Highest()))
+    kwargs.setdefault("backoff", Backoff(base=0.5, cap=5.0, rng=Highest()))
     return S3Connection(location, credentials, http, clock, run_in_thread, **kwargs)
 
 
@@ -145,16 +150,23 @@ def test_gives_up_after_the_last_attempt_and_raises(clock, http):
     assert str(failure.value) == "S3 PUT v1/dump/x answered 503 SlowDown"
 
 
-def test_delays_are_capped():
-    policy = RetryPolicy(base_delay=0.5, max_delay=5.0, rng=Highest())
-    assert [policy.delay(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+def test_the_default_retries_are_four_tries_with_the_projects_backoff():
+    connection = make_connection(task.Clock(), FakeHTTP(), backoff=Backoff(base=0.5, cap=5.0))
+    defaults = S3Connection(connection.location, connection.credentials, None, None, None)
+    assert defaults.attempts == 4
+    assert (defaults.backoff.base, defaults.backoff.cap) == (0.5, 5.0)
 
 
-def test_jitter_stays_in_the_upper_half():
-    policy = RetryPolicy(base_delay=1.0, max_delay=8.0)
-    for failures in range(1, 6):
-        ceiling = min(8.0, 2 ** (failures - 1))
-        assert ceiling / 2 <= policy.delay(failures) <= ceiling
+def test_retries_wait_what_the_backoff_draws(clock, http):
+    rng = Highest()
+    connection = make_connection(clock, http, backoff=Backoff(base=0.5, cap=1.5, rng=rng))
+    results = put(connection)
+    for delay in (0.5, 1.0, 1.5):
+        http.answer(503, SLOWDOWN)
+        clock.advance(delay)
+    http.answer(200)
+    assert results == [None]
+    assert rng.ranges == [(0.25, 0.5), (0.25, 1.0), (0.25, 1.5)]  # Backoff's ranges, capped
 
 
 @pytest.mark.parametrize("status, body", [
@@ -204,7 +216,7 @@ def test_timeout_grows_with_the_body():
 
 
 def test_transport_errors_are_retried_then_reported(clock, http):
-    connection = make_connection(clock, http, retry=RetryPolicy(attempts=2, rng=Highest()))
+    connection = make_connection(clock, http, attempts=2)
     results = put(connection)
     http.fail(error.ConnectionRefusedError())
     clock.advance(0.5)
@@ -237,25 +249,30 @@ def test_large_bodies_are_signed_in_a_thread(clock, http):
     put(connection, body=b"x" * 999)
     assert threaded == []
     put(connection, body=b"x" * 1000)
-    assert threaded == ["signed_headers"]
+    assert threaded == ["signed_request"]
 
 
 def test_errors_never_name_the_secret(clock, http):
-    connection = make_connection(clock, http, retry=RetryPolicy(attempts=1))
+    connection = make_connection(clock, http, attempts=1)
     results = put(connection)
     http.answer(403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>")
     assert SECRET not in str(results[0].value)
     assert SECRET not in repr(connection)
 
 
-def test_head_bucket_returns_any_status_without_retrying(clock, http):
+def test_head_bucket_returns_any_answer_without_retrying(clock, http):
     connection = make_connection(clock, http)
     results = []
     defer.ensureDeferred(connection.head_bucket()).addBoth(results.append)
     assert http.sent[0].method == "HEAD"
     assert http.sent[0].url == "http://127.0.0.1:9/crashes"
-    http.answer(404)
-    assert results == [404]
+    headers = Headers({"x-amz-bucket-region": ["eu-west-1"]})
+    http.sent[0].deferred.callback(FakeResponse(301, phrase=b"Moved Permanently",
+                                                headers=headers))
+    [answer] = results
+    assert (answer.status, answer.phrase, answer.bucket_region) == (
+        301, "Moved Permanently", "eu-west-1")
+    assert len(http.sent) == 1 and not clock.getDelayedCalls()
 
 
 def test_error_code_parsing():

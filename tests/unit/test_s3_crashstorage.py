@@ -6,9 +6,8 @@ import attr
 from twisted.internet import defer, task
 
 from antenna_tw.crash import Crash
-from antenna_tw.ext.s3.connection import S3Error, S3Unreachable
-from antenna_tw.ext.s3.crashstorage import S3CrashStorage
-from antenna_tw.ext.s3.location import BucketLocation
+from antenna_tw.ext.s3 import S3CrashStorage, S3Error, S3Unreachable
+from antenna_tw.ext.s3.client import Answer, BucketLocation
 
 CRASH_ID = "de0e4a4e-0d1c-4f2a-9d7e-3c5b1a260504"
 
@@ -31,7 +30,7 @@ class FakeConnection:
         status = self.statuses.pop(0)
         if isinstance(status, Exception):
             raise status
-        return status
+        return Answer(status, "Phrase")
 
 
 def saved(storage, crash):
@@ -110,5 +109,5 @@ def test_concurrent_heartbeats_share_one_head():
     first, second = [], []
     storage.check_health().addBoth(first.append)
     storage.check_health().addBoth(second.append)
-    waiting.callback(200)
+    waiting.callback(Answer(200))
     assert first == second == [[]] and connection.heads == 1

@@ -7,7 +7,7 @@ import pytest
 from botocore.credentials import Credentials, RefreshableCredentials
 from twisted.internet import defer
 
-from antenna_tw.ext.s3.credentials import CredentialSource, NoCredentials
+from antenna_tw.ext.s3.client import CredentialSource, NoCredentials
 
 
 class ManualThread:

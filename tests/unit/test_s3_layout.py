@@ -2,8 +2,8 @@
 
 import pytest
 
-from antenna_tw.ext.s3.keys import dump_key, dump_names_key, raw_crash_key
-from antenna_tw.ext.s3.location import BucketLocation, quote_key
+from antenna_tw.ext.s3.client import BucketLocation, quote_key
+from antenna_tw.ext.s3.storage import dump_key, dump_names_key, raw_crash_key
 
 CRASH_ID = "de0e4a4e-0d1c-4f2a-9d7e-3c5b1a260504"
 

@@ -6,7 +6,7 @@ import hashlib
 
 from botocore.credentials import ReadOnlyCredentials
 
-from antenna_tw.ext.s3.signing import signed_headers
+from antenna_tw.ext.s3.client import signed_headers
 
 CREDENTIALS = ReadOnlyCredentials("AKIAEXAMPLE", "secret-example", None)
 URL = "http://127.0.0.1:9000/crashes/v1/dump/a%20b"

@@ -1,16 +1,16 @@
 """
 S3 crash storage: treq sends the requests, botocore signs them (SigV4) and
-resolves credentials. One module per job:
+resolves credentials.
 
-- ``keys``: where each file of a crash goes in the bucket (docs/s3.rst, *Bucket layout*)
-- ``location``: the bucket's URLs (path style for a custom endpoint)
-- ``credentials``: static keys or botocore's chain, resolved off the reactor
-- ``signing``: Content-MD5 and SigV4 headers for one request
-- ``connection``: requests with timeouts and reactor-timed retries
-- ``probe``: the blocking start-up check of the bucket
-- ``crashstorage``: ``S3CrashStorage``, the ``ICrashStorage`` backend
+- ``storage``: ``S3CrashStorage``, the ``ICrashStorage`` backend; where each
+  file of a crash goes in the bucket (docs/s3.rst, *Bucket layout*); what a
+  HEAD of the bucket says, at start-up and for the heartbeat
+- ``client``: the bucket's URLs, credentials (static keys or botocore's
+  chain, resolved off the reactor), signing, requests with timeouts and
+  reactor-timed retries, and the blocking HEAD of the start-up check
 """
 
-from antenna_tw.ext.s3.crashstorage import S3CrashStorage
+from antenna_tw.ext.s3.client import S3Connection, S3Error, S3Unreachable
+from antenna_tw.ext.s3.storage import S3CrashStorage
 
-__all__ = ["S3CrashStorage"]
+__all__ = ["S3Connection", "S3CrashStorage", "S3Error", "S3Unreachable"]

@@ -1,0 +1,625 @@
+"""
+The S3 client: where the bucket is, credentials, SigV4 signing, and
+requests with timeouts and reactor-timed retries.
+
+treq sends the crash movers' and the heartbeat's requests over a persistent
+``HTTPConnectionPool``; every response body is read (so the connection can go
+back to the pool) and its status checked (treq never raises on one).
+Throttling (429, 503 SlowDown), server errors (5xx), 408 and S3's
+``RequestTimeout``, and transport errors (refused, reset, no answer within the
+timeout) are retried a few times with ``antenna_tw.backoff.Backoff``'s
+delays; an expired session token makes the next try re-resolve credentials.
+What still fails raises, and the caller (the crash mover) puts the crash back
+on its queue.
+
+The HEAD of the bucket has two transports and one request: treq on the
+reactor (``S3Connection.head_bucket``, the heartbeat) and ``http.client``,
+blocking (``head_bucket_blocking``, the start-up check, which runs before the
+reactor, in the ``--workers`` parent too, and so must not need Twisted's TLS:
+see ``antenna_tw/footprint.py``). Both send what ``signed_request`` builds
+and return an ``Answer``, or raise ``S3Unreachable``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import http.client
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from urllib.parse import quote, urlsplit
+
+import attr
+import botocore.session
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, RefreshableCredentials
+from treq.client import HTTPClient
+from twisted.internet import defer, error, task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.iweb import IAgent
+from zope.interface import implementer
+
+from antenna_tw.backoff import Backoff
+from antenna_tw.logs import Logger
+
+if TYPE_CHECKING:
+    from antenna_tw.config import StorageSettings
+
+T = TypeVar("T")
+
+# ``run_in_thread(function, *args)``: a Deferred of the call, run in a pool thread.
+RunInThread = Callable[..., "Deferred[Any]"]
+
+
+# -- one call at a time -------------------------------------------------------
+
+
+class SingleFlight(Generic[T]):
+    """
+    ``run(start)`` calls ``start()`` (which returns a Deferred or a value)
+    unless a call is already under way; every caller gets a Deferred of that
+    call's result. Used so that many crash movers waiting for credentials,
+    or many heartbeats, cause one refresh or one HEAD, not one each.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: list[Deferred[T]] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while a call is under way."""
+        return self._waiters is not None
+
+    def run(self, start: Callable[[], Deferred[T] | T]) -> Deferred[T]:
+        """A Deferred of the running call's result, starting one if none runs."""
+        waiter: Deferred[T] = Deferred()
+        if self._waiters is not None:
+            self._waiters.append(waiter)
+            return waiter
+        self._waiters = [waiter]
+        defer.maybeDeferred(start).addBoth(self._finish)
+        return waiter
+
+    def _finish(self, result: object) -> None:
+        waiters, self._waiters = self._waiters or [], None
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(cast(T, result))
+
+
+# -- where the bucket is ------------------------------------------------------
+
+
+def quote_key(key: str) -> str:
+    """Percent-encode a key for the URL path; SigV4 signs the path as sent."""
+    return quote(key, safe="/~")
+
+
+def _endpoint_url(url: str | None) -> str:
+    return (url or "").rstrip("/")
+
+
+@attr.s(frozen=True)
+class BucketLocation:
+    """
+    Where a bucket lives. With ``endpoint_url`` (MinIO, LocalStack, moto)
+    requests go to ``<endpoint>/<bucket>/<key>``; without it, to
+    ``https://<bucket>.s3.<region>.amazonaws.com/<key>``, or path style on the
+    regional endpoint when the bucket name has dots (they break TLS names).
+    """
+
+    bucket: str = attr.ib()
+    region: str = attr.ib()
+    endpoint_url: str = attr.ib(default="", converter=_endpoint_url)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.bucket:
+            raise ValueError("CRASHSTORAGE_BUCKET_NAME is required for S3 storage")
+        if "/" in self.bucket:
+            raise ValueError(f"CRASHSTORAGE_BUCKET_NAME={self.bucket!r} is not a bucket name")
+        if self.endpoint_url:
+            parts = urlsplit(self.endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"CRASHSTORAGE_ENDPOINT_URL={self.endpoint_url!r} is not an http(s) URL")
+
+    @property
+    def path_style(self) -> bool:
+        """Whether the bucket is in the URL's path rather than its host name."""
+        return bool(self.endpoint_url) or "." in self.bucket
+
+    @property
+    def endpoint(self) -> str:
+        """The service endpoint, for messages and path-style URLs."""
+        return self.endpoint_url or f"https://s3.{self.region}.amazonaws.com"
+
+    def bucket_url(self) -> str:
+        """The bucket's own URL (HEAD bucket)."""
+        if self.path_style:
+            return f"{self.endpoint}/{quote_key(self.bucket)}"
+        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/"
+
+    def object_url(self, key: str) -> str:
+        """The URL of ``key`` in the bucket, percent-encoded."""
+        if self.path_style:
+            return f"{self.endpoint}/{quote_key(self.bucket)}/{quote_key(key)}"
+        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{quote_key(key)}"
+
+    def url(self, key: str | None) -> str:
+        """``object_url(key)``, or the bucket's URL when ``key`` is None."""
+        return self.bucket_url() if key is None else self.object_url(key)
+
+    def describe(self) -> str:
+        """``bucket 'name' at <endpoint>``, for one-line messages."""
+        return f"bucket {self.bucket!r} at {self.endpoint}"
+
+
+# -- credentials --------------------------------------------------------------
+#
+# The two CRASHSTORAGE_* keys, else botocore's provider chain (environment,
+# shared config, container and instance roles). The chain may do blocking HTTP
+# (instance metadata, STS, SSO), so it is resolved and refreshed through
+# ``run_in_thread``, never on the reactor thread; on the reactor thread only
+# frozen credentials that are not near expiry are read. botocore's refreshable
+# credentials report ``refresh_needed()`` some minutes before they expire, so a
+# refresh happens before requests would be refused, and a failed advisory
+# refresh keeps the old keys while they are still valid.
+
+
+class NoCredentials(Exception):
+    """No credentials in the settings nor in botocore's chain."""
+
+
+def _needs_refresh(credentials: Credentials) -> bool:
+    return isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed()
+
+
+@attr.s
+class CredentialSource:
+    """
+    Hands out frozen (read-only) credentials for one request at a time.
+
+    ``run_in_thread(function, *args)`` returns a Deferred of the call run in
+    a thread pool. ``make_session`` builds a botocore session (each
+    re-resolution uses a fresh one so nothing stale is cached).
+    """
+
+    run_in_thread: RunInThread = attr.ib(repr=False)
+    access_key: str = attr.ib(default="", repr=False)
+    secret_access_key: str = attr.ib(default="", repr=False)
+    make_session: Callable[[], Any] = attr.ib(default=botocore.session.get_session,
+                                              repr=False)
+    _credentials: Credentials | None = attr.ib(default=None, init=False, repr=False)
+    _flight: SingleFlight[Any] = attr.ib(factory=SingleFlight, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.access_key) != bool(self.secret_access_key):
+            raise ValueError(
+                "CRASHSTORAGE_ACCESS_KEY and CRASHSTORAGE_SECRET_ACCESS_KEY go together: "
+                "set both, or neither to use the AWS credential chain")
+        if self.access_key:
+            self._credentials = Credentials(self.access_key, self.secret_access_key,
+                                            method="settings")
+
+    @property
+    def static(self) -> bool:
+        """True when the keys come from the settings."""
+        return bool(self.access_key)
+
+    @property
+    def method(self) -> str | None:
+        """Where the credentials came from (``settings``, ``env``, ``iam-role``...), or None."""
+        return getattr(self._credentials, "method", None)
+
+    def _resolve(self) -> Credentials:
+        credentials = self.make_session().get_credentials()
+        if credentials is None:
+            raise NoCredentials(
+                "no AWS credentials: set CRASHSTORAGE_ACCESS_KEY and "
+                "CRASHSTORAGE_SECRET_ACCESS_KEY, or configure the AWS credential chain")
+        return credentials
+
+    def resolve_blocking(self) -> Any:
+        """
+        Resolve now, blocking; for start-up, before the reactor runs.
+        Returns frozen credentials and keeps the resolved ones for later.
+        """
+        if self._credentials is None:
+            self._credentials = self._resolve()
+        return self._credentials.get_frozen_credentials()
+
+    def _resolve_and_freeze(self, credentials: Credentials | None) -> tuple[Credentials, Any]:
+        # In a worker thread: may do blocking HTTP.
+        if credentials is None:
+            credentials = self._resolve()
+        return credentials, credentials.get_frozen_credentials()
+
+    def _store(self, result: tuple[Credentials, Any]) -> Any:
+        self._credentials, frozen = result
+        return frozen
+
+    def frozen(self) -> Deferred[Any]:
+        """A Deferred of ``ReadOnlyCredentials`` good for signing a request now."""
+        credentials = self._credentials
+        if credentials is not None and not _needs_refresh(credentials):
+            return defer.succeed(credentials.get_frozen_credentials())
+        return self._flight.run(
+            lambda: self.run_in_thread(self._resolve_and_freeze, credentials)
+            .addCallback(self._store))
+
+    def invalidate(self) -> None:
+        """
+        Forget chain credentials (S3 said the token expired): the next
+        request resolves the chain afresh, in a thread. Static keys stay.
+        """
+        if not self.static:
+            self._credentials = None
+
+
+# -- signing ------------------------------------------------------------------
+
+BODY_METHODS = ("PUT", "POST")
+
+
+def content_md5(body: bytes) -> str:
+    """Base64 MD5 of the body: S3 refuses the upload (BadDigest) if the bytes change."""
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+
+
+def signed_headers(credentials: Any, region: str, method: str, url: str,
+                   body: bytes = b"") -> dict[str, str]:
+    """
+    ``{name: value}`` to send with the request: ``Content-MD5`` for uploads,
+    then botocore's SigV4 headers (``X-Amz-Date``, ``X-Amz-Content-SHA256``,
+    ``X-Amz-Security-Token`` for session credentials, ``Authorization``).
+
+    ``url`` must already be percent-encoded: SigV4 signs the path as sent.
+    Pure CPU (two hashes of the body); large bodies are signed in a thread.
+    """
+    headers = {}
+    if method in BODY_METHODS:
+        headers["Content-MD5"] = content_md5(body)
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
+    S3SigV4Auth(credentials, "s3", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def signed_request(location: BucketLocation, credentials: Any, method: str,
+                   key: str | None = None, body: bytes = b"") -> tuple[str, dict[str, str]]:
+    """
+    ``(url, headers)`` of one request: to ``key``, or to the bucket itself
+    when ``key`` is None (the HEAD of the start-up check and the heartbeat).
+    """
+    url = location.url(key)
+    return url, signed_headers(credentials, location.region, method, url, body)
+
+
+# -- answers and errors -------------------------------------------------------
+
+RETRY_STATUSES = frozenset({408, 429})
+RETRY_CODES = frozenset({
+    "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+    "ServiceUnavailable", "ExpiredToken", "TokenRefreshRequired",
+})
+REFRESH_CODES = frozenset({"ExpiredToken", "TokenRefreshRequired"})
+
+# The region S3 names when a bucket is asked for in the wrong one.
+BUCKET_REGION = "x-amz-bucket-region"
+
+TRANSPORT_ERRORS = (
+    error.ConnectError,  # includes refused and timed-out connects
+    error.DNSLookupError,
+    error.ConnectionLost,
+    error.ConnectionDone,
+    error.TimeoutError,  # our per-request timeout (Deferred.addTimeout)
+    defer.TimeoutError,
+    ResponseFailed,
+    ResponseNeverReceived,
+    RequestTransmissionFailed,
+    ConnectionError,
+)
+
+_CODE = re.compile(rb"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
+
+
+def error_code(body: bytes | None) -> str:
+    """The ``<Code>`` of an S3 XML error body, or "" (HEAD answers carry no body)."""
+    match = _CODE.search(body or b"")
+    return match.group(1).decode("ascii") if match else ""
+
+
+@attr.s(frozen=True)
+class Answer:
+    """What S3 answered: the status, its reason phrase, the region it named, the body."""
+
+    status: int = attr.ib()
+    phrase: str = attr.ib(default="")
+    bucket_region: str | None = attr.ib(default=None)
+    body: bytes = attr.ib(default=b"", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status < 300
+
+
+class S3Error(Exception):
+    """S3 answered with an error status. The message names no secret."""
+
+    def __init__(self, method: str, what: str, status: int, code: str = "") -> None:
+        self.method = method
+        self.what = what
+        self.status = status
+        self.code = code
+        super().__init__(f"S3 {method} {what} answered {status}{' ' + code if code else ''}")
+
+    @property
+    def retryable(self) -> bool:
+        """Throttling, a server error or a timeout: worth another try."""
+        return self.status >= 500 or self.status in RETRY_STATUSES or self.code in RETRY_CODES
+
+    @property
+    def needs_new_credentials(self) -> bool:
+        """The session token expired: resolve the credentials again."""
+        return self.code in REFRESH_CODES
+
+
+class S3Unreachable(Exception):
+    """No usable answer from S3 (refused, reset, timed out)."""
+
+    def __init__(self, method: str, what: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"S3 {method} {what}: no answer ({reason})")
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """A short reason for a transport error, one line, no secrets."""
+    if isinstance(exc, (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)):
+        reasons = getattr(exc, "reasons", None) or []
+        if reasons:
+            inner = reasons[0].value
+            return f"{type(exc).__name__}: {type(inner).__name__}"
+    return type(exc).__name__
+
+
+def one_line(text: object) -> str:
+    """``text`` with its runs of white space, newlines included, made one space."""
+    return " ".join(str(text).split())
+
+
+def _timed_out(result: object, seconds: float) -> None:
+    # Whatever the cancelled request failed with (CancelledError,
+    # ResponseNeverReceived, ConnectingCancelledError), report the timeout.
+    raise error.TimeoutError(f"no answer in {seconds:.0f} s")
+
+
+# -- requests on the reactor --------------------------------------------------
+
+
+@attr.s
+class Timeouts:
+    """
+    Per-request timeouts: ``base`` seconds, plus one second for every
+    ``bytes_per_second`` bytes of body so large uploads on slow links finish;
+    ``health`` for the heartbeat's HEAD, ``start_up`` for the start-up check's.
+    """
+
+    base: float = attr.ib(default=10.0)
+    bytes_per_second: float = attr.ib(default=256 * 1024)
+    health: float = attr.ib(default=5.0)
+    start_up: float = attr.ib(default=10.0)
+
+    def for_body(self, size: int) -> float:
+        """The timeout of a request with ``size`` bytes of body."""
+        return self.base + size / self.bytes_per_second
+
+
+def _default_backoff() -> Backoff:
+    # Up to 0.5 s, 1 s, 2 s before tries 2, 3 and 4 (docs/s3.rst).
+    return Backoff(base=0.5, cap=5.0)
+
+
+@attr.s
+class S3Connection:
+    """
+    Signed requests to the bucket at ``location``.
+
+    ``http`` is a ``treq.client.HTTPClient`` (or anything with its
+    ``request`` method); ``run_in_thread(function, *args)`` returns a
+    Deferred and is used to sign large bodies off the reactor thread.
+    ``pool`` is the HTTPConnectionPool behind ``http``, closed by ``close``.
+    A request is tried ``attempts`` times in all, ``backoff`` apart.
+    """
+
+    location: BucketLocation = attr.ib()
+    credentials: CredentialSource = attr.ib()
+    http: HTTPClient = attr.ib(repr=False)
+    reactor: IReactorTime = attr.ib(repr=False)
+    run_in_thread: RunInThread = attr.ib(repr=False)
+    attempts: int = attr.ib(default=4)
+    backoff: Backoff = attr.ib(factory=_default_backoff)
+    timeouts: Timeouts = attr.ib(factory=Timeouts)
+    pool: HTTPConnectionPool | None = attr.ib(default=None, repr=False)
+    sign_in_thread_bytes: int = attr.ib(default=256 * 1024)
+    log = Logger(namespace="antenna.s3")
+
+    async def put_object(self, key: str, body: bytes) -> None:
+        """Store ``body`` at ``key``; raises S3Error or S3Unreachable after the retries."""
+        await self.request("PUT", key, body, timeout=self.timeouts.for_body(len(body)))
+
+    async def head_bucket(self) -> Answer:
+        """One HEAD of the bucket, no retries; the answer (any status). Raises S3Unreachable."""
+        return await self.request("HEAD", None, timeout=self.timeouts.health, attempts=1,
+                                  raise_status=False)
+
+    async def request(self, method: str, key: str | None, body: bytes = b"", *,
+                      timeout: float, attempts: int | None = None,
+                      raise_status: bool = True) -> Answer:
+        """
+        Send a signed request to ``key`` (the bucket when None), retrying
+        what is worth retrying; the answer. Logs and errors name the key,
+        or "bucket".
+        """
+        what = "bucket" if key is None else key
+        attempts = attempts or self.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = await self._once(method, key, body, timeout)
+                if answer.ok or not raise_status:
+                    return answer
+                raise S3Error(method, what, answer.status, error_code(answer.body))
+            except S3Error as failure:
+                if not failure.retryable or attempt == attempts:
+                    raise
+                if failure.needs_new_credentials:
+                    self.credentials.invalidate()
+                reason = str(failure)
+            except TRANSPORT_ERRORS as failure:
+                reason = describe_transport_error(failure)
+                if attempt == attempts:
+                    raise S3Unreachable(method, what, reason) from None
+            delay = self.backoff.delay(attempt)
+            self.log.warn(
+                "S3 {method} {what} failed ({reason}); try {next} of {attempts} in {delay:.2f} s",
+                method=method, what=what, reason=reason, next=attempt + 1,
+                attempts=attempts, delay=delay)
+            await task.deferLater(self.reactor, delay, lambda: None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, method: str, key: str | None, body: bytes, timeout: float) -> Answer:
+        credentials = await self.credentials.frozen()
+        if len(body) >= self.sign_in_thread_bytes:
+            url, headers = await self.run_in_thread(
+                signed_request, self.location, credentials, method, key, body)
+        else:
+            url, headers = signed_request(self.location, credentials, method, key, body)
+        exchange = defer.ensureDeferred(self._exchange(method, url, body, headers))
+        exchange.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
+        return await exchange
+
+    async def _exchange(self, method: str, url: str, body: bytes,
+                        headers: dict[str, str]) -> Answer:
+        sent: dict[bytes | str, list[bytes | str]] = {
+            name: [value] for name, value in headers.items()}
+        response = await self.http.request(method, url, data=body or None, headers=sent)
+        content = await response.content()  # always drained: the connection goes back
+        region = response.headers.getRawHeaders(BUCKET_REGION)
+        return Answer(response.code, response.phrase.decode("latin-1"),
+                      region[0] if region else None, content)
+
+    def close(self) -> Deferred[None]:
+        """Close idle pooled connections (tests, shutdown). A Deferred."""
+        if self.pool is None:
+            return defer.succeed(None)
+        return self.pool.closeCachedConnections()
+
+
+# -- the blocking HEAD of the start-up check ----------------------------------
+
+
+def head_bucket_blocking(location: BucketLocation, credentials: Any,
+                         timeout: float) -> Answer:
+    """
+    One signed HEAD of the bucket with ``http.client``, blocking: for the
+    start-up check, before the reactor runs (the standard library's ``ssl``,
+    no pyOpenSSL). Raises S3Unreachable when there is no answer.
+    """
+    url, headers = signed_request(location, credentials, "HEAD")
+    parts = urlsplit(url)
+    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
+                        else http.client.HTTPConnection)
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request("HEAD", parts.path or "/", headers=headers)
+        response = connection.getresponse()
+        response.read()
+    except (OSError, http.client.HTTPException) as failure:
+        reason = one_line(getattr(failure, "strerror", None) or failure
+                          or type(failure).__name__)
+        raise S3Unreachable("HEAD", "bucket", reason) from None
+    finally:
+        connection.close()
+    return Answer(response.status, response.reason, response.headers.get(BUCKET_REGION))
+
+
+# -- the connection pool -------------------------------------------------------
+
+
+@implementer(IStreamClientEndpoint)
+@attr.s(frozen=True, repr=False)
+class QuietEndpoint:
+    """
+    An endpoint whose connections' factories are quiet: ``Factory.noisy``
+    off, so no "Starting factory" and "Stopping factory" lines (two info
+    lines per request against servers that close every connection, as moto).
+    """
+
+    # An IStreamClientEndpoint; Any because mypy, without the mypy-zope
+    # plugin, cannot call a zope interface's methods.
+    endpoint: Any = attr.ib()
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:  # noqa: N803
+        """Connect as the wrapped endpoint does, the factory made quiet first."""
+        if isinstance(protocolFactory, Factory):
+            protocolFactory.noisy = False
+        return self.endpoint.connect(protocolFactory)
+
+    def __repr__(self) -> str:
+        # The pool names its factories after the endpoint.
+        return repr(self.endpoint)
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """A persistent pool whose new connections are opened through ``QuietEndpoint``."""
+
+    def getConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Deferred[Any]:
+        """As ``HTTPConnectionPool.getConnection``, new connections quiet."""
+        return super().getConnection(key, IStreamClientEndpoint(QuietEndpoint(endpoint)))
+
+
+def _no_threads(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    return defer.fail(RuntimeError("S3 storage built without a thread pool"))
+
+
+def in_threads(reactor: Any, threadpool: ThreadPool | None) -> RunInThread:
+    """
+    ``run_in_thread`` on ``threadpool``. Without one (storage built only for
+    its start-up check, before the reactor: ``tap.py``) nothing can run.
+    """
+    if threadpool is None:
+        return _no_threads
+    return functools.partial(deferToThreadPool, reactor, threadpool)
+
+
+def build_connection(settings: StorageSettings, reactor: Any, threadpool: ThreadPool | None,
+                     concurrency: int = 2) -> S3Connection:
+    """
+    An S3Connection from StorageSettings: a persistent pool that keeps one
+    connection per crash mover (plus one for the heartbeat), SigV4 signing,
+    credentials from the settings or botocore's chain.
+    """
+    run_in_thread = in_threads(reactor, threadpool)
+    location = BucketLocation(settings.bucket_name, settings.region, settings.endpoint_url)
+    credentials = CredentialSource(run_in_thread, settings.access_key,
+                                   settings.secret_access_key)
+    pool = QuietConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = concurrency + 1
+    client = HTTPClient(IAgent(Agent(reactor, pool=pool)))
+    return S3Connection(location, credentials, client, reactor, run_in_thread, pool=pool)

@@ -1,0 +1,188 @@
+"""
+``S3CrashStorage``: crashes into an S3 bucket in Antenna's layout and order
+(docs/s3.rst), and the bucket's check, at start-up and for the heartbeat.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attr
+import botocore.exceptions
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from antenna_tw.crash import Crash, serialize_dump_names
+from antenna_tw.crashid import date_from_crash_id
+from antenna_tw.ext.s3.client import (
+    Answer,
+    BucketLocation,
+    NoCredentials,
+    S3Connection,
+    S3Unreachable,
+    SingleFlight,
+    build_connection,
+    head_bucket_blocking,
+    one_line,
+)
+from antenna_tw.storage import ICrashStorage, StorageUnavailable
+
+if TYPE_CHECKING:
+    from twisted.python.threadpool import ThreadPool
+
+    from antenna_tw.config import StorageSettings
+
+# -- where each file of a crash goes in the bucket (docs/s3.rst, *Bucket layout*)
+
+# Dump names stored under the key of the main minidump, as Antenna does.
+MAIN_DUMP_NAMES = ("upload_file_minidump", "")
+
+
+def raw_crash_key(crash_id: str) -> str:
+    """``v2/raw_crash/<first 3 chars of id>/<YYYYMMDD>/<id>``"""
+    return f"v2/raw_crash/{crash_id[:3]}/{date_from_crash_id(crash_id)}/{crash_id}"
+
+
+def dump_names_key(crash_id: str) -> str:
+    """``v1/dump_names/<id>``"""
+    return f"v1/dump_names/{crash_id}"
+
+
+def dump_key(crash_id: str, name: str) -> str:
+    """``v1/<name>/<id>``; ``upload_file_minidump`` and ``""`` are ``v1/dump/<id>``."""
+    if name in MAIN_DUMP_NAMES:
+        name = "dump"
+    return f"v1/{name}/{crash_id}"
+
+
+# -- what a HEAD of the bucket says ------------------------------------------
+
+HINTS = {
+    301: "wrong CRASHSTORAGE_REGION?",
+    400: "wrong CRASHSTORAGE_REGION or malformed request?",
+    403: "wrong credentials, or no s3:ListBucket permission on the bucket",
+    404: "no such bucket",
+}
+
+
+def bucket_problem(location: BucketLocation, answer: Answer | S3Unreachable,
+                   detailed: bool = False) -> str | None:
+    """
+    None when the HEAD of the bucket answered 200; else one line naming the
+    bucket, the endpoint and the status (or why nothing answered), never a
+    secret. ``detailed`` (the start-up check) adds the reason phrase and a
+    hint; the heartbeat's line has the status alone.
+    """
+    where = f"S3 {location.describe()}"
+    if isinstance(answer, S3Unreachable):
+        return f"{where}: no answer to HEAD bucket ({answer.reason})"
+    if answer.status == 200:
+        return None
+    if not detailed:
+        return f"{where}: HEAD bucket answered {answer.status}"
+    hint = HINTS.get(answer.status, "")
+    if answer.bucket_region and answer.bucket_region != location.region:
+        hint = f"the bucket is in {answer.bucket_region}, CRASHSTORAGE_REGION is {location.region}"
+    return (f"{where}: HEAD bucket answered {answer.status} {one_line(answer.phrase)}"
+            + (f" ({hint})" if hint else ""))
+
+
+@implementer(ICrashStorage)
+@attr.s
+class S3CrashStorage:
+    """
+    Writes dump_names, each dump, then the raw crash (the crash-complete
+    marker), each a PUT with Content-MD5. A failed PUT is retried by the
+    connection; what still fails raises so the crash mover re-queues the
+    whole crash (rewriting a key with the same bytes is harmless).
+
+    ``verify`` (start-up, blocking) and ``check_health`` (the heartbeat)
+    both HEAD the bucket with the same signed request and judge the answer
+    with ``bucket_problem``. ``check_health`` HEADs the bucket at most once
+    every ``health_ttl`` seconds, whatever the heartbeat rate.
+    """
+
+    connection: S3Connection = attr.ib()
+    reactor: IReactorTime = attr.ib(repr=False)
+    health_ttl: float = attr.ib(default=5.0)
+    _health: list[str] = attr.ib(factory=list, init=False, repr=False)
+    _health_at: float | None = attr.ib(default=None, init=False, repr=False)
+    _health_flight: SingleFlight[list[str]] = attr.ib(factory=SingleFlight, init=False,
+                                                      repr=False)
+    name = "s3"
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings, reactor: Any,
+                      threadpool: ThreadPool | None, concurrency: int = 2) -> S3CrashStorage:
+        """Storage for StorageSettings; ``concurrency`` sizes the connection pool."""
+        return cls(build_connection(settings, reactor, threadpool, concurrency), reactor)
+
+    @property
+    def location(self) -> BucketLocation:
+        """Where the bucket is."""
+        return self.connection.location
+
+    def verify(self) -> None:
+        """
+        The start-up check, blocking, before the reactor runs: raise
+        StorageUnavailable unless a signed HEAD of the bucket answers 200.
+        HEAD bucket needs only ``s3:ListBucket``, as in Antenna.
+        """
+        where = f"S3 {self.location.describe()}"
+        try:
+            frozen = self.connection.credentials.resolve_blocking()
+        except NoCredentials as error:
+            raise StorageUnavailable(f"{where}: {error}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise StorageUnavailable(
+                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
+        answer: Answer | S3Unreachable
+        try:
+            answer = head_bucket_blocking(self.location, frozen,
+                                          self.connection.timeouts.start_up)
+        except S3Unreachable as error:
+            answer = error
+        problem = bucket_problem(self.location, answer, detailed=True)
+        if problem is not None:
+            raise StorageUnavailable(problem)
+
+    async def _save(self, crash: Crash) -> None:
+        crash_id = crash.crash_id
+        names = crash.dump_names()
+        put = self.connection.put_object
+        await put(dump_names_key(crash_id), serialize_dump_names(names))
+        for name in names:
+            await put(dump_key(crash_id, name), crash.dump_bytes(name))
+        await put(raw_crash_key(crash_id), crash.serialized_raw_crash())
+
+    def save_crash(self, crash: Crash) -> Deferred[None]:
+        """Store the crash: dump_names, each dump, the raw crash last."""
+        return defer.ensureDeferred(self._save(crash))
+
+    async def _health_check(self) -> list[str]:
+        answer: Answer | S3Unreachable
+        try:
+            answer = await self.connection.head_bucket()
+        except S3Unreachable as error:
+            answer = error
+        problem = bucket_problem(self.location, answer)
+        errors = [] if problem is None else [problem]
+        self._health, self._health_at = errors, self._now()
+        return errors
+
+    def _now(self) -> float:
+        # mypy cannot call a zope interface's methods without the mypy-zope plugin.
+        return self.reactor.seconds()  # type: ignore[misc]
+
+    def check_health(self) -> Deferred[list[str]]:
+        """A Deferred of the bucket's problems (none: healthy), cached ``health_ttl`` s."""
+        if self._health_at is not None and self._now() - self._health_at < self.health_ttl:
+            return defer.succeed(list(self._health))
+        return self._health_flight.run(
+            lambda: defer.ensureDeferred(self._health_check())).addCallback(list)
+
+    def close(self) -> Deferred[None]:
+        """Close pooled connections; a Deferred."""
+        return self.connection.close()
