@@ -51,7 +51,6 @@ from twisted.web.client import (
     ResponseFailed,
     ResponseNeverReceived,
 )
-from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
@@ -571,9 +570,7 @@ class QuietEndpoint:
     lines per request against servers that close every connection, as moto).
     """
 
-    # An IStreamClientEndpoint; Any because mypy, without the mypy-zope
-    # plugin, cannot call a zope interface's methods.
-    endpoint: Any = attr.ib()
+    endpoint: IStreamClientEndpoint = attr.ib()
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:  # noqa: N803
         """Connect as the wrapped endpoint does, the factory made quiet first."""
@@ -591,7 +588,7 @@ class QuietConnectionPool(HTTPConnectionPool):
 
     def getConnection(self, key: Any, endpoint: IStreamClientEndpoint) -> Deferred[Any]:
         """As ``HTTPConnectionPool.getConnection``, new connections quiet."""
-        return super().getConnection(key, IStreamClientEndpoint(QuietEndpoint(endpoint)))
+        return super().getConnection(key, QuietEndpoint(endpoint))
 
 
 def _no_threads(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -613,7 +610,8 @@ def build_connection(settings: StorageSettings, reactor: Any, threadpool: Thread
     """
     An S3Connection from StorageSettings: a persistent pool that keeps one
     connection per crash mover (plus one for the heartbeat), SigV4 signing,
-    credentials from the settings or botocore's chain.
+    credentials from the settings or botocore's chain. ``reactor`` is the
+    running one (time, TCP, threads: no one interface says all three).
     """
     run_in_thread = in_threads(reactor, threadpool)
     location = BucketLocation(settings.bucket_name, settings.region, settings.endpoint_url)
@@ -621,5 +619,5 @@ def build_connection(settings: StorageSettings, reactor: Any, threadpool: Thread
                                    settings.secret_access_key)
     pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = concurrency + 1
-    client = HTTPClient(IAgent(Agent(reactor, pool=pool)))
+    client = HTTPClient(Agent(reactor, pool=pool))
     return S3Connection(location, credentials, client, reactor, run_in_thread, pool=pool)

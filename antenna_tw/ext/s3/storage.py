@@ -169,16 +169,13 @@ class S3CrashStorage:
             answer = error
         problem = bucket_problem(self.location, answer)
         errors = [] if problem is None else [problem]
-        self._health, self._health_at = errors, self._now()
+        self._health, self._health_at = errors, self.reactor.seconds()
         return errors
-
-    def _now(self) -> float:
-        # mypy cannot call a zope interface's methods without the mypy-zope plugin.
-        return self.reactor.seconds()  # type: ignore[misc]
 
     def check_health(self) -> Deferred[list[str]]:
         """A Deferred of the bucket's problems (none: healthy), cached ``health_ttl`` s."""
-        if self._health_at is not None and self._now() - self._health_at < self.health_ttl:
+        if self._health_at is not None and \
+                self.reactor.seconds() - self._health_at < self.health_ttl:
             return defer.succeed(list(self._health))
         return self._health_flight.run(
             lambda: defer.ensureDeferred(self._health_check())).addCallback(list)
