@@ -16,7 +16,7 @@ The HEAD of the bucket has two transports and one request: treq on the
 reactor (``S3Connection.head_bucket``, the heartbeat) and ``http.client``,
 blocking (``head_bucket_blocking``, the start-up check, which runs before the
 reactor, in the ``--workers`` parent too, and so must not need Twisted's TLS:
-see ``antenna_tw/footprint.py``). Both send what ``signed_request`` builds
+see ``antenna_tw/workers/footprint.py``). Both send what ``signed_request`` builds
 and return an ``Answer``, or raise ``S3Unreachable``.
 """
 
