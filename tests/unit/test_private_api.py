@@ -10,6 +10,7 @@ import ast
 import importlib
 import inspect
 import pathlib
+import textwrap
 
 import pytest
 
@@ -100,6 +101,23 @@ def _module_name(path: pathlib.Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
 
 
+def _class_body_names(cls: type) -> set[str]:
+    """
+    The names the body of ``cls`` defines: not what its metaclass adds
+    (an Enum's ``_member_map_``, a Protocol's ``_is_protocol``).
+    """
+    [body] = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
+    assert isinstance(body, ast.ClassDef)
+    names = set()
+    for node in body.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return names
+
+
 def private_overrides(module_name: str) -> list[str]:
     """Private methods a class of ``module_name`` overrides in another library's class."""
     module = importlib.import_module(module_name)
@@ -109,7 +127,7 @@ def private_overrides(module_name: str) -> list[str]:
             continue
         foreign = [base for base in value.__mro__[1:]
                    if not base.__module__.startswith("antenna_tw") and base is not object]
-        for attribute in vars(value):
+        for attribute in vars(value).keys() & _class_body_names(value):
             if _private(attribute) and any(attribute in vars(base) for base in foreign):
                 found.append(f"{module_name}.{name} overrides {attribute}")
     return found
