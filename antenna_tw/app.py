@@ -19,7 +19,7 @@ from antenna_tw.intake import CrashSite, write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import build_metrics
 from antenna_tw.spool import Backpressure, Spool
-from antenna_tw.storage import StorageUnavailable, storage_class
+from antenna_tw.storage import StorageUnavailable, check_storage, storage_class
 from antenna_tw.submit import SubmitHandler, SubmitResource
 from antenna_tw.throttler import RuleError, build_throttler
 from antenna_tw.workers import Worker
@@ -91,9 +91,7 @@ class Collector:
             except defer.TimeoutError:
                 self.log.warn("spool writes still in flight at the shutdown deadline")
             await self.mover.stop(max(0.0, deadline - self.reactor.seconds()))
-            close = getattr(self.storage, "close", None)
-            if close is not None:  # S3: its pooled connections
-                await close()
+            await self.storage.close()  # S3 lets go of its pooled connections
         finally:
             if self.status is not None:
                 await self.status.stop()
@@ -125,6 +123,7 @@ def build_collector(config, reactor, rng=None, make_uuid=None, worker: Worker | 
         storage = storage_class(config.storage.crashstorage_class).from_settings(
             config.storage, reactor, threadpool,
             concurrency=spool_settings.concurrent_crashmovers)
+        check_storage(storage)
     except (RuleError, ValueError, StorageUnavailable) as error:
         raise StartupError(str(error)) from None
     spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync,

@@ -1,8 +1,14 @@
-"""The raw crash (docs/intake.rst, *The raw crash*) and the accepted crash that gets stored."""
+"""
+The raw crash (docs/intake.rst, *The raw crash*), the accepted crash that gets
+stored, and the same crash as the spool holds it (files).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import attr
 
@@ -11,52 +17,85 @@ RAW_CRASH_VERSION = 2
 # Removed from saved crashes after throttling (rules still see them).
 BAD_FIELDS = ("Email", "TelemetryClientId", "TelemetryServerURL", "TelemetrySessionId")
 
+Piece = bytes | bytearray | memoryview
+# A dump: bytes, or the pieces it arrived in (written out without joining them).
+Dump = Piece | Sequence[Piece]
+RawCrash = dict[str, Any]
+
 
 @attr.s(slots=True)
 class Crash:
     """
-    An accepted crash: its id, the raw crash mapping and the dumps by name.
-
-    A dump is bytes, or a list of bytes pieces as they arrived (written out
-    without joining them). A crash read back from the spool for a backend
-    that links files into place has ``dump_files`` (name -> path) instead of
-    dump bytes, and ``raw_crash_file``, a file holding exactly
-    ``serialized_raw_crash()``.
+    An accepted crash in memory: its id, the raw crash mapping and the dumps
+    by name, each bytes or a list of bytes pieces as they arrived.
     """
 
-    crash_id = attr.ib()
-    raw_crash = attr.ib()
-    dumps = attr.ib(factory=dict)
-    dump_files = attr.ib(factory=dict, eq=False)
-    raw_crash_file = attr.ib(default=None, eq=False)
-    _serialized = attr.ib(default=None, eq=False, repr=False)
+    crash_id: str = attr.ib()
+    raw_crash: RawCrash = attr.ib()
+    dumps: dict[str, Dump] = attr.ib(factory=dict)
+    _serialized: bytes | None = attr.ib(default=None, eq=False, repr=False)
 
-    def dump_names(self):
-        return sorted(self.dump_files or self.dumps)
+    def dump_names(self) -> list[str]:
+        """The dump names, sorted."""
+        return sorted(self.dumps)
 
-    def dump_bytes(self, name):
+    def dump_bytes(self, name: str) -> bytes:
         """One dump as bytes, joining its pieces if it has several."""
         dump = self.dumps[name]
-        return dump if isinstance(dump, bytes) else b"".join(dump)
+        if isinstance(dump, bytes):
+            return dump
+        if isinstance(dump, (bytearray, memoryview)):
+            return bytes(dump)
+        return b"".join(dump)
 
-    def dump_pieces(self, name):
+    def dump_pieces(self, name: str) -> Sequence[Piece]:
         """One dump as a list of bytes-like pieces."""
         dump = self.dumps[name]
         return [dump] if isinstance(dump, (bytes, bytearray, memoryview)) else dump
 
-    def serialized_raw_crash(self):
+    def serialized_raw_crash(self) -> bytes:
         """The raw crash as stored (JSON, sorted keys, UTF-8), serialized once."""
         if self._serialized is None:
             self._serialized = serialize_raw_crash(self.raw_crash)
         return self._serialized
 
 
-def format_timestamp(moment):
+@attr.s(frozen=True, slots=True)
+class SpooledCrash:
+    """
+    A crash as the spool holds it, for storage that places files
+    (``IFileCrashStorage``): ``raw_crash_file`` holds exactly what
+    ``Crash.serialized_raw_crash()`` would give, ``dump_files`` maps each
+    dump name to the file holding that dump. Nothing is read into memory.
+    """
+
+    crash_id: str = attr.ib()
+    raw_crash_file: str = attr.ib()
+    dump_files: Mapping[str, str] = attr.ib(factory=dict)
+
+    def dump_names(self) -> list[str]:
+        """The dump names, sorted."""
+        return sorted(self.dump_files)
+
+
+def format_timestamp(moment: datetime) -> str:
     """UTC ISO 8601 with microseconds and ``+00:00``."""
     return moment.isoformat(timespec="microseconds")
 
 
-def build_raw_crash(report, submitted, user_agent, query_annotations=()):
+class ParsedReport(Protocol):
+    """What ``build_raw_crash`` reads of a parsed upload (the intake's CrashReport)."""
+
+    annotations: Mapping[str, Any]
+    dump_checksums: Mapping[str, str]
+    notes: Sequence[str]
+    payload: str
+    payload_compressed: bool
+    payload_size: int
+
+
+def build_raw_crash(report: ParsedReport, submitted: datetime, user_agent: str | None,
+                    query_annotations: Iterable[tuple[str, str]] = ()) -> RawCrash:
     """
     The annotations plus the collector's own fields, before throttling.
 
@@ -79,7 +118,7 @@ def build_raw_crash(report, submitted, user_agent, query_annotations=()):
     return raw_crash
 
 
-def finish_raw_crash(raw_crash, crash_id, rule_name):
+def finish_raw_crash(raw_crash: RawCrash, crash_id: str, rule_name: str) -> RawCrash:
     """Stamp the id and rule, and remove BAD_FIELDS with a note for each."""
     metadata = raw_crash["metadata"]
     for field in BAD_FIELDS:
@@ -91,10 +130,11 @@ def finish_raw_crash(raw_crash, crash_id, rule_name):
     return raw_crash
 
 
-def serialize_raw_crash(raw_crash):
+def serialize_raw_crash(raw_crash: Mapping[str, Any]) -> bytes:
     """JSON with sorted keys, as Antenna writes it, in UTF-8."""
     return json.dumps(raw_crash, sort_keys=True).encode("utf-8")
 
 
-def serialize_dump_names(names):
+def serialize_dump_names(names: Iterable[str]) -> bytes:
+    """The ``dump_names`` file: a JSON list of the names, sorted, in UTF-8."""
     return json.dumps(sorted(names)).encode("utf-8")

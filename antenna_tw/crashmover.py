@@ -2,10 +2,11 @@
 The crash movers: cooperative workers that copy spooled crashes to storage.
 
 Each worker takes the next spool entry, saves it with the storage backend and
-only then removes it from the spool. A backend that works in threads
-(``save_crash_blocking``, the filesystem) gets the whole move, reading the
-entry, storing and deleting it, as one thread-pool job; others get the
-crash loaded in the pool and save it on the reactor.
+only then removes it from the spool. A backend that stores spooled files in
+a thread (``IFileCrashStorage``, the filesystem) gets whole moves, loading
+entries, storing and removing them, several as one thread-pool job; others
+get the crash loaded in the pool and save it on the reactor. Either way each
+crash's move ends in one ``Outcome``, settled on the reactor.
 
 A failed save goes back on the queue after a capped exponential backoff with
 jitter; the waiting crashes sit in one time-ordered heap under one timer of
@@ -17,6 +18,7 @@ hammered. Nothing is ever dropped, whatever the number of failures.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import time
@@ -24,13 +26,17 @@ from collections import OrderedDict
 
 import attr
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from antenna_tw import metricnames
 from antenna_tw.backoff import Backoff
 from antenna_tw.logs import Logger
-from antenna_tw.spool import CorruptEntry
+from antenna_tw.metrics import IMetrics
+from antenna_tw.spool import CorruptEntry, IReactorTimeAndThreads, Spool, SpoolEntry
+from antenna_tw.storage import ICrashStorage, IFileCrashStorage
 
 OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down
 MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
@@ -40,6 +46,32 @@ MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
 BATCH_WAIT = 0.02
 
 
+class Outcome(enum.Enum):
+    """How one crash's move ended."""
+
+    STORED = "stored"  # stored and removed from the spool
+    QUARANTINED = "quarantined"  # its spool entry was unusable: moved aside, never retried
+    LOAD_FAILED = "load failed"  # the spool could not be read: retried
+    SAVE_FAILED = "save failed"  # storage refused it: retried
+    REMOVE_FAILED = "remove failed"  # stored, but its spool entry remains
+    SKIPPED = "skipped"  # not tried: an earlier save in its batch failed; queued again
+
+
+@attr.s(frozen=True, slots=True)
+class Moved:
+    """The outcome of one crash's move, with the error that caused it, if any."""
+
+    outcome: Outcome = attr.ib()
+    error: BaseException | Failure | None = attr.ib(default=None)
+
+
+# What stop() fires with: (ended normally, None) for each worker loop.
+Stopped = list[tuple[bool, None]]
+
+STORED = Moved(Outcome.STORED)
+SKIPPED = Moved(Outcome.SKIPPED)
+
+
 @attr.s
 class CrashMover:
     """
@@ -47,81 +79,84 @@ class CrashMover:
 
     Crashes not yet stored are tracked by spool file name (unique even when a
     client sends the same crash id twice), in the order they were accepted.
-    ``threadpool`` runs whole moves for a backend with ``save_crash_blocking``;
+    ``threadpool`` runs whole moves for an ``IFileCrashStorage`` backend;
     ``batch_wait`` is how long such a move waits for more crashes to join its
     batch when fewer than ``MOVE_BATCH`` are queued (0: it starts at once).
     """
 
-    spool = attr.ib()
-    storage = attr.ib()
-    reactor = attr.ib()
-    metrics = attr.ib()
-    workers = attr.ib(default=2)
-    backoff = attr.ib(factory=Backoff)
-    threadpool = attr.ib(default=None)
-    outage_after = attr.ib(default=OUTAGE_AFTER)
-    batch_wait = attr.ib(default=0.0)
+    spool: Spool = attr.ib()
+    storage: ICrashStorage = attr.ib()
+    reactor: IReactorTimeAndThreads = attr.ib()
+    metrics: IMetrics = attr.ib()
+    workers: int = attr.ib(default=2)
+    backoff: Backoff = attr.ib(factory=Backoff)
+    threadpool: ThreadPool | None = attr.ib(default=None)
+    outage_after: int = attr.ib(default=OUTAGE_AFTER)
+    batch_wait: float = attr.ib(default=0.0)
     log = Logger(namespace="antenna.crashmover")
 
-    def __attrs_post_init__(self):
-        self._queue = defer.DeferredQueue()
-        self._pending = OrderedDict()  # spool file name -> entry, oldest first
-        self._failures = {}  # spool file name -> failures in a row
-        self._waiting = []  # heap of (due time, sequence, entry): failed, backing off
+    def __attrs_post_init__(self) -> None:
+        self._queue: defer.DeferredQueue[SpoolEntry] = defer.DeferredQueue()
+        self._pending: OrderedDict[str, SpoolEntry] = OrderedDict()  # by file name, oldest first
+        self._failures: dict[str, int] = {}  # spool file name -> failures in a row
+        # heap of (due time, sequence, entry): failed, backing off
+        self._waiting: list[tuple[float, int, SpoolEntry]] = []
         self._sequence = itertools.count()
-        self._timer = None  # the one DelayedCall for the heap's earliest entry
+        self._timer: IDelayedCall | None = None  # the one timer for the heap's earliest entry
         self._failed_in_a_row = 0  # saves failed in a row, across crashes
         self._probe = defer.DeferredLock()  # one save at a time while storage looks down
-        self._loops = []
+        self._loops: list[defer.Deferred[None]] = []
         self._stopping = False
-        self._drained = []
-        self._blocking = self.threadpool is not None and getattr(
-            self.storage, "save_crash_blocking", None) is not None
+        self._drained: list[defer.Deferred[None]] = []
+        # Whole moves in the pool, or loads in the pool and saves on the reactor.
+        self._files: IFileCrashStorage | None = None
+        if self.threadpool is not None and IFileCrashStorage.providedBy(self.storage):
+            self._files = IFileCrashStorage(self.storage)
 
     # -- what the rest of the collector sees --------------------------------
 
-    def enqueue(self, entry):
+    def enqueue(self, entry: SpoolEntry) -> None:
         """Queue a spooled crash for storage."""
         self._pending[entry.filename] = entry
         self._queue.put(entry)
         self._gauge()
 
-    def queue_length(self):
+    def queue_length(self) -> int:
         """Crashes not yet stored: queued, being saved, or waiting to retry."""
         return len(self._pending)
 
-    def oldest_age(self):
+    def oldest_age(self) -> float:
         """Seconds since the oldest unstored crash was accepted, 0 when none."""
         for entry in self._pending.values():
             return max(0.0, self.reactor.seconds() - entry.created)
         return 0.0
 
-    def retrying(self):
+    def retrying(self) -> int:
         """How many unstored crashes failed their last try."""
         return len(self._failures)
 
-    def failures(self, entry):
+    def failures(self, entry: SpoolEntry) -> int:
         """How many times in a row saving ``entry`` has failed."""
         return self._failures.get(entry.filename, 0)
 
-    def storage_looks_down(self):
+    def storage_looks_down(self) -> bool:
         """True while the last ``outage_after`` saves all failed."""
         return self._failed_in_a_row >= self.outage_after
 
     # -- running -----------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Start the workers; queued entries start moving at once."""
         self._stopping = False
         self._loops = [defer.ensureDeferred(self._work()) for _ in range(self.workers)]
 
-    def stop(self, timeout):
+    def stop(self, timeout: float) -> defer.Deferred[Stopped]:
         """
         Let the workers drain the queue for up to ``timeout`` seconds, then
         stop them, giving up saves in flight; whatever is left stays in the
         spool for the next start. A Deferred that fires when all have stopped.
         """
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         if not self._pending:
             d.callback(None)
         else:
@@ -129,7 +164,7 @@ class CrashMover:
         d.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda result, t: None)
         return d.addCallback(lambda _: self._halt())
 
-    def _halt(self):
+    def _halt(self) -> defer.Deferred[Stopped]:
         self._stopping = True
         self._drained = []
         if self._timer is not None and self._timer.active():
@@ -143,11 +178,12 @@ class CrashMover:
             self.log.info("{count} crashes left in the spool for the next start", count=left)
         return defer.DeferredList(loops, consumeErrors=True)
 
-    async def _work(self):
+    async def _work(self) -> None:
         while not self._stopping:
             entry = await self._queue.get()
             if not self.storage_looks_down():
-                if self._blocking and self.batch_wait and len(self._queue.pending) < MOVE_BATCH - 1:
+                if (self._files is not None and self.batch_wait
+                        and len(self._queue.pending) < MOVE_BATCH - 1):
                     await task.deferLater(self.reactor, self.batch_wait)
                 await self._move(self._batch(entry))
                 continue
@@ -160,49 +196,46 @@ class CrashMover:
             finally:
                 self._probe.release()
 
-    def _batch(self, entry):
+    def _batch(self, entry: SpoolEntry) -> list[SpoolEntry]:
         """``entry`` and, for a thread-pool backend, more queued ones to move in the same job."""
         batch = [entry]
-        if self._blocking:
+        if self._files is not None:
             queued = self._queue.pending
             while queued and len(batch) < MOVE_BATCH:
                 batch.append(queued.pop(0))
         return batch
 
-    async def _move(self, batch):
+    async def _move(self, batch: list[SpoolEntry]) -> None:
         started = time.perf_counter()
         try:
-            if self._blocking:
-                outcomes = await deferToThreadPool(
-                    self.reactor, self.threadpool, self._move_in_thread, batch)
+            if self._files is not None and self.threadpool is not None:
+                moves = await deferToThreadPool(
+                    self.reactor, self.threadpool, self._move_files, self._files, batch)
             else:
-                outcomes = [await self._move_on_reactor(batch[0])]
+                moves = [await self._move_on_reactor(batch[0])]
         except defer.CancelledError:
             return  # shutting down: entries stay spooled (a thread finishes what it started)
         milliseconds = (time.perf_counter() - started) * 1000
-        for entry, (stage, error) in zip(batch, outcomes):
-            if stage == "skipped":
+        for entry, moved in zip(batch, moves, strict=True):
+            if moved.outcome is Outcome.SKIPPED:
                 self._queue.put(entry)
             else:
-                await self._settle(entry, stage, error, milliseconds)
+                self._settle(entry, moved, milliseconds)
 
-    async def _settle(self, entry, stage, error, milliseconds):
+    def _settle(self, entry: SpoolEntry, moved: Moved, milliseconds: float) -> None:
         """Log, count and track the outcome of one crash's move."""
-        if stage == "corrupt":
+        outcome, error = moved.outcome, moved.error
+        if outcome is Outcome.QUARANTINED:
             self.log.error("{crash_id}: spool entry unreadable, moved aside: {error}",
                            crash_id=entry.crash_id, error=str(error))
-            if not self._blocking:
-                await self.spool.quarantine(entry, str(error))
-            else:
-                self.spool.forget(entry)
             self._done(entry)
             return
-        if stage == "read":
+        if outcome is Outcome.LOAD_FAILED:
             self.log.failure("{crash_id}: could not read spool entry", error,
                              crash_id=entry.crash_id)
             self._retry(entry)
             return
-        if stage == "save":
+        if outcome is Outcome.SAVE_FAILED:
             self._failed_in_a_row += 1
             self.metrics.incr(metricnames.SAVE_CRASH_EXCEPTION_COUNT)
             self.log.warn("{crash_id}: save failed ({error}); will retry",
@@ -210,9 +243,7 @@ class CrashMover:
             self._retry(entry)
             return
         self._failed_in_a_row = 0
-        if stage == "done" and self._blocking:
-            self.spool.forget(entry)
-        if stage == "delete":
+        if outcome is Outcome.REMOVE_FAILED:
             self.log.failure("{crash_id}: stored but its spool entry remains", error,
                              crash_id=entry.crash_id)
         self.metrics.timing(metricnames.CRASH_SAVE_TIME, milliseconds)
@@ -222,64 +253,64 @@ class CrashMover:
         self.log.info("{crash_id} saved", crash_id=entry.crash_id)
         self._done(entry)
 
-    def _move_in_thread(self, batch):
+    def _move_files(self, storage: IFileCrashStorage, batch: list[SpoolEntry]) -> list[Moved]:
         """
-        Whole moves in a pool thread: one ``(stage, error)`` per entry, where
-        stage is ``done``, or the step that failed: ``corrupt`` (moved
-        aside), ``read``, ``save`` or ``delete``; or ``skipped``, for those
-        after a failed save (storage may be down: they go back on the queue).
+        Whole moves in a pool thread, one Moved per entry; after a failed
+        save the rest are SKIPPED (storage may be down: they go back on the
+        queue).
         """
-        outcomes = []
+        moves: list[Moved] = []
         for entry in batch:
-            if outcomes and outcomes[-1][0] in ("save", "skipped"):
-                outcomes.append(("skipped", None))
+            if moves and moves[-1].outcome in (Outcome.SAVE_FAILED, Outcome.SKIPPED):
+                moves.append(SKIPPED)
             else:
-                outcomes.append(self._move_one_in_thread(entry))
-        return outcomes
+                moves.append(self._move_file(storage, entry))
+        return moves
 
-    def _move_one_in_thread(self, entry):
+    def _move_file(self, storage: IFileCrashStorage, entry: SpoolEntry) -> Moved:
         try:
-            crash = self.spool.read(entry, with_dumps=False)
+            spooled = self.spool.load_files_blocking(entry)
         except CorruptEntry as error:
-            self.spool.set_aside(entry, str(error))
-            return "corrupt", error
+            self.spool.quarantine_blocking(entry, str(error))
+            return Moved(Outcome.QUARANTINED, error)
         except Exception:
-            return "read", Failure()
+            return Moved(Outcome.LOAD_FAILED, Failure())
         try:
-            self.storage.save_crash_blocking(crash)
+            storage.save_spooled_blocking(spooled)
         except Exception as error:
-            return "save", error
+            return Moved(Outcome.SAVE_FAILED, error)
         try:
-            self.spool.delete(entry)
+            self.spool.remove_blocking(entry)
         except Exception:
-            return "delete", Failure()
-        return "done", None
+            return Moved(Outcome.REMOVE_FAILED, Failure())
+        return STORED
 
-    async def _move_on_reactor(self, entry):
+    async def _move_on_reactor(self, entry: SpoolEntry) -> Moved:
         """The same steps for a backend that saves on the reactor."""
         try:
             crash = await self.spool.load(entry)
         except CorruptEntry as error:
-            return "corrupt", error
+            await self.spool.quarantine(entry, str(error))
+            return Moved(Outcome.QUARANTINED, error)
         except defer.CancelledError:
             raise
         except Exception:
-            return "read", Failure()
+            return Moved(Outcome.LOAD_FAILED, Failure())
         try:
             await self.storage.save_crash(crash)
         except defer.CancelledError:
             raise
         except Exception as error:
-            return "save", error
+            return Moved(Outcome.SAVE_FAILED, error)
         try:
             await self.spool.remove(entry)
         except defer.CancelledError:
             pass  # stored; the thread removes the file all the same
         except Exception:
-            return "delete", Failure()
-        return "done", None
+            return Moved(Outcome.REMOVE_FAILED, Failure())
+        return STORED
 
-    def _retry(self, entry):
+    def _retry(self, entry: SpoolEntry) -> None:
         if self._stopping:
             return
         failures = self._failures.get(entry.filename, 0) + 1
@@ -288,7 +319,7 @@ class CrashMover:
         heapq.heappush(self._waiting, (due, next(self._sequence), entry))
         self._schedule()
 
-    def _schedule(self):
+    def _schedule(self) -> None:
         """Keep the one timer set for the earliest waiting crash."""
         if not self._waiting or self._stopping:
             return
@@ -300,7 +331,7 @@ class CrashMover:
         self._timer = self.reactor.callLater(max(0.0, due - self.reactor.seconds()),
                                              self._requeue_due)
 
-    def _requeue_due(self):
+    def _requeue_due(self) -> None:
         self._timer = None
         now = self.reactor.seconds()
         while self._waiting and self._waiting[0][0] <= now:
@@ -308,7 +339,7 @@ class CrashMover:
             self._queue.put(entry)
         self._schedule()
 
-    def _done(self, entry):
+    def _done(self, entry: SpoolEntry) -> None:
         self._pending.pop(entry.filename, None)
         self._failures.pop(entry.filename, None)
         self._gauge()
@@ -317,10 +348,10 @@ class CrashMover:
             for d in waiting:
                 d.callback(None)
 
-    def _gauge(self):
+    def _gauge(self) -> None:
         self.metrics.gauge(metricnames.SAVE_QUEUE_SIZE, len(self._pending))
 
 
-def _describe(error):
+def _describe(error: BaseException | Failure | None) -> str:
     text = str(error) or type(error).__name__
     return text.splitlines()[0][:200]

@@ -12,7 +12,11 @@ all in place before the client gets its answer, so a crash answered with an
 id survives a crash of the process. Dumps without their ``.crash`` file were
 never answered. Stems sort oldest first. The crash movers store entries and
 remove them; a filesystem backend links the files into place instead of
-copying them. Disk work runs in a thread pool, never on the reactor thread.
+copying them. Disk work runs in a thread pool, never on the reactor thread:
+each verb has a ``_blocking`` form that does the work in the calling thread
+(``load_blocking``, ``remove_blocking``, ``quarantine_blocking``) and a form
+that runs it in the pool and returns a Deferred (``load``, ``remove``,
+``quarantine``). The spool alone counts its bytes, whichever form removed them.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attr
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
-from antenna_tw.crash import Crash
+from antenna_tw.crash import Crash, Piece, RawCrash, SpooledCrash
 from antenna_tw.logs import Logger
 
 SUFFIX = ".crash"
@@ -48,8 +55,19 @@ _DIRECT_ALIGN = 4096
 _DIRECT_STEP = 4 * 1024 * 1024
 
 
+class IReactorTimeAndThreads(IReactorTime, IReactorFromThreads):
+    """
+    For type hints only: a reactor with a clock that also takes calls from
+    threads (``deferToThreadPool``), as every real reactor does.
+    """
+
+
 class CorruptEntry(Exception):
     """Spool files that are not a complete crash."""
+
+
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
 
 
 @attr.s(frozen=True, slots=True)
@@ -61,40 +79,45 @@ class SpoolEntry:
     they are stored).
     """
 
-    filename = attr.ib()
-    crash_id = attr.ib()
-    size = attr.ib()
-    created = attr.ib()  # seconds since the epoch
-    dump_names = attr.ib(default=(), converter=tuple)
-    recovered = attr.ib(default=False)
+    filename: str = attr.ib()
+    crash_id: str = attr.ib()
+    size: int = attr.ib()
+    created: float = attr.ib()  # seconds since the epoch
+    dump_names: tuple[str, ...] = attr.ib(default=(), converter=_names)
+    recovered: bool = attr.ib(default=False)
 
     @classmethod
-    def from_filename(cls, filename, size, dump_names=(), recovered=False):
+    def from_filename(cls, filename: str, size: int, dump_names: Iterable[str] = (),
+                      recovered: bool = False) -> SpoolEntry:
+        """The entry of a ``.crash`` file name (its stamp says when it was accepted)."""
         stamp, _, rest = filename.partition("-")
         return cls(filename, rest[: -len(SUFFIX)], size, int(stamp) / 1e9,
                    dump_names, recovered)
 
     @property
-    def stem(self):
+    def stem(self) -> str:
+        """The name its files share."""
         return self.filename[: -len(SUFFIX)]
 
-    def dump_filename(self, name):
+    def dump_filename(self, name: str) -> str:
+        """The file name of its dump ``name``."""
         return dump_filename(self.stem, name)
 
 
-def dump_filename(stem, name):
+def dump_filename(stem: str, name: str) -> str:
+    """The spool file name of dump ``name`` of the entry ``stem``; ValueError if unusable."""
     if "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"unusable dump name {name!r}")
     return f"{stem}.{name}{DUMP_SUFFIX}"
 
 
-def split_dump_filename(filename):
+def split_dump_filename(filename: str) -> tuple[str, str]:
     """``(stem, dump name)`` of a dump file's name."""
     stem, _, rest = filename[: -len(DUMP_SUFFIX)].partition(".")
     return stem, rest
 
 
-def _write_file(path, pieces, fsync):
+def _write_file(path: str, pieces: Iterable[Piece], fsync: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, pieces)
@@ -115,17 +138,17 @@ class DirectWriter:
     (tmpfs, some network filesystems), and writes go through the page cache.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.supported = True
         self._local = threading.local()
 
-    def _buffer(self):
+    def _buffer(self) -> mmap.mmap:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
             buffer = self._local.buffer = mmap.mmap(-1, _DIRECT_STEP)
         return buffer
 
-    def write(self, path, pieces, fsync):
+    def write(self, path: str, pieces: Iterable[Piece], fsync: bool) -> bool:
         """Write ``pieces`` to a new file; False (nothing written) when O_DIRECT is refused."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
@@ -148,7 +171,7 @@ class DirectWriter:
         os.close(fd)
         return True
 
-    def _write_aligned(self, fd, pieces):
+    def _write_aligned(self, fd: int, pieces: Iterable[Piece]) -> None:
         buffer = self._buffer()
         view = memoryview(buffer)
         filled = 0
@@ -179,12 +202,12 @@ class DirectWriter:
             view.release()
 
 
-def _write_view(fd, view):
+def _write_view(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view):]
 
 
-def _write_all(fd, pieces):
+def _write_all(fd: int, pieces: Iterable[Piece]) -> None:
     views = [memoryview(piece) for piece in pieces if piece]
     while views:
         written = os.writev(fd, views[:1024])
@@ -197,12 +220,12 @@ def _write_all(fd, pieces):
                 written = 0
 
 
-def _read_file(path):
+def _read_file(path: str) -> bytes:
     with open(path, "rb", buffering=0) as spool_file:
         return spool_file.read()
 
 
-def _file_sha256(path):
+def _file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as dump_file:
         while True:
@@ -212,13 +235,13 @@ def _file_sha256(path):
             digest.update(block)
 
 
-def _expected_checksums(raw_crash):
+def _expected_checksums(raw_crash: RawCrash) -> dict[str, str] | None:
     metadata = raw_crash.get("metadata")
     checksums = metadata.get("dump_checksums") if isinstance(metadata, dict) else None
     return checksums if isinstance(checksums, dict) else None
 
 
-def parse_raw_crash(data, crash_id):
+def parse_raw_crash(data: bytes, crash_id: str) -> RawCrash:
     """The raw crash mapping in a ``.crash`` file's bytes; CorruptEntry when unusable."""
     try:
         raw_crash = json.loads(data)
@@ -238,25 +261,34 @@ class Spool:
 
     ``total_bytes`` counts the entries in the spool; ``writing_bytes`` counts
     writes still in flight (reserved when a write starts, so that
-    backpressure sees them before they land).
+    backpressure sees them before they land). ``total_bytes`` changes in
+    ``_count`` only: when ``open`` finds entries, when a write lands, and in
+    ``remove_blocking`` and ``quarantine_blocking`` (pool threads, hence the
+    lock), whichever form of the verb ran them.
     """
 
-    directory = attr.ib(converter=os.path.abspath)
-    reactor = attr.ib()
-    threadpool = attr.ib()
-    fsync = attr.ib(default=False)
-    clock_ns = attr.ib(default=time.time_ns, repr=False)
-    direct_io = attr.ib(default=False)
-    total_bytes = attr.ib(default=0, init=False)
-    writing_bytes = attr.ib(default=0, init=False)
+    directory: str = attr.ib(converter=os.path.abspath)
+    reactor: IReactorTimeAndThreads = attr.ib()
+    threadpool: ThreadPool = attr.ib()
+    fsync: bool = attr.ib(default=False)
+    clock_ns: Callable[[], int] = attr.ib(default=time.time_ns, repr=False)
+    direct_io: bool = attr.ib(default=False)
+    total_bytes: int = attr.ib(default=0, init=False)
+    writing_bytes: int = attr.ib(default=0, init=False)
     log = Logger(namespace="antenna.spool")
 
-    def __attrs_post_init__(self):
+    def __attrs_post_init__(self) -> None:
         self._direct = DirectWriter() if self.direct_io else None
-        self._writes = set()
-        self._idle_waiters = []
+        self._writes: set[defer.Deferred[SpoolEntry]] = set()
+        self._idle_waiters: list[defer.Deferred[None]] = []
+        self._count_lock = threading.Lock()
 
-    def open(self):
+    def _count(self, added: int) -> None:
+        """Add ``added`` (negative: removed) to ``total_bytes``, from any thread."""
+        with self._count_lock:
+            self.total_bytes += added
+
+    def open(self) -> list[SpoolEntry]:
         """
         Create the directory and list what is there, oldest first, moving
         aside half-written and unreadable entries and dumps without a
@@ -265,7 +297,8 @@ class Spool:
         the dumps (their checksums are checked when they are stored).
         """
         os.makedirs(os.path.join(self.directory, CORRUPT_DIR), exist_ok=True)
-        crash_files, dump_files = [], {}
+        crash_files: list[str] = []
+        dump_files: dict[str, dict[str, str]] = {}
         for filename in sorted(os.listdir(self.directory)):
             if filename.startswith(PROBE_PREFIX):
                 _unlink(os.path.join(self.directory, filename))  # a health probe cut short
@@ -291,10 +324,11 @@ class Spool:
             for dump in dumps.values():
                 self._move_aside(dump, "a dump without its crash file: its write, or its "
                                 "removal after storing, was cut short")
-        self.total_bytes = sum(entry.size for entry in entries)
+        # What is on disk now, whatever was counted before.
+        self._count(sum(entry.size for entry in entries) - self.total_bytes)
         return entries
 
-    def _check(self, filename, dumps):
+    def _check(self, filename: str, dumps: Mapping[str, str]) -> SpoolEntry:
         """A SpoolEntry for a complete crash found at start-up, or CorruptEntry."""
         entry = SpoolEntry.from_filename(filename, 0)
         path = os.path.join(self.directory, filename)
@@ -308,7 +342,7 @@ class Spool:
             os.path.getsize(os.path.join(self.directory, dump)) for dump in dumps.values())
         return attr.evolve(entry, size=size, dump_names=sorted(dumps), recovered=True)
 
-    def _move_aside(self, filename, reason):
+    def _move_aside(self, filename: str, reason: str) -> None:
         try:
             os.replace(
                 os.path.join(self.directory, filename),
@@ -321,7 +355,7 @@ class Spool:
             filename=filename, corrupt=CORRUPT_DIR, reason=reason,
         )
 
-    def _put(self, crash, stem):
+    def _put(self, crash: Crash, stem: str) -> SpoolEntry:
         """Write the dumps, then commit the raw crash by rename. Blocking."""
         directory = self.directory
         written = []
@@ -349,18 +383,18 @@ class Spool:
             raise
         return SpoolEntry.from_filename(stem + SUFFIX, size + len(raw), crash.dump_names())
 
-    def _write_dump(self, path, pieces):
+    def _write_dump(self, path: str, pieces: Sequence[Piece]) -> None:
         direct = self._direct
         if direct is not None and direct.supported and direct.write(path, pieces, self.fsync):
             return
         _write_file(path, pieces, self.fsync)
 
     @property
-    def writes_direct(self):
+    def writes_direct(self) -> bool:
         """True while dumps are written with O_DIRECT."""
         return self._direct is not None and self._direct.supported
 
-    def put(self, crash):
+    def put(self, crash: Crash) -> defer.Deferred[SpoolEntry]:
         """
         Write a crash durably (dumps, then the raw crash under a temp name
         renamed into place; fsync of every file and the directory when
@@ -373,11 +407,13 @@ class Spool:
         d = deferToThreadPool(self.reactor, self.threadpool, self._put, crash, stem)
         self._writes.add(d)
 
-        def settle(result):
+        def settle(result: SpoolEntry | Failure) -> SpoolEntry | Failure:
             self.writing_bytes -= reserved
             self._writes.discard(d)
             if not isinstance(result, Failure):
-                self.total_bytes += result.size
+                # On the reactor with the reservation's release: backpressure
+                # never sees the entry counted twice.
+                self._count(result.size)
             if not self._writes:
                 waiters, self._idle_waiters = self._idle_waiters, []
                 for waiter in waiters:
@@ -387,30 +423,25 @@ class Spool:
 
         return d.addBoth(settle)
 
-    def idle(self):
+    def idle(self) -> defer.Deferred[None]:
         """A Deferred that fires once no write is in flight."""
         if not self._writes:
             return defer.succeed(None)
-        waiter = defer.Deferred()
+        waiter: defer.Deferred[None] = defer.Deferred()
         self._idle_waiters.append(waiter)
         return waiter
 
-    def read(self, entry, with_dumps=True):
+    def _checked(self, entry: SpoolEntry, with_dumps: bool) -> tuple[
+            bytes, RawCrash, dict[str, bytes], dict[str, str]]:
         """
-        The Crash in ``entry``, blocking: with its dumps' bytes, or (not
-        ``with_dumps``) with ``dump_files`` and ``raw_crash_file`` for a
-        backend that links files into place (and no ``raw_crash`` when this
-        process wrote the entry: nothing is read then). The dumps of an
-        entry found at start-up are checked against their checksums first. CorruptEntry
-        when something is missing or damaged, OSError when the disk fails.
+        An entry's raw crash (bytes and mapping), its dumps' bytes when
+        ``with_dumps``, and its dump paths, after the checks of ``load``:
+        the dumps of an entry found at start-up must match their checksums.
         """
         directory = self.directory
         raw_path = os.path.join(directory, entry.filename)
         paths = {name: os.path.join(directory, entry.dump_filename(name))
                  for name in entry.dump_names}
-        if not with_dumps and not entry.recovered:
-            # Written by this process: nothing to check, the files are linked as they are.
-            return Crash(entry.crash_id, None, dump_files=paths, raw_crash_file=raw_path)
         try:
             raw = _read_file(raw_path)
         except FileNotFoundError:
@@ -430,44 +461,70 @@ class Spool:
                 raise CorruptEntry(f"dump {name!r} is missing") from None
             if checksum is not None and name in expected and checksum != expected[name]:
                 raise CorruptEntry(f"dump {name!r} is damaged")
-        if with_dumps:
-            return Crash(entry.crash_id, raw_crash, dumps, serialized=raw)
-        return Crash(entry.crash_id, raw_crash, dump_files=paths, raw_crash_file=raw_path,
-                     serialized=raw)
+        return raw, raw_crash, dumps, paths
 
-    def load(self, entry):
-        """A Deferred of the Crash in ``entry``, dumps read; fails with CorruptEntry or OSError."""
-        return deferToThreadPool(self.reactor, self.threadpool, self.read, entry)
+    def load_blocking(self, entry: SpoolEntry) -> Crash:
+        """
+        The Crash in ``entry`` with its dumps' bytes, read in the calling
+        thread. The dumps of an entry found at start-up are checked against
+        their checksums first. CorruptEntry when something is missing or
+        damaged, OSError when the disk fails.
+        """
+        raw, raw_crash, dumps, _ = self._checked(entry, with_dumps=True)
+        return Crash(entry.crash_id, raw_crash, dict(dumps), serialized=raw)
 
-    def delete(self, entry):
-        """Delete a stored crash's files (blocking): the raw crash first, then the dumps."""
+    def load(self, entry: SpoolEntry) -> defer.Deferred[Crash]:
+        """``load_blocking`` in the thread pool; a Deferred of the Crash."""
+        return deferToThreadPool(self.reactor, self.threadpool, self.load_blocking, entry)
+
+    def load_files_blocking(self, entry: SpoolEntry) -> SpooledCrash:
+        """
+        ``entry`` as files, for storage that places them (IFileCrashStorage),
+        in the calling thread. Nothing is read of an entry this process
+        wrote; one found at start-up is checked as ``load_blocking`` checks
+        it, its dumps hashed from the files. Only the movers' pool jobs use
+        it, so it has no Deferred form.
+        """
+        if entry.recovered:
+            _, _, _, paths = self._checked(entry, with_dumps=False)
+        else:
+            paths = {name: os.path.join(self.directory, entry.dump_filename(name))
+                     for name in entry.dump_names}
+        return SpooledCrash(entry.crash_id, os.path.join(self.directory, entry.filename),
+                            paths)
+
+    def remove_blocking(self, entry: SpoolEntry) -> None:
+        """
+        Delete a stored crash's files in the calling thread, the raw crash
+        first, then the dumps, and stop counting its bytes.
+        """
         _unlink(os.path.join(self.directory, entry.filename))
         for name in entry.dump_names:
             _unlink(os.path.join(self.directory, entry.dump_filename(name)))
+        self._count(-entry.size)
 
-    def forget(self, entry):
-        """Stop counting the bytes of an entry that was deleted or moved aside."""
-        self.total_bytes -= entry.size
+    def remove(self, entry: SpoolEntry) -> defer.Deferred[None]:
+        """``remove_blocking`` in the thread pool; a Deferred."""
+        return deferToThreadPool(self.reactor, self.threadpool, self.remove_blocking, entry)
 
-    def remove(self, entry):
-        """Delete a stored crash's entry; a Deferred."""
-        d = deferToThreadPool(self.reactor, self.threadpool, self.delete, entry)
-        return d.addCallback(lambda _: self.forget(entry))
-
-    def set_aside(self, entry, reason):
-        """Move an unreadable entry's files aside (blocking); ``quarantine`` in the pool."""
+    def quarantine_blocking(self, entry: SpoolEntry, reason: str) -> None:
+        """
+        Move an unreadable entry's files aside, in the calling thread, so
+        it is never retried, and stop counting its bytes.
+        """
         self._move_aside(entry.filename, reason)
         for name in entry.dump_names:
             dump = entry.dump_filename(name)
             if os.path.exists(os.path.join(self.directory, dump)):
                 self._move_aside(dump, f"its crash {entry.filename} is unusable")
+        self._count(-entry.size)
 
-    def quarantine(self, entry, reason):
-        """Move an unreadable entry aside so it is never retried; a Deferred."""
-        d = deferToThreadPool(self.reactor, self.threadpool, self.set_aside, entry, reason)
-        return d.addCallback(lambda _: self.forget(entry))
+    def quarantine(self, entry: SpoolEntry, reason: str) -> defer.Deferred[None]:
+        """``quarantine_blocking`` in the thread pool; a Deferred."""
+        return deferToThreadPool(self.reactor, self.threadpool, self.quarantine_blocking,
+                                 entry, reason)
 
-    def _probe(self):
+    def _probe(self) -> str | None:
         try:
             with tempfile.NamedTemporaryFile(dir=self.directory, prefix=PROBE_PREFIX) as probe:
                 probe.write(b"probe")
@@ -476,27 +533,27 @@ class Spool:
             return f"{self.directory} is not writable: {error.strerror or error}"
         return None
 
-    def check_writable(self):
+    def check_writable(self) -> defer.Deferred[str | None]:
         """
         A Deferred of None when a file can be created in the spool, else of
         one line saying why (a real write: as root, permissions say nothing).
         """
         return deferToThreadPool(self.reactor, self.threadpool, self._probe)
 
-    def free_bytes(self):
+    def free_bytes(self) -> int:
         """Free bytes on the spool's filesystem (one statvfs call)."""
         stats = os.statvfs(self.directory)
         return stats.f_bavail * stats.f_frsize
 
 
-def _unlink(path):
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-def _fsync_directory(directory):
+def _fsync_directory(directory: str) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -1,10 +1,16 @@
-"""The crash storage interface and the choice of backend by name."""
+"""The crash storage interfaces and the choice of backend by name."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
 
 from antenna_tw.config import STORAGE_CLASS_ALIASES
+from antenna_tw.crash import Crash, SpooledCrash
 from antenna_tw.throttler import load_dotted
 
 
@@ -20,27 +26,63 @@ class ICrashStorage(Interface):
 
     name = Attribute("Short name for logs and the heartbeat.")
 
-    def verify():
+    def verify() -> None:
         """
         Check at start-up that crashes can be saved. Runs before the reactor
         starts, so it may block; raise StorageUnavailable with one line.
         """
 
-    def save_crash(crash):
-        """Store a Crash: dump_names, each dump, the raw crash last. Deferred."""
+    def save_crash(crash: Crash) -> Deferred[None]:
+        """Store a Crash: dump_names, each dump, the raw crash last."""
 
-    # Optional: ``close()``, a Deferred, lets go of connections at shutdown.
-    # Optional: ``save_crash_blocking(crash)`` stores a crash in the calling
-    # thread. A backend that has it gets each whole move (read the spool
-    # entry, store, delete) as one thread-pool job, and crashes whose
-    # ``dump_files``/``raw_crash_file`` it may link instead of copying.
-
-    def check_health():
+    def check_health() -> Deferred[list[str]]:
         """A Deferred of a list of error strings (empty when healthy)."""
+
+    def close() -> Deferred[None]:
+        """Let go of connections at shutdown; nothing is saved after it."""
+
+
+class IFileCrashStorage(ICrashStorage):
+    """
+    Storage that stores a spooled crash from its files, in the calling
+    thread (the filesystem links them into place). The crash movers give it
+    each whole move, loading the spool entry, storing it and removing it, as
+    one thread-pool job, several crashes a job.
+    """
+
+    def save_spooled_blocking(spooled: SpooledCrash) -> None:
+        """
+        Store ``spooled`` in the calling thread, a pool thread, never the
+        reactor's: dump_names, each dump, the raw crash last. Raises when it
+        fails; the spool's files are left as they were.
+        """
 
 
 class StorageUnavailable(Exception):
     """Storage cannot be used; the message is one line for the operator."""
+
+
+def check_storage(storage: object) -> None:
+    """
+    StorageUnavailable unless ``storage`` provides ``ICrashStorage`` with
+    every method and attribute it declares (and ``IFileCrashStorage``'s,
+    when it says it provides that): the callers use them without asking.
+    """
+    interfaces = [ICrashStorage]
+    if IFileCrashStorage.providedBy(storage):
+        interfaces.append(IFileCrashStorage)
+    for interface in interfaces:
+        try:
+            verifyObject(interface, storage)
+        except Invalid as error:
+            # zope's text names the object, then the interface, then each problem.
+            text = str(error)
+            _, header, problems = text.partition(f"{interface.__identifier__}:")
+            lines = (problems if header else text).splitlines()
+            why = "; ".join(line.strip() for line in lines if line.strip())
+            raise StorageUnavailable(
+                f"{type(storage).__name__} is not usable as {interface.__name__}: {why}"
+            ) from None
 
 
 _SHORT_NAMES = {
@@ -55,6 +97,6 @@ STORAGE_ALIASES = {
 }
 
 
-def storage_class(name):
+def storage_class(name: str) -> Any:
     """The class for ``CRASHSTORAGE_CLASS``: a short name, an Antenna path or a dotted path."""
     return load_dotted(STORAGE_ALIASES.get(name, name))

@@ -1014,12 +1014,13 @@ AREAS = [
     (r"\(antenna_tw/logs\.py|\(twisted/logger/|formatEvent|Logger\.emit", "logging"),
     (r"^Decompressor\.", "gunzip (zlib)"),
     (r"^_write_all|^_write_file|^Spool\._put", "spool write (open/writev/rename, thread)"),
-    (r"^Spool\.read|^_read_file|^_file_sha256|^parse_raw_crash",
+    (r"^Spool\.(load_blocking|load_files_blocking|_checked)|^_read_file|^_file_sha256"
+     r"|^parse_raw_crash",
      "spool read (start-up entries and non-FS backends, thread)"),
     (r"^serialize_raw_crash|^serialize_dump_names|^Crash\.serialized", "storage JSON dumps"),
     (r"^write_atomically|^place_file|^_copy_into_place|^FSCrashStorage\.",
      "storage writes (link/write/rename, thread)"),
-    (r"^Spool\.delete|^_unlink \(antenna_tw/spool", "spool unlink (thread)"),
+    (r"^Spool\.remove_blocking|^_unlink \(antenna_tw/spool", "spool unlink (thread)"),
     (r"^_Part\.|\(multipart\.py|\(antenna_tw/formdata\.py|^PayloadParser\.|^UploadReader\.",
      "multipart parsing"),
     (r"^build_raw_crash|^finish_raw_crash|^Throttler|\(antenna_tw/throttler\.py"

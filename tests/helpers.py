@@ -12,10 +12,12 @@ import zlib
 import attr
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.python.failure import Failure
+from zope.interface import implementer, implementer_only
 
 from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
 from antenna_tw.ext.fs import FSCrashStorage
+from antenna_tw.storage import ICrashStorage
 
 # Real dumps and captured uploads, kept in the repository (tests/data/README.md).
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -118,10 +120,7 @@ async def start_collector(tmp_path, environ=None, **build_kwargs):
 
 async def stop_collector(running):
     await running.port.stopListening()
-    await running.collector.stop()
-    close = getattr(running.collector.storage, "close", None)
-    if close is not None:  # S3: its own connection pool
-        await close()
+    await running.collector.stop()  # closes the storage too
 
 
 def _read_response(sock):
@@ -208,6 +207,7 @@ def http_request(body, headers, *, path="/submit", method="POST", chunked=False,
     return b"\r\n".join(head) + b"\r\n\r\n" + payload
 
 
+@implementer(ICrashStorage)
 class NeverStorage:
     """A storage backend that never finishes a save (for backlog tests)."""
 
@@ -226,7 +226,11 @@ class NeverStorage:
     def check_health(self):
         return defer.succeed([])
 
+    def close(self):
+        return defer.succeed(None)
 
+
+@implementer_only(ICrashStorage)  # not IFileCrashStorage: the movers go through save_crash
 class SlowFSStorage(FSCrashStorage):
     """
     Filesystem storage that takes ``seconds`` per save: it waits on the
@@ -239,8 +243,6 @@ class SlowFSStorage(FSCrashStorage):
     @classmethod
     def from_settings(cls, settings, reactor, threadpool, concurrency=None):
         return cls(settings.fs_root, reactor, threadpool)
-
-    save_crash_blocking = None  # so the movers go through save_crash and its wait
 
     def save_crash(self, crash):
         waited = task.deferLater(self.reactor, self.seconds, lambda: None)

@@ -10,17 +10,22 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 
 import attr
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from antenna_tw.crash import serialize_dump_names
+from antenna_tw.config import StorageSettings
+from antenna_tw.crash import Crash, SpooledCrash, serialize_dump_names
 from antenna_tw.crashid import date_from_crash_id
-from antenna_tw.storage import ICrashStorage, StorageUnavailable
+from antenna_tw.storage import IFileCrashStorage, StorageUnavailable
 
 
-def write_atomically(path, data, fsync=False):
+def write_atomically(path: str, data: bytes, fsync: bool = False) -> None:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
     temp_path = _temp_path(path)
     try:
@@ -43,7 +48,7 @@ def write_atomically(path, data, fsync=False):
         raise
 
 
-def _temp_path(path):
+def _temp_path(path: str) -> str:
     """A temp name beside ``path`` that no other thread or process uses now."""
     directory, name = os.path.split(path)
     return os.path.join(directory, f".tmp-{os.getpid()}-{threading.get_ident()}-{name}")
@@ -53,7 +58,7 @@ def _temp_path(path):
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 
 
-def place_file(source, path):
+def place_file(source: str, path: str) -> None:
     """
     Put a copy of the file ``source`` at ``path``, atomically: a hard link
     when both are on one filesystem (no data is copied), else a copy
@@ -83,7 +88,7 @@ def place_file(source, path):
         raise
 
 
-def _copy_into_place(source, path):
+def _copy_into_place(source: str, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temp_path = _temp_path(path)
     try:
@@ -95,31 +100,35 @@ def _copy_into_place(source, path):
         raise
 
 
-def _unlink(path):
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
 
 
-@implementer(ICrashStorage)
+@implementer(IFileCrashStorage)
 @attr.s
 class FSCrashStorage:
     """
     ``<root>/<YYYYMMDD>/raw_crash/<id>.json``, ``dump_names/<id>.json`` and
-    ``<name>/<id>``. Writes run in the given thread pool, never on the reactor.
+    ``<name>/<id>``. Writes run in the given thread pool, never on the
+    reactor; spooled crashes are linked into place (``save_spooled_blocking``).
     """
 
-    root = attr.ib(converter=os.path.abspath)
-    reactor = attr.ib()
-    threadpool = attr.ib()
+    root: str = attr.ib(converter=os.path.abspath)
+    reactor: IReactorFromThreads = attr.ib()
+    threadpool: ThreadPool = attr.ib()
     name = "fs"
 
     @classmethod
-    def from_settings(cls, settings, reactor, threadpool, concurrency=None):
+    def from_settings(cls, settings: StorageSettings, reactor: IReactorFromThreads,
+                      threadpool: ThreadPool, concurrency: int | None = None) -> FSCrashStorage:
+        """Storage under ``FS_ROOT``."""
         return cls(settings.fs_root, reactor, threadpool)
 
-    def paths(self, crash_id, dump_names=()):
+    def paths(self, crash_id: str, dump_names: Sequence[str] = ()) -> tuple[
+            str, dict[str, str], str]:
         """Where each file of a crash goes: (dump_names, {name: path}, raw_crash)."""
         day = os.path.join(self.root, date_from_crash_id(crash_id))
         dump_paths = {name: os.path.join(day, name, crash_id) for name in dump_names}
@@ -129,7 +138,8 @@ class FSCrashStorage:
             os.path.join(day, "raw_crash", crash_id + ".json"),
         )
 
-    def verify(self):
+    def verify(self) -> None:
+        """The root can be created and written to; StorageUnavailable if not."""
         try:
             os.makedirs(self.root, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-")
@@ -139,34 +149,48 @@ class FSCrashStorage:
                 f"crash storage root {self.root} is not writable: {error.strerror}"
             ) from None
 
-    def save_crash_blocking(self, crash):
-        """
-        Store a crash in the calling thread, the raw crash last. Files the
-        crash already has on disk (spooled dumps and raw crash) are linked
-        into place rather than copied.
-        """
-        names = crash.dump_names()
-        dump_names_path, dump_paths, raw_crash_path = self.paths(crash.crash_id, names)
+    def _store(self, crash_id: str, names: Sequence[str],
+               place_dump: Callable[[str, str], None],
+               place_raw_crash: Callable[[str], None]) -> None:
+        """The order of every save: dump_names, each dump, the raw crash last."""
+        dump_names_path, dump_paths, raw_crash_path = self.paths(crash_id, names)
         write_atomically(dump_names_path, serialize_dump_names(names))
         for name in names:
-            if name in crash.dump_files:
-                place_file(crash.dump_files[name], dump_paths[name])
-            else:
-                write_atomically(dump_paths[name], crash.dump_bytes(name))
-        if crash.raw_crash_file is not None:
-            place_file(crash.raw_crash_file, raw_crash_path)
-        else:
-            write_atomically(raw_crash_path, crash.serialized_raw_crash())
+            place_dump(name, dump_paths[name])
+        place_raw_crash(raw_crash_path)
 
-    def save_crash(self, crash):
+    def save_crash_blocking(self, crash: Crash) -> None:
+        """Store a crash from its bytes in the calling thread."""
+        self._store(
+            crash.crash_id, crash.dump_names(),
+            lambda name, path: write_atomically(path, crash.dump_bytes(name)),
+            lambda path: write_atomically(path, crash.serialized_raw_crash()))
+
+    def save_spooled_blocking(self, spooled: SpooledCrash) -> None:
+        """
+        Store a spooled crash in the calling thread: its files are linked
+        into place (copied across filesystems), never read here.
+        """
+        self._store(
+            spooled.crash_id, spooled.dump_names(),
+            lambda name, path: place_file(spooled.dump_files[name], path),
+            lambda path: place_file(spooled.raw_crash_file, path))
+
+    def save_crash(self, crash: Crash) -> defer.Deferred[None]:
+        """``save_crash_blocking`` in the thread pool."""
         return deferToThreadPool(self.reactor, self.threadpool, self.save_crash_blocking, crash)
 
-    def _health(self):
+    def _health(self) -> list[str]:
         try:
             self.verify()
         except StorageUnavailable as error:
             return [str(error)]
         return []
 
-    def check_health(self):
+    def check_health(self) -> defer.Deferred[list[str]]:
+        """The root is still writable (``verify`` in the thread pool)."""
         return deferToThreadPool(self.reactor, self.threadpool, self._health)
+
+    def close(self) -> defer.Deferred[None]:
+        """Nothing to let go of: every file is closed after each save."""
+        return defer.succeed(None)

@@ -77,11 +77,11 @@ async def test_a_malformed_crash_is_counted_with_its_reason(collector_with):
 class FailOnceStorage(FSCrashStorage):
     """Filesystem storage whose first save fails (then the mover retries)."""
 
-    def save_crash_blocking(self, crash):
+    def save_spooled_blocking(self, spooled):
         if not getattr(self, "failed_once", False):
             self.failed_once = True
             raise OSError("the first save fails")
-        return super().save_crash_blocking(crash)
+        return super().save_spooled_blocking(spooled)
 
 
 class CheckingBackend:

@@ -1,18 +1,24 @@
 """
 The crash movers on a task.Clock: the backoff schedule (capped, jittered,
-seeded), "never dropped" after any number of failures, and shutdown.
+seeded), "never dropped" after any number of failures, shutdown, and the
+two ways of moving (whole moves in the pool for IFileCrashStorage).
 """
 
+import os
 import random
 
 import attr
 import pytest
 from twisted.internet import defer, task
+from zope.interface import implementer
 
-from antenna_tw.crash import Crash
 from antenna_tw.backoff import Backoff
+from antenna_tw.crash import Crash, SpooledCrash
 from antenna_tw.crashmover import MOVE_BATCH, OUTAGE_AFTER, CrashMover
-from antenna_tw.spool import CorruptEntry, SpoolEntry
+from antenna_tw.ext.fs import FSCrashStorage
+from antenna_tw.ext.noop import NoOpCrashStorage
+from antenna_tw.spool import CORRUPT_DIR, CorruptEntry, Spool, SpoolEntry
+from antenna_tw.storage import IFileCrashStorage
 from tests.helpers import ImmediatePool, ImmediateReactor
 
 
@@ -378,39 +384,35 @@ def test_stop_with_nothing_queued_returns_at_once():
 
 @attr.s
 class BlockingSpool(MemorySpool):
-    """MemorySpool with the spool's blocking read/delete/forget."""
+    """MemorySpool with the spool's blocking verbs, as the pool jobs use them."""
 
-    forgotten = attr.ib(factory=list)
-
-    def read(self, entry, with_dumps=True):
+    def load_files_blocking(self, entry):
         crash = self.crashes[entry.filename]
         if isinstance(crash, Exception):
             raise crash
-        return crash
+        return SpooledCrash(crash.crash_id, f"/spool/{entry.filename}")
 
-    def delete(self, entry):
+    def remove_blocking(self, entry):
         self.removed.append(entry.filename)
         del self.crashes[entry.filename]
 
-    def set_aside(self, entry, reason):
+    def quarantine_blocking(self, entry, reason):
         self.quarantined.append((entry.filename, reason))
         del self.crashes[entry.filename]
 
-    def forget(self, entry):
-        self.forgotten.append(entry.filename)
 
-
+@implementer(IFileCrashStorage)
 @attr.s
 class BlockingStorage:
     failing = attr.ib(factory=set)  # crash ids whose save raises
     saved = attr.ib(factory=list)
     attempts = attr.ib(factory=list)
 
-    def save_crash_blocking(self, crash):
-        self.attempts.append(crash.crash_id)
-        if crash.crash_id in self.failing:
+    def save_spooled_blocking(self, spooled):
+        self.attempts.append(spooled.crash_id)
+        if spooled.crash_id in self.failing:
             raise OSError("storage is down")
-        self.saved.append(crash.crash_id)
+        self.saved.append(spooled.crash_id)
 
 
 def make_blocking_mover(storage, workers=2, batch_wait=0.0):
@@ -431,7 +433,7 @@ def test_queued_crashes_are_moved_in_batches_one_pool_job_each():
         mover.enqueue(entry)
     mover.start()
     assert storage.saved == [f"c{n}" for n in range(40)]
-    assert spool.removed == spool.forgotten == [entry.filename for entry in entries]
+    assert spool.removed == [entry.filename for entry in entries]
     assert pool.jobs == 3  # 16 + 16 + 8, not 40
     assert mover.queue_length() == 0
 
@@ -472,3 +474,64 @@ def test_a_failed_save_in_a_batch_sends_the_rest_back_untried():
     storage.failing.clear()
     clock.advance(8.0)
     assert "c3" in storage.saved and mover.queue_length() == 0
+
+
+def test_an_unreadable_entry_is_quarantined_in_the_pool_job():
+    storage = BlockingStorage()
+    mover, spool, pool, _ = make_blocking_mover(storage, workers=1)
+    bad = spool.add("bad")
+    spool.crashes[bad.filename] = CorruptEntry("dump 'upload_file_minidump' is damaged")
+    good = spool.add("good")
+    mover.enqueue(bad)
+    mover.enqueue(good)
+    mover.start()
+    assert storage.saved == ["good"] and pool.jobs == 1
+    assert spool.quarantined == [(bad.filename, "dump 'upload_file_minidump' is damaged")]
+    assert mover.queue_length() == 0 and mover.retrying() == 0
+
+
+def test_the_file_path_is_chosen_by_the_interface_not_by_a_method_name():
+    @attr.s
+    class LooksLikeFiles(FlakyStorage):
+        """Has the file method but does not declare IFileCrashStorage."""
+
+        def save_spooled_blocking(self, spooled):
+            raise AssertionError("not declared: never called")
+
+    clock = ImmediateReactor()
+    storage = LooksLikeFiles(clock)
+    pool = ImmediatePool()
+    spool = BlockingSpool()
+    mover = CrashMover(spool, storage, clock, RecordingMetrics(), threadpool=pool)
+    mover.enqueue(spool.add("a"))
+    mover.start()
+    assert storage.saved == ["a"]
+
+
+@pytest.mark.parametrize("files", [True, False])
+def test_the_spool_counts_its_bytes_down_whichever_way_crashes_move(tmp_path, files):
+    clock = ImmediateReactor()
+    pool = ImmediatePool()
+    spool = Spool(str(tmp_path / "spool"), clock, pool)
+    spool.open()
+    storage = (FSCrashStorage(str(tmp_path / "crashes"), clock, pool) if files
+               else NoOpCrashStorage())
+    [good], [bad] = (fired(spool.put(Crash(name, {"uuid": name},
+                                           {"upload_file_minidump": b"MDMP" * size})))
+                     for name, size in (("good", 1000), ("bad", 10)))
+    assert spool.total_bytes == good.size + bad.size
+    with open(os.path.join(spool.directory, bad.filename), "wb") as raw_crash:
+        raw_crash.write(b"{")  # unreadable: moved aside, never stored
+    bad = attr.evolve(bad, recovered=True)  # as found at start-up: it is read and checked
+    mover = CrashMover(spool, storage, clock, RecordingMetrics(), threadpool=pool)
+    mover.enqueue(good)
+    mover.enqueue(bad)
+    pool.jobs = 0
+    mover.start()
+    assert mover.queue_length() == 0 and mover.retrying() == 0
+    assert spool.total_bytes == 0
+    assert sorted(os.listdir(os.path.join(spool.directory, CORRUPT_DIR))) == sorted(
+        [bad.filename, bad.dump_filename("upload_file_minidump")])
+    assert sorted(os.listdir(spool.directory)) == [CORRUPT_DIR]
+    # One batch, or each crash loaded, then removed or quarantined.
+    assert pool.jobs == (1 if files else 4)

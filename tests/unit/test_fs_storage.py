@@ -36,7 +36,7 @@ def spooled(tmp_path):
     spool = Spool(str(tmp_path / "spool"), reactor, None)
     spool.open()
     entry = spool._put(make_crash(), "00000000000000000001-" + CRASH_ID)
-    return spool.read(entry, with_dumps=False)
+    return spool.load_files_blocking(entry)
 
 
 def expected():
@@ -53,7 +53,7 @@ def test_a_crash_with_dump_bytes_is_written(tmp_path):
 def test_spooled_files_are_linked_into_place_not_copied(tmp_path):
     storage = FSCrashStorage(str(tmp_path / "crashes"), reactor, None)
     crash = spooled(tmp_path)
-    storage.save_crash_blocking(crash)
+    storage.save_spooled_blocking(crash)
     assert stored(tmp_path / "crashes") == expected()
     day = tmp_path / "crashes" / "20160918"
     for name, source in crash.dump_files.items():
@@ -67,7 +67,7 @@ def test_storing_again_replaces_what_is_there(tmp_path):
     storage = FSCrashStorage(str(tmp_path / "crashes"), reactor, None)
     storage.save_crash_blocking(Crash(CRASH_ID, {"old": True},
                                       {name: b"old" for name in DUMPS}))
-    storage.save_crash_blocking(spooled(tmp_path))  # a client sent the same uuid again
+    storage.save_spooled_blocking(spooled(tmp_path))  # a client sent the same uuid again
     assert stored(tmp_path / "crashes") == expected()
     assert not [name for _, _, files in os.walk(tmp_path / "crashes") for name in files
                 if name.startswith(".tmp-")]
@@ -81,7 +81,7 @@ def test_without_hard_links_the_files_are_copied(tmp_path, monkeypatch, code):
     monkeypatch.setattr(fs.os, "link", no_link)
     storage = FSCrashStorage(str(tmp_path / "crashes"), reactor, None)
     crash = spooled(tmp_path)
-    storage.save_crash_blocking(crash)
+    storage.save_spooled_blocking(crash)
     assert stored(tmp_path / "crashes") == expected()
     day = tmp_path / "crashes" / "20160918"
     assert os.stat(day / "memory_report" / CRASH_ID).st_ino != os.stat(
@@ -92,4 +92,4 @@ def test_a_storage_root_that_is_a_file_fails_the_save(tmp_path):
     (tmp_path / "crashes").write_bytes(b"not a directory")
     storage = FSCrashStorage(str(tmp_path / "crashes"), reactor, None)
     with pytest.raises(OSError):
-        storage.save_crash_blocking(spooled(tmp_path))
+        storage.save_spooled_blocking(spooled(tmp_path))
