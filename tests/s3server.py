@@ -48,7 +48,7 @@ COLLECTOR_POLICY = {
 }
 ADMIN_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*"], "Resource": "*"}],
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*", "sqs:*"], "Resource": "*"}],
 }
 
 

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 
 import attr
 import botocore.session
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
 from treq.client import HTTPClient
@@ -205,13 +205,16 @@ class CredentialSource:
     secret_access_key: str = attr.ib(default="", repr=False)
     make_session: Callable[[], Any] = attr.ib(default=botocore.session.get_session,
                                               repr=False)
+    # The options the two keys come from, for messages (SQS has its own).
+    option_names: tuple[str, str] = attr.ib(
+        default=("CRASHSTORAGE_ACCESS_KEY", "CRASHSTORAGE_SECRET_ACCESS_KEY"))
     _credentials: Credentials | None = attr.ib(default=None, init=False, repr=False)
     _flight: SingleFlight[Any] = attr.ib(factory=SingleFlight, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if bool(self.access_key) != bool(self.secret_access_key):
             raise ValueError(
-                "CRASHSTORAGE_ACCESS_KEY and CRASHSTORAGE_SECRET_ACCESS_KEY go together: "
+                f"{self.option_names[0]} and {self.option_names[1]} go together: "
                 "set both, or neither to use the AWS credential chain")
         if self.access_key:
             self._credentials = Credentials(self.access_key, self.secret_access_key,
@@ -231,8 +234,8 @@ class CredentialSource:
         credentials = self.make_session().get_credentials()
         if credentials is None:
             raise NoCredentials(
-                "no AWS credentials: set CRASHSTORAGE_ACCESS_KEY and "
-                "CRASHSTORAGE_SECRET_ACCESS_KEY, or configure the AWS credential chain")
+                f"no AWS credentials: set {self.option_names[0]} and "
+                f"{self.option_names[1]}, or configure the AWS credential chain")
         return credentials
 
     def resolve_blocking(self) -> Any:
@@ -283,20 +286,24 @@ def content_md5(body: bytes) -> str:
 
 
 def signed_headers(credentials: Any, region: str, method: str, url: str,
-                   body: bytes = b"") -> dict[str, str]:
+                   body: bytes = b"", service: str = "s3",
+                   headers: dict[str, str] | None = None) -> dict[str, str]:
     """
-    ``{name: value}`` to send with the request: ``Content-MD5`` for uploads,
-    then botocore's SigV4 headers (``X-Amz-Date``, ``X-Amz-Content-SHA256``,
-    ``X-Amz-Security-Token`` for session credentials, ``Authorization``).
+    ``{name: value}`` to send with the request: ``headers``, ``Content-MD5``
+    for S3 uploads, then botocore's SigV4 headers (``X-Amz-Date``,
+    ``X-Amz-Content-SHA256`` for S3, ``X-Amz-Security-Token`` for session
+    credentials, ``Authorization``). ``service`` is the signing name:
+    ``s3``, or another AWS service's (``sqs``: antenna_tw/ext/sqs.py).
 
     ``url`` must already be percent-encoded: SigV4 signs the path as sent.
     Pure CPU (two hashes of the body); large bodies are signed in a thread.
     """
-    headers = {}
-    if method in BODY_METHODS:
+    headers = dict(headers or {})
+    if service == "s3" and method in BODY_METHODS:
         headers["Content-MD5"] = content_md5(body)
     request = AWSRequest(method=method, url=url, data=body, headers=headers)
-    S3SigV4Auth(credentials, "s3", region).add_auth(request)
+    auth = S3SigV4Auth if service == "s3" else SigV4Auth
+    auth(credentials, service, region).add_auth(request)
     return dict(request.headers.items())
 
 
