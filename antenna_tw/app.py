@@ -15,7 +15,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from antenna_tw.backoff import Backoff
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthHandler
-from antenna_tw.intake import CrashSite, write_answer
+from antenna_tw.intake.http import CrashSite, write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import build_metrics
 from antenna_tw.spool import Backpressure, Spool

@@ -13,7 +13,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import Interface
 
 from antenna_tw import metricnames
-from antenna_tw.intake import write_answer
+from antenna_tw.intake.http import write_answer
 from antenna_tw.logs import Logger
 
 JSON = b"application/json"

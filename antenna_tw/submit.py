@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from antenna_tw import crashid, metricnames
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
-from antenna_tw.intake import RETRY_AFTER_SECONDS, write_answer
+from antenna_tw.intake.http import RETRY_AFTER_SECONDS, write_answer
 from antenna_tw.logs import Logger
 from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES
 

@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from antenna_tw import payload  # noqa: E402
+from antenna_tw.intake import payload  # noqa: E402
 from bench.payloads import header_map, read_payload, require_payloads  # noqa: E402
 
 try:
-    from antenna_tw import inflate  # noqa: E402
+    from antenna_tw.intake import inflate  # noqa: E402
 except ImportError:  # code from before the inflate backends
     inflate = None
 

@@ -3,7 +3,7 @@ What the multipart body parse costs, in one process, without a server (not run b
 
 Parses the payloads of a folder (``--payloads``, see bench/payloads.py)
 with ``payload.PayloadParser`` (the
-collector's own ``antenna_tw.formdata`` parser) and with
+collector's own ``antenna_tw.intake.formdata`` parser) and with
 ``tests.reference_payload.ReferencePayloadParser`` (the same parser on the
 pure-Python ``multipart`` library, as it was before), alternately, so other
 load on the machine hits both alike. Gzipped payloads are decompressed first:
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from antenna_tw import payload  # noqa: E402
+from antenna_tw.intake import payload  # noqa: E402
 from bench.payloads import header_map, read_payload, require_payloads  # noqa: E402
 from tests.reference_payload import ReferencePayloadParser  # noqa: E402
 

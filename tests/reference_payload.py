@@ -1,5 +1,5 @@
 """
-The payload parser as it was before ``antenna_tw.formdata``: ``PayloadParser``
+The payload parser as it was before ``antenna_tw.intake.formdata``: ``PayloadParser``
 driving the pure-Python ``multipart`` library's ``PushMultipartParser``.
 
 Kept, unchanged but for its name, as the reference the differential tests
@@ -17,8 +17,8 @@ import json
 
 import multipart
 
-from antenna_tw import payload
-from antenna_tw.payload import (
+from antenna_tw.intake import payload
+from antenna_tw.intake.payload import (
     BOTH_KINDS_NOTE,
     MAX_JSON_TOKENS,
     MAX_PART_HEADER_SIZE,

@@ -18,7 +18,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from antenna_tw.intake import HEAD_SPLIT_MIN, CrashChannel
+from antenna_tw.intake.http import HEAD_SPLIT_MIN, CrashChannel
 from antenna_tw.send_crash import build_multipart
 from tests.helpers import http_request, normalized
 

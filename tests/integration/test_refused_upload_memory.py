@@ -2,14 +2,14 @@
 An upload refused part way (a gzip bomb stopped at MAX_DECOMPRESSED_SIZE)
 lets go of what it held as soon as it is answered, while the client may
 still be connected, and a large one is followed by a heap trim so that the
-process gives the memory back (antenna_tw.heap). The process-level figure
+process gives the memory back (antenna_tw.intake.heap). The process-level figure
 is tests/system/test_gzip_bomb_memory.py.
 """
 
 import pytest
 import pytest_twisted
 
-from antenna_tw import heap
+from antenna_tw.intake import heap
 from tests.helpers import (_read_response, gzip_bomb, http_request, in_thread, inflight_at_least,
                            open_and_send, start_collector, stop_collector)
 from tests.helpers import test_environ as environ_for

@@ -20,7 +20,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from antenna_tw.intake import CrashRequest
+from antenna_tw.intake.http import CrashRequest
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.spool import SpoolEntry
 from antenna_tw.submit import SubmitResource

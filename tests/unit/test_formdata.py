@@ -1,5 +1,5 @@
 """
-antenna_tw.formdata on its own: the events a sink sees, the header helpers
+antenna_tw.intake.formdata on its own: the events a sink sees, the header helpers
 against the ``multipart`` library's, and the bounds it keeps (memory held
 between pieces, caches, work per byte, no reference to the sink).
 """
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antenna_tw import formdata
-from antenna_tw.formdata import FormDataError, FormDataParser
+from antenna_tw.intake import formdata
+from antenna_tw.intake.formdata import FormDataError, FormDataParser
 
 LIMITS = dict(max_header_size=8192, max_header_count=16, max_parts=256)
 

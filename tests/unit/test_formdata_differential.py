@@ -1,5 +1,5 @@
 """
-The collector's multipart parser (``antenna_tw.formdata`` under
+The collector's multipart parser (``antenna_tw.intake.formdata`` under
 ``payload.PayloadParser``) against the one it replaced
 (``tests.reference_payload``: the same PayloadParser on the ``multipart``
 library): for every body and every way of cutting it into pieces, both must
@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antenna_tw import payload
-from antenna_tw.payload import MalformedCrashReport, PayloadParser, UploadReader
+from antenna_tw.intake import payload
+from antenna_tw.intake.payload import MalformedCrashReport, PayloadParser, UploadReader
 from antenna_tw.send_crash import build_multipart
 from tests import payload_maker
 from tests.helpers import CAPTURES

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antenna_tw import inflate, payload
-from antenna_tw.payload import Decompressor, MalformedCrashReport, UploadReader
+from antenna_tw.intake import inflate, payload
+from antenna_tw.intake.payload import Decompressor, MalformedCrashReport, UploadReader
 from antenna_tw.send_crash import build_multipart
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import zlib
 
 import pytest
 
-from antenna_tw import payload
-from antenna_tw.payload import (
+from antenna_tw.intake import payload
+from antenna_tw.intake.payload import (
     BOTH_KINDS_NOTE,
     MalformedCrashReport,
     UploadReader,

@@ -12,7 +12,7 @@ import zlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from antenna_tw.payload import RESERVED_DUMP_NAMES, MalformedCrashReport, UploadReader
+from antenna_tw.intake.payload import RESERVED_DUMP_NAMES, MalformedCrashReport, UploadReader
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.submit import STATUS_FOR_REASON
 from tests.strategies import NAME_CHARS, uploads

@@ -17,7 +17,7 @@ import zlib
 
 import attr
 
-from antenna_tw import formdata, inflate
+from antenna_tw.intake import formdata, inflate
 
 MULTIPART_TYPES = ("multipart/form-data", "multipart/mixed")
 SUPPORTED_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
@@ -118,7 +118,7 @@ class Decompressor:
     most one step past the cap rather than after inflating a whole chunk.
 
     ``backend`` names the zlib-compatible module that inflates (see
-    ``antenna_tw.inflate``): zlib-ng where it is installed, else zlib. Both
+    ``antenna_tw.intake.inflate``): zlib-ng where it is installed, else zlib. Both
     give the same bytes and the same refusals; ``backend`` says which one
     this decompressor uses.
     """

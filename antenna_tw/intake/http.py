@@ -20,8 +20,9 @@ from twisted.protocols import basic
 from twisted.web import http, server
 from zope.interface import implementer
 
-from antenna_tw import heap, metricnames
-from antenna_tw.payload import MalformedCrashReport, UploadReader
+from antenna_tw import metricnames
+from antenna_tw.intake import heap
+from antenna_tw.intake.payload import MalformedCrashReport, UploadReader
 
 TOO_LARGE_BODY = b"Discarded=too_large"
 BUSY_BODY = b"Discarded=busy"
@@ -283,7 +284,7 @@ class CrashSite(server.Site):
         self.metrics = metrics
         self.clock = clock
         self.linger_seconds = linger_seconds
-        # Called after a large upload is refused part way (antenna_tw.heap).
+        # Called after a large upload is refused part way (antenna_tw.intake.heap).
         self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
 
