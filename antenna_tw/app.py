@@ -6,21 +6,27 @@ Nothing else reads configuration; components get their collaborators here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attr
 from klein import Klein
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from antenna_tw import answers
+from antenna_tw.admission import Admission
 from antenna_tw.backoff import Backoff
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthHandler
-from antenna_tw.intake.http import CrashSite, write_answer
+from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import build_metrics
-from antenna_tw.spool import Backpressure, Spool
+from antenna_tw.spool import Spool
 from antenna_tw.storage import StorageUnavailable, check_storage, storage_class
-from antenna_tw.submit import SubmitHandler, SubmitResource
+from antenna_tw.submit import SubmitHandler, SubmitResource, takes_body
 from antenna_tw.throttler import RuleError, build_throttler
 from antenna_tw.workers import Worker
 
@@ -41,7 +47,7 @@ class Collector:
     spool = attr.ib()
     mover = attr.ib()
     throttler = attr.ib()
-    backpressure = attr.ib()
+    admission = attr.ib()
     site = attr.ib()
     # With --workers: publishes what the other workers' heartbeats cannot read from files.
     status = attr.ib(default=None)
@@ -82,7 +88,7 @@ class Collector:
         in the spool for the next start.
         """
         deadline = self.reactor.seconds() + self.config.spool.shutdown_timeout
-        self.backpressure.close()
+        self.admission.close()
         try:
             writes = self.spool.idle()
             writes.addTimeout(self.config.spool.shutdown_timeout, self.reactor)
@@ -98,9 +104,9 @@ class Collector:
             self.threadpool.stop()
 
 
-def _plain_error(code, text):
-    def handler(request, failure):
-        return write_answer(request, code, text)
+def _plain_error(answer: answers.Answer) -> Callable[[IRequest, Failure], bytes]:
+    def handler(request: IRequest, failure: Failure) -> bytes:
+        return answers.write(request, answer)
     return handler
 
 
@@ -133,22 +139,23 @@ def build_collector(config, reactor, rng=None, make_uuid=None, worker: Worker | 
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,
                                        spool_settings.crashmover_retry_max_delay),
                        threadpool=threadpool, batch_wait=BATCH_WAIT)
-    backpressure = Backpressure(spool, reactor, spool_settings.spool_max_bytes,
-                                spool_settings.spool_min_free_bytes)
+    admission = Admission(spool, reactor, spool_settings.spool_max_bytes,
+                          spool_settings.spool_min_free_bytes, config.intake.max_inflight_bytes)
 
     app = Klein()
-    submit = SubmitHandler(throttler, spool, mover, backpressure, metrics, config.intake,
+    submit = SubmitHandler(throttler, spool, mover, admission, metrics, config.intake,
                            make_uuid=make_uuid)
     submit.add_routes(app)
-    HealthHandler(storage, spool, mover, backpressure, metrics, reactor, threadpool,
+    HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
                   config.app.basedir, spool_settings.spool_max_age,
                   worker.other_shards() if worker is not None else None).add_routes(app)
-    app.handle_errors(NotFound)(_plain_error(404, b"Not Found"))
-    app.handle_errors(MethodNotAllowed)(_plain_error(405, b"Method Not Allowed"))
+    app.handle_errors(NotFound)(_plain_error(answers.NOT_FOUND))
+    app.handle_errors(MethodNotAllowed)(_plain_error(answers.METHOD_NOT_ALLOWED))
 
     root = SubmitResource(submit, app.resource())
-    site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor)
+    site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor,
+                     admission=admission, takes_body=takes_body)
     status = (worker.status_publisher(spool.directory, mover.retrying, reactor, threadpool)
               if worker is not None else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
-                     throttler, backpressure, site, status)
+                     throttler, admission, site, status)

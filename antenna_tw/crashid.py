@@ -6,6 +6,8 @@ import re
 # Throttle digits that end up in a crash id.
 ACCEPT_DIGIT = 0
 DEFER_DIGIT = 1
+# Rejected: the crash is not kept; the id minted for its log lines says so.
+REJECT_DIGIT = 2
 FAKEACCEPT_DIGIT = 3
 
 # The last group is 12 characters: 5 hex, the throttle digit, YYMMDD. (Antenna's own

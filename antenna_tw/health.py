@@ -10,13 +10,12 @@ import os
 
 import attr
 from twisted.internet.threads import deferToThreadPool
+from twisted.web.iweb import IRequest
 from zope.interface import Interface
 
-from antenna_tw import metricnames
-from antenna_tw.intake.http import write_answer
+from antenna_tw import answers, metricnames
+from antenna_tw.admission import Admission
 from antenna_tw.logs import Logger
-
-JSON = b"application/json"
 
 
 @attr.s(frozen=True, slots=True)
@@ -41,8 +40,9 @@ class IOtherShards(Interface):
         """Each other shard's state at ``now`` (blocking: called in a thread pool)."""
 
 
-def json_answer(request, code, value):
-    return write_answer(request, code, json.dumps(value, sort_keys=True).encode("utf-8"), JSON)
+def json_answer(request: IRequest, code: int, value: object) -> bytes:
+    """Answer ``value`` as JSON with status ``code``."""
+    return answers.write(request, answers.json_answer(code, value))
 
 
 @attr.s
@@ -52,7 +52,7 @@ class HealthHandler:
     storage = attr.ib()
     spool = attr.ib()
     mover = attr.ib()
-    backpressure = attr.ib()
+    admission: Admission = attr.ib()
     metrics = attr.ib()
     reactor = attr.ib()
     threadpool = attr.ib()
@@ -72,7 +72,7 @@ class HealthHandler:
 
     def lbheartbeat(self, request):
         self.metrics.incr(metricnames.HEALTH_LBHEARTBEAT_COUNT)
-        return write_answer(request, 200, b"", JSON)
+        return answers.write(request, answers.empty_json())
 
     async def heartbeat(self, request):
         self.metrics.incr(metricnames.HEALTH_HEARTBEAT_COUNT)
@@ -82,14 +82,14 @@ class HealthHandler:
         unwritable = await self.spool.check_writable()
         if unwritable:
             errors.append({"name": "spool", "msg": unwritable})
-        free = self.backpressure.free_bytes()
-        if free < self.backpressure.min_free_bytes:
+        free = self.admission.free_bytes()
+        if free < self.admission.min_free_bytes:
             errors.append({"name": "spool", "msg": f"only {free} bytes free under the spool"})
         mover = self.mover
         queued, oldest, retrying = mover.queue_length(), mover.oldest_age(), mover.retrying()
         # Bytes per shard: this process's from memory (writes in flight
         # included), the other shards' as their provider reads them.
-        shards = [(os.path.basename(self.spool.directory), self.backpressure.used_bytes())]
+        shards = [(os.path.basename(self.spool.directory), self.admission.used_bytes())]
         if self.other_shards is not None:
             others = await deferToThreadPool(self.reactor, self.threadpool,
                                              self.other_shards.read, self.reactor.seconds())
@@ -100,7 +100,7 @@ class HealthHandler:
                 shards.append((other.name, other.size))
         # SPOOL_MAX_BYTES is split evenly between the shards, and each process
         # answers busy past its share: the node's limit is the sum of the shares.
-        share = self.backpressure.max_bytes
+        share = self.admission.max_bytes
         for name, used in shards:
             if used > share:
                 errors.append({"name": "spool", "msg": (

@@ -261,7 +261,7 @@ class Spool:
 
     ``total_bytes`` counts the entries in the spool; ``writing_bytes`` counts
     writes still in flight (reserved when a write starts, so that
-    backpressure sees them before they land). ``total_bytes`` changes in
+    admission sees them before they land). ``total_bytes`` changes in
     ``_count`` only: when ``open`` finds entries, when a write lands, and in
     ``remove_blocking`` and ``quarantine_blocking`` (pool threads, hence the
     lock), whichever form of the verb ran them.
@@ -411,7 +411,7 @@ class Spool:
             self.writing_bytes -= reserved
             self._writes.discard(d)
             if not isinstance(result, Failure):
-                # On the reactor with the reservation's release: backpressure
+                # On the reactor with the reservation's release: admission
                 # never sees the entry counted twice.
                 self._count(result.size)
             if not self._writes:
@@ -560,49 +560,3 @@ def _fsync_directory(directory: str) -> None:
     finally:
         os.close(dir_fd)
 
-
-@attr.s
-class Backpressure:
-    """
-    Says when /submit must answer busy: the spool holds (or is writing) more
-    than ``max_bytes``, its disk has less than ``min_free_bytes`` free, or the
-    process is shutting down. The free space is read at most once per
-    ``interval`` seconds.
-    """
-
-    spool = attr.ib()
-    clock = attr.ib()
-    max_bytes = attr.ib()
-    min_free_bytes = attr.ib()
-    interval = attr.ib(default=1.0)
-    closing = attr.ib(default=False, init=False)
-    _checked_at = attr.ib(default=None, init=False)
-    _free = attr.ib(default=None, init=False)
-
-    def free_bytes(self):
-        now = self.clock.seconds()
-        if self._checked_at is None or now - self._checked_at >= self.interval:
-            try:
-                self._free = self.spool.free_bytes()
-            except OSError:
-                self._free = 0
-            self._checked_at = now
-        return self._free
-
-    def used_bytes(self):
-        """Bytes in the spool plus bytes being written to it."""
-        return self.spool.total_bytes + self.spool.writing_bytes
-
-    def close(self):
-        """From now on every /submit is answered busy: the process is stopping."""
-        self.closing = True
-
-    def busy(self):
-        """Why /submit must answer busy now, in a few words; None when it need not."""
-        if self.closing:
-            return "shutting down"
-        if self.used_bytes() > self.max_bytes:
-            return "spool is over SPOOL_MAX_BYTES"
-        if self.free_bytes() < self.min_free_bytes:
-            return "disk under the spool is nearly full"
-        return None

@@ -1,80 +1,110 @@
 """
 ``POST /submit``: from a parsed upload to an answer (docs/intake.rst).
 
-The body has already been parsed by ``intake.CrashRequest``; this module
-throttles, checks a client-sent ``uuid``, mints the crash id, writes the crash
-to the spool and answers. It knows nothing of storage backends.
+The body has already been parsed by ``intake.http.CrashRequest`` (for the
+requests ``takes_body`` names); the handler takes it as one ``Upload``,
+throttles, checks a client-sent ``uuid``, mints the crash id, asks admission
+whether to take it, writes the crash to the spool and answers through
+``answers``. It knows nothing of storage backends.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, unquote_to_bytes
+from uuid import UUID
 
 import attr
+from klein import Klein
 from twisted.internet import defer
-from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
-from antenna_tw import crashid, metricnames
+from antenna_tw import answers, crashid, metricnames
+from antenna_tw.admission import Admission
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
-from antenna_tw.intake.http import RETRY_AFTER_SECONDS, write_answer
+from antenna_tw.intake.http import CrashRequest, Upload
 from antenna_tw.logs import Logger
-from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES
+from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES, Throttler
 
-STATUS_FOR_REASON = {"too_large": 413, "unauthorized_uuid": 401}
+if TYPE_CHECKING:
+    from antenna_tw.config import IntakeSettings
+    from antenna_tw.crashmover import CrashMover
+    from antenna_tw.metrics import Metrics
+    from antenna_tw.spool import Spool, SpoolEntry
+
 THROTTLE_DIGITS = {ACCEPT: crashid.ACCEPT_DIGIT, DEFER: crashid.DEFER_DIGIT,
-                   FAKEACCEPT: crashid.FAKEACCEPT_DIGIT, REJECT: 2}
+                   FAKEACCEPT: crashid.FAKEACCEPT_DIGIT, REJECT: crashid.REJECT_DIGIT}
+# The paths of the /submit routes, once klein has unquoted the path and
+# werkzeug has merged runs of slashes (SubmitHandler.add_routes).
+SUBMIT_PATHS = (b"/submit", b"/submit/")
+_SLASHES = re.compile(rb"//+")
 
 
-def discarded(request, reason, code=None, headers=()):
-    """Answer ``Discarded=<reason>``; the status follows the reason unless given."""
-    if code is None:
-        code = STATUS_FOR_REASON.get(reason, 400)
-    return write_answer(request, code, b"Discarded=" + reason.encode("ascii"), headers=headers)
+def takes_body(method: bytes, raw_path: bytes) -> bool:
+    """
+    Whether a request with this method and raw path (as on the request
+    line) may be routed to /submit, so that its body is read as an upload:
+    ``POST /submit`` and ``/submit/``, and the spellings klein routes there
+    too (``//submit``, ``/%73ubmit``, ``/submit%2F``). Errs towards yes:
+    a body read for nothing only costs the parse; every other request's body
+    is dropped unread.
+    """
+    if method.upper() != b"POST":
+        return False
+    # Twisted drops the path's first byte, whatever it is, and unquotes the
+    # rest (Request.postpath); klein's path is "/" and that.
+    path = b"/" + unquote_to_bytes(raw_path.partition(b"?")[0][1:])
+    return _SLASHES.sub(b"/", path) in SUBMIT_PATHS
 
 
 @attr.s
 class SubmitHandler:
     """The /submit route and the decisions it makes."""
 
-    throttler = attr.ib()
-    spool = attr.ib()
-    mover = attr.ib()
-    backpressure = attr.ib()
-    metrics = attr.ib()
-    settings = attr.ib()  # IntakeSettings
-    make_uuid = attr.ib(default=None)
+    throttler: Throttler = attr.ib()
+    spool: Spool = attr.ib()
+    mover: CrashMover = attr.ib()
+    admission: Admission = attr.ib()
+    metrics: Metrics = attr.ib()
+    settings: IntakeSettings = attr.ib()
+    make_uuid: Callable[[], UUID] | None = attr.ib(default=None)
     log = Logger(namespace="antenna.breakpad_resource")
 
-    def add_routes(self, app):
+    def add_routes(self, app: Klein) -> None:
+        """Route ``POST /submit`` and ``/submit/`` of ``app`` to ``submit``."""
         for path, endpoint in (("/submit", "submit"), ("/submit/", "submit_slash")):
             app.route(path, methods=["POST"], endpoint=endpoint)(self.submit)
 
-    def _refuse(self, request, reason):
+    def _refuse(self, reason: str) -> answers.Answer:
         # Antenna's tag values: reason:no_content_type, not malformed_no_content_type
         tag = reason.removeprefix("malformed_")
         self.metrics.incr(metricnames.MALFORMED, tags=[f"reason:{tag}"])
         self.log.info("refused: {reason}", reason=reason)
-        return discarded(request, reason)
+        return answers.discarded(reason)
 
-    async def submit(self, request):
+    async def submit(self, request: CrashRequest) -> bytes:
+        """Answer one /submit request whose body ``request`` has read."""
         started = time.perf_counter()
         try:
-            return await self._submit(request)
+            answer = await self._submit(request, request.take_upload())
         finally:
             self.metrics.timing(metricnames.ON_POST_TIME,
                                 (time.perf_counter() - started) * 1000)
+        return answers.write(request, answer)
 
-    async def _submit(self, request):
-        if request.malformed is not None:
-            return self._refuse(request, request.malformed.reason)
-        report = request.crash_report
-        submitted = datetime.fromtimestamp(request.arrived, timezone.utc)
+    async def _submit(self, request: CrashRequest, upload: Upload) -> answers.Answer:
+        if upload.refused is not None:
+            return self._refuse(upload.refused)
+        report = upload.report
+        assert report is not None  # an Upload has a report or a reason
+        submitted = datetime.fromtimestamp(upload.arrived, timezone.utc)
         query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
         raw_crash = build_raw_crash(
             report,
@@ -89,10 +119,10 @@ class SubmitHandler:
         if "uuid" in raw_crash:
             if not self._authorized(request):
                 self.metrics.incr(metricnames.UNAUTHORIZED_UUID)
-                return self._refuse(request, "unauthorized_uuid")
+                return self._refuse("unauthorized_uuid")
             crash_id = raw_crash["uuid"]
             if not crashid.is_valid_crash_id(crash_id):
-                return self._refuse(request, "malformed_invalid_uuid")
+                return self._refuse("malformed_invalid_uuid")
             self.log.info("{crash_id} has existing crash_id", crash_id=crash_id)
         else:
             crash_id = self._mint(submitted, THROTTLE_DIGITS[result])
@@ -104,13 +134,13 @@ class SubmitHandler:
         self.metrics.incr(metricnames.THROTTLE, tags=[f"result:{result_name.lower()}"])
 
         if result == REJECT:
-            return discarded(request, f"rule_{rule_name}", code=200)
-        busy = self.backpressure.busy()
+            return answers.discarded(f"rule_{rule_name}", code=200)
+        busy = self.admission.busy()
         if busy:
             self.log.warn("{crash_id}: {why}; answered busy", crash_id=crash_id, why=busy)
-            return self._busy(request)
+            return self._busy()
         if result == FAKEACCEPT:
-            return self._crash_id_answer(request, crash_id)
+            return self._crash_id_answer(crash_id)
 
         finish_raw_crash(raw_crash, crash_id, rule_name)
         crash = Crash(crash_id, raw_crash, report.dump_pieces)
@@ -126,18 +156,18 @@ class SubmitHandler:
             raise
         except Exception:
             self.log.failure("{crash_id}: spool write failed; answered busy", crash_id=crash_id)
-            return self._busy(request)
-        return self._crash_id_answer(request, crash_id)
+            return self._busy()
+        return self._crash_id_answer(crash_id)
 
-    def _queue(self, entry):
+    def _queue(self, entry: SpoolEntry) -> SpoolEntry:
         self.mover.enqueue(entry)
         self.log.debug("{crash_id} spooled", crash_id=entry.crash_id)
         return entry
 
-    def _mint(self, submitted, digit):
+    def _mint(self, submitted: datetime, digit: int) -> str:
         return crashid.create_crash_id(submitted, digit, self.make_uuid)
 
-    def _authorized(self, request):
+    def _authorized(self, request: CrashRequest) -> bool:
         token = self.settings.stage_submitter_bearer_token
         if not token:
             return False
@@ -146,14 +176,12 @@ class SubmitHandler:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode("utf-8"), token.encode("utf-8"))
 
-    def _busy(self, request):
+    def _busy(self) -> answers.Answer:
         self.metrics.incr(metricnames.BUSY)
-        return discarded(request, "busy", code=503,
-                         headers=[(b"Retry-After", RETRY_AFTER_SECONDS)])
+        return answers.busy()
 
-    def _crash_id_answer(self, request, crash_id):
-        prefix = self.settings.dump_id_prefix
-        return write_answer(request, 200, f"CrashID={prefix}{crash_id}\n".encode("utf-8"))
+    def _crash_id_answer(self, crash_id: str) -> answers.Answer:
+        return answers.crash_id(self.settings.dump_id_prefix, crash_id)
 
 
 # request.postpath of POST /submit and /submit/ (also of /%73ubmit: Twisted unquotes).
@@ -175,33 +203,33 @@ class SubmitResource(Resource):
 
     isLeaf = True  # the path is judged here, not walked
 
-    def __init__(self, handler, router):
+    def __init__(self, handler: SubmitHandler, router: IResource) -> None:
         super().__init__()
         self.handler = handler
         self.router = router
 
-    def render(self, request):
+    def render(self, request: CrashRequest) -> Any:  # type: ignore[override]
         if (request.method == b"POST" and request.postpath in SUBMIT_POSTPATHS
                 and _router_accepts_host(request)):
             return self._render_submit(request)
         return self.router.render(request)
 
-    def _render_submit(self, request):
+    def _render_submit(self, request: CrashRequest) -> int:
         # What klein does around a route's handler, without its router.
         request.prepath.extend(request.postpath)
         request.postpath = []
-        finished = []
+        finished: list[object] = []
         request.notifyFinish().addBoth(finished.append)
         d = defer.ensureDeferred(self.handler.submit(request))
         # A client that leaves cancels the handler (see _submit).
         request.notifyFinish().addErrback(lambda _: d.cancel())
         d.addCallbacks(_write_answer, _handler_failed, (request, finished), None,
                        (request, finished))
-        d.addErrback(legacy_log.err, _why="Unhandled Error writing response")
+        d.addErrback(_log_unhandled, "Unhandled Error writing response")
         return NOT_DONE_YET
 
 
-def _router_accepts_host(request):
+def _router_accepts_host(request: CrashRequest) -> bool:
     """
     Whether werkzeug's URL binding takes this request's host name, which
     klein binds on every request: the name, up to any colon, must encode as
@@ -215,7 +243,8 @@ def _router_accepts_host(request):
     return len(last) < 64 and all(0 < len(label) < 64 for label in labels)
 
 
-def _write_answer(answer, request, finished):
+def _write_answer(answer: bytes | str | None, request: CrashRequest,
+                  finished: list[object]) -> None:
     if isinstance(answer, str):
         answer = answer.encode("utf-8")
     if isinstance(answer, bytes):
@@ -224,22 +253,35 @@ def _write_answer(answer, request, finished):
         request.finish()
 
 
-def _handler_failed(failure, request, finished):
+def _handler_failed(failure: Failure, request: CrashRequest, finished: list[object]) -> None:
     if finished:
         # The connection is gone: nobody to answer.
         if not failure.check(defer.CancelledError):
-            legacy_log.err(failure, "Unhandled Error Processing Request.")
+            _log_unhandled(failure, "Unhandled Error Processing Request.")
         return
     request.processingFailed(failure)  # logs it and answers 500
     if not finished:
         request.finish()
 
 
-def _shielded(d):
-    """A Deferred of ``d``'s result whose cancellation leaves ``d`` running."""
-    outer = defer.Deferred()
+# klein logs its routes' unhandled errors through twisted.python.log; the
+# fast path writes the same event (namespace, level, text) through ours.
+_klein_log = Logger(namespace="log_legacy")
 
-    def relay(result):
+
+def _log_unhandled(failure: Failure, why: str) -> None:
+    """Log ``failure`` as ``twisted.python.log.err(failure, why)`` would."""
+    _klein_log.critical("{log_text}", log_text=f"{why}\n{failure.getTraceback()}")
+
+
+T = TypeVar("T")
+
+
+def _shielded(d: defer.Deferred[T]) -> defer.Deferred[T]:
+    """A Deferred of ``d``'s result whose cancellation leaves ``d`` running."""
+    outer: defer.Deferred[T] = defer.Deferred()
+
+    def relay(result: T | Failure) -> None:
         if not outer.called:
             if isinstance(result, Failure):
                 outer.errback(result)
@@ -251,6 +293,6 @@ def _shielded(d):
     return outer
 
 
-def _header(request, name):
+def _header(request: CrashRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if isinstance(value, bytes) else value

@@ -171,10 +171,10 @@ def open_and_send(port, data):
 async def inflight_at_least(site, clock, count):
     """Wait (up to 4 s) until the site's uploads hold at least ``count`` bytes."""
     for _ in range(200):
-        if site.inflight_bytes >= count:
+        if site.admission.inflight_bytes >= count:
             return
         await task.deferLater(clock, 0.02, lambda: None)
-    raise AssertionError(site.inflight_bytes)
+    raise AssertionError(site.admission.inflight_bytes)
 
 
 def raw_request(port, request_bytes, **kwargs):

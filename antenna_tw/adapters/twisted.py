@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.web.http import HTTPChannel
+
 if TYPE_CHECKING:
     from twisted.internet import tcp
 
@@ -16,6 +18,36 @@ if TYPE_CHECKING:
 
 
 # -- twisted.web: the HTTP server (intake) -----------------------------------
+
+
+def channel_is_receiving(channel: HTTPChannel) -> bool:
+    """
+    Whether ``channel`` is inside ``LineReceiver.dataReceived`` (its
+    ``_busyReceiving`` flag): data given to it then is only buffered, so
+    ``CrashChannel.dataReceived`` must pass it on whole instead of splitting
+    off a header block (a nested call, e.g. from ``setLineMode``).
+    """
+    return bool(channel._busyReceiving)
+
+
+def channel_is_handling_request(channel: HTTPChannel) -> bool:
+    """
+    Whether ``channel`` has a complete request that is being answered (its
+    ``_handlingRequest`` flag, set when the body is in and cleared when the
+    answer is done): a half-close then waits for that answer instead of
+    ending a body that is still arriving.
+    """
+    return bool(channel._handlingRequest)
+
+
+def request_line(channel: HTTPChannel) -> tuple[bytes, bytes]:
+    """
+    The method and the raw path of the request whose headers ``channel`` has
+    just read (its ``_command`` and ``_path``, kept until the body is in):
+    a ``Request`` learns them only in ``requestReceived``, after the body,
+    and intake decides in ``gotLength`` whether the body is parsed.
+    """
+    return channel._command, channel._path
 
 
 # -- twisted.web: the HTTP client (S3) ---------------------------------------

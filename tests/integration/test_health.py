@@ -233,7 +233,7 @@ async def test_a_workers_heartbeat_adds_the_other_shards_bytes_and_retrying_coun
         worker=Worker(0, 4, os.getpid(), str(tmp_path)))  # worker-1 to worker-3 are the others
     try:
         await submit(running)  # one crash of its own, never stored
-        own = running.collector.backpressure.used_bytes()
+        own = running.collector.admission.used_bytes()
         assert own > 0
         status, answer = await heartbeat(running)
         assert (status, answer["errors"]) == (200, [])

@@ -49,6 +49,6 @@ async def test_uploads_over_the_shared_cap_are_answered_busy_then_accepted(tmp_p
         status, _, body = await raw_request(running.port_number, crash(600 * 1024))
         assert status == 200 and body.startswith(b"CrashID=bp-")
         await running.wait_idle()
-        assert site.inflight_bytes == 0  # every upload let go of what it counted
+        assert site.admission.inflight_bytes == 0  # every upload let go of what it counted
     finally:
         await stop_collector(running)

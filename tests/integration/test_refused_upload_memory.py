@@ -39,7 +39,7 @@ async def test_a_refused_bomb_lets_go_at_once_and_a_large_one_trims_the_heap(
         tmp_path, environ_for(tmp_path, MAX_DECOMPRESSED_SIZE=f"{limit_mib}MiB"))
     site = running.collector.site
     trim_calls = []
-    site.free_memory = lambda: trim_calls.append(site.inflight_bytes)
+    site.free_memory = lambda: trim_calls.append(site.admission.inflight_bytes)
     bomb = bomb_request(3 * limit_mib)
     first = bomb.index(b"\r\n\r\n") + 4 + len(bomb) // 4  # about 3/4 of the cap
     sock = await in_thread(open_and_send, running.port_number, bomb[:first])
@@ -50,7 +50,7 @@ async def test_a_refused_bomb_lets_go_at_once_and_a_large_one_trims_the_heap(
         assert (status, body) == (413, b"Discarded=too_large")
         # The client is still sending (the collector lingers to drop the
         # rest), yet nothing is counted against MAX_INFLIGHT_BYTES any more.
-        assert site.inflight_bytes == 0
+        assert site.admission.inflight_bytes == 0
         assert trim_calls == [0] * trims  # after the upload was let go
     finally:
         sock.close()

@@ -49,7 +49,7 @@ async def test_a_crash_being_spooled_at_shutdown_gets_its_id_and_is_stored(tmp_p
     stopping = defer.ensureDeferred(stop_collector(running))
     await task.deferLater(reactor, 0.2, lambda: None)
     assert not stopping.called  # waiting for the write in flight
-    assert running.collector.backpressure.busy() == "shutting down"
+    assert running.collector.admission.busy() == "shutting down"
     gate.set()
     status, _, body = await answer
     assert status == 200, body
@@ -62,7 +62,7 @@ async def test_a_crash_being_spooled_at_shutdown_gets_its_id_and_is_stored(tmp_p
 @pytest_twisted.ensureDeferred
 async def test_shutdown_answers_new_crashes_busy_on_open_connections(tmp_path):
     running = await start_collector(tmp_path, environ_for(tmp_path))
-    running.collector.backpressure.close()  # what stop() does first
+    running.collector.admission.close()  # what stop() does first
     status, headers, body = await raw_request(running.port_number, REQUEST)
     assert (status, body) == (503, b"Discarded=busy")
     assert int(headers["retry-after"]) > 0
@@ -94,7 +94,7 @@ async def test_stopping_the_service_flushes_the_error_reporter_after_the_collect
             pass
 
         def close(self):
-            calls.append(("close", collector.backpressure.closing))
+            calls.append(("close", collector.admission.closing))
 
     collector = build_collector(load_config(environ_for(tmp_path), None), reactor)
     service = CollectorService(collector, TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from antenna_tw.intake.payload import RESERVED_DUMP_NAMES, MalformedCrashReport, UploadReader
 from antenna_tw.send_crash import build_multipart
-from antenna_tw.submit import STATUS_FOR_REASON
+from antenna_tw.answers import STATUS_FOR_REASON
 from tests.strategies import NAME_CHARS, uploads
 
 LIMITS = dict(max_payload_size=1 << 20, max_decompressed_size=1 << 20, max_parts=16)

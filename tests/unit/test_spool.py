@@ -1,6 +1,6 @@
 """
 The spool on disk: round trips, what start-up moves aside, fsync, failed
-writes, the bytes backpressure sees, and the writability probe.
+writes, the bytes admission sees, and the writability probe.
 """
 
 import hashlib
@@ -9,12 +9,12 @@ import os
 import attr
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.python.threadpool import ThreadPool
 
 from antenna_tw import spool as spool_module
 from antenna_tw.crash import Crash
-from antenna_tw.spool import CORRUPT_DIR, Backpressure, CorruptEntry, Spool
+from antenna_tw.spool import CORRUPT_DIR, CorruptEntry, Spool
 
 CRASH_ID = "de1bb258-cbbf-4589-a673-34f800160918"
 DUMPS = ["browser", "memory_report", "upload_file_minidump"]
@@ -340,51 +340,6 @@ async def test_check_writable(tmp_path, threadpool):
     write_entry(tmp_path, "spool", b"a file where the spool was")
     message = await spool.check_writable()
     assert message.startswith(f"{spool.directory} is not writable: ")
-
-
-@attr.s
-class FakeSpool:
-    total_bytes = attr.ib(default=0)
-    writing_bytes = attr.ib(default=0)
-    free = attr.ib(default=10**12)
-    statvfs_calls = attr.ib(default=0)
-
-    def free_bytes(self):
-        self.statvfs_calls += 1
-        if isinstance(self.free, Exception):
-            raise self.free
-        return self.free
-
-
-def test_backpressure_reasons():
-    clock = task.Clock()
-    spool = FakeSpool()
-    backpressure = Backpressure(spool, clock, max_bytes=1000, min_free_bytes=500)
-    assert backpressure.busy() is None
-    spool.total_bytes = 1001
-    assert backpressure.busy() == "spool is over SPOOL_MAX_BYTES"
-    spool.total_bytes, spool.writing_bytes = 600, 401  # writes in flight count
-    assert backpressure.busy() == "spool is over SPOOL_MAX_BYTES"
-    spool.writing_bytes = 400
-    assert backpressure.busy() is None
-    backpressure.close()
-    assert backpressure.busy() == "shutting down"
-
-
-def test_backpressure_reads_free_space_at_most_once_per_interval():
-    clock = task.Clock()
-    spool = FakeSpool(free=400)
-    backpressure = Backpressure(spool, clock, max_bytes=1000, min_free_bytes=500)
-    assert backpressure.busy() == "disk under the spool is nearly full"
-    spool.free = 10_000
-    assert backpressure.busy() == "disk under the spool is nearly full"  # cached
-    assert spool.statvfs_calls == 1
-    clock.advance(1.0)
-    assert backpressure.busy() is None
-    assert spool.statvfs_calls == 2
-    spool.free = OSError("gone")
-    clock.advance(1.0)
-    assert backpressure.busy() == "disk under the spool is nearly full"
 
 
 # -- dumps written with O_DIRECT ---------------------------------------------
