@@ -10,20 +10,26 @@ spools a crash, and the heartbeat reads the same figures.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attr
-from twisted.internet.interfaces import IReactorTime
+
+if TYPE_CHECKING:  # Protocols for mypy only: nothing at run time refers to them
+    class Clock(Protocol):
+        """The part of ``IReactorTime`` admission reads (mypy reads no zope interfaces)."""
+
+        def seconds(self) -> float:
+            """The reactor's time now."""
 
 
-class SpoolRoom(Protocol):
-    """What admission reads of the spool."""
+    class SpoolRoom(Protocol):
+        """What admission reads of the spool."""
 
-    total_bytes: int
-    writing_bytes: int
+        total_bytes: int
+        writing_bytes: int
 
-    def free_bytes(self) -> int:
-        """Bytes free on the spool's file system (may raise OSError)."""
+        def free_bytes(self) -> int:
+            """Bytes free on the spool's file system (may raise OSError)."""
 
 
 @attr.s(auto_attribs=True)
@@ -38,7 +44,7 @@ class Admission:
     """
 
     spool: SpoolRoom
-    clock: IReactorTime
+    clock: Clock
     max_bytes: int
     min_free_bytes: int
     max_inflight_bytes: int

@@ -6,14 +6,10 @@ Nothing else reads configuration; components get their collaborators here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import attr
 from klein import Klein
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from antenna_tw import answers
@@ -104,8 +100,8 @@ class Collector:
             self.threadpool.stop()
 
 
-def _plain_error(answer: answers.Answer) -> Callable[[IRequest, Failure], bytes]:
-    def handler(request: IRequest, failure: Failure) -> bytes:
+def _plain_error(answer):
+    def handler(request, failure):
         return answers.write(request, answer)
     return handler
 

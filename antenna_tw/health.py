@@ -9,12 +9,12 @@ import json
 import os
 
 import attr
+from klein import Klein
 from twisted.internet.threads import deferToThreadPool
-from twisted.web.iweb import IRequest
+from twisted.web.http import Request
 from zope.interface import Interface
 
 from antenna_tw import answers, metricnames
-from antenna_tw.admission import Admission
 from antenna_tw.logs import Logger
 
 
@@ -40,7 +40,7 @@ class IOtherShards(Interface):
         """Each other shard's state at ``now`` (blocking: called in a thread pool)."""
 
 
-def json_answer(request: IRequest, code: int, value: object) -> bytes:
+def json_answer(request: Request, code: int, value: object) -> bytes:
     """Answer ``value`` as JSON with status ``code``."""
     return answers.write(request, answers.json_answer(code, value))
 
@@ -52,7 +52,7 @@ class HealthHandler:
     storage = attr.ib()
     spool = attr.ib()
     mover = attr.ib()
-    admission: Admission = attr.ib()
+    admission = attr.ib()  # Admission
     metrics = attr.ib()
     reactor = attr.ib()
     threadpool = attr.ib()
@@ -64,17 +64,20 @@ class HealthHandler:
     other_shards = attr.ib(default=None)
     log = Logger(namespace="antenna.health")
 
-    def add_routes(self, app):
+    def add_routes(self, app: Klein) -> None:
+        """Route the health endpoints of ``app`` here."""
         app.route("/__lbheartbeat__", methods=["GET"])(self.lbheartbeat)
         app.route("/__heartbeat__", methods=["GET"])(self.heartbeat)
         app.route("/__version__", methods=["GET"])(self.version)
         app.route("/__broken__", methods=["GET"])(self.broken)
 
-    def lbheartbeat(self, request):
+    def lbheartbeat(self, request: Request) -> bytes:
+        """200, empty: the process answers."""
         self.metrics.incr(metricnames.HEALTH_LBHEARTBEAT_COUNT)
         return answers.write(request, answers.empty_json())
 
-    async def heartbeat(self, request):
+    async def heartbeat(self, request: Request) -> bytes:
+        """200 or 503 with the errors found and the spool's figures, as JSON."""
         self.metrics.incr(metricnames.HEALTH_HEARTBEAT_COUNT)
         errors = []
         for message in await self.storage.check_health():
@@ -130,7 +133,8 @@ class HealthHandler:
             return None
         return value if isinstance(value, dict) else None
 
-    async def version(self, request):
+    async def version(self, request: Request) -> bytes:
+        """The deploy's version.json, or {}."""
         self.metrics.incr(metricnames.HEALTH_VERSION_COUNT)
         value = await deferToThreadPool(self.reactor, self.threadpool, self._read_version)
         if value is None:
@@ -138,6 +142,7 @@ class HealthHandler:
             value = {}
         return json_answer(request, 200, value)
 
-    def broken(self, request):
+    def broken(self, request: Request) -> bytes:
+        """Raise, so that the unhandled-error path can be seen working."""
         self.metrics.incr(metricnames.HEALTH_BROKEN_COUNT)
         raise RuntimeError("intentional exception from /__broken__")

@@ -14,7 +14,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 from uuid import UUID
@@ -23,7 +23,7 @@ import attr
 from klein import Klein
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from antenna_tw import answers, crashid, metricnames
@@ -104,7 +104,7 @@ class SubmitHandler:
             return self._refuse(upload.refused)
         report = upload.report
         assert report is not None  # an Upload has a report or a reason
-        submitted = datetime.fromtimestamp(upload.arrived, timezone.utc)
+        submitted = datetime.fromtimestamp(upload.arrived, UTC)
         query = request.uri.partition(b"?")[2].decode("utf-8", "replace")
         raw_crash = build_raw_crash(
             report,
@@ -203,12 +203,12 @@ class SubmitResource(Resource):
 
     isLeaf = True  # the path is judged here, not walked
 
-    def __init__(self, handler: SubmitHandler, router: IResource) -> None:
+    def __init__(self, handler: SubmitHandler, router: Resource) -> None:
         super().__init__()
         self.handler = handler
         self.router = router
 
-    def render(self, request: CrashRequest) -> Any:  # type: ignore[override]
+    def render(self, request: CrashRequest) -> Any:
         if (request.method == b"POST" and request.postpath in SUBMIT_POSTPATHS
                 and _router_accepts_host(request)):
             return self._render_submit(request)
@@ -216,15 +216,17 @@ class SubmitResource(Resource):
 
     def _render_submit(self, request: CrashRequest) -> int:
         # What klein does around a route's handler, without its router.
-        request.prepath.extend(request.postpath)
+        prepath, postpath = request.prepath, request.postpath
+        assert prepath is not None and postpath is not None  # set by requestReceived
+        prepath.extend(postpath)
         request.postpath = []
         finished: list[object] = []
         request.notifyFinish().addBoth(finished.append)
         d = defer.ensureDeferred(self.handler.submit(request))
         # A client that leaves cancels the handler (see _submit).
         request.notifyFinish().addErrback(lambda _: d.cancel())
-        d.addCallbacks(_write_answer, _handler_failed, (request, finished), None,
-                       (request, finished))
+        d.addCallbacks(_write_answer, _handler_failed, callbackArgs=(request, finished),
+                       errbackArgs=(request, finished))
         d.addErrback(_log_unhandled, "Unhandled Error writing response")
         return NOT_DONE_YET
 

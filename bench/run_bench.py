@@ -1021,7 +1021,7 @@ AREAS = [
     (r"^write_atomically|^place_file|^_copy_into_place|^FSCrashStorage\.",
      "storage writes (link/write/rename, thread)"),
     (r"^Spool\.remove_blocking|^_unlink \(antenna_tw/spool", "spool unlink (thread)"),
-    (r"^_Part\.|\(multipart\.py|\(antenna_tw/formdata\.py|^PayloadParser\.|^UploadReader\.",
+    (r"^_Part\.|\(multipart\.py|\(antenna_tw/intake/formdata\.py|^PayloadParser\.|^UploadReader\.",
      "multipart parsing"),
     (r"^build_raw_crash|^finish_raw_crash|^Throttler|\(antenna_tw/throttler\.py"
      r"|\(antenna_tw/crashid\.py|^uuid4", "raw crash, throttle, crash id"),

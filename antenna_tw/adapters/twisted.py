@@ -7,7 +7,7 @@ tests in ``tests/unit/test_adapters_twisted.py`` pin that behaviour.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.web.http import HTTPChannel
 
@@ -47,7 +47,8 @@ def request_line(channel: HTTPChannel) -> tuple[bytes, bytes]:
     a ``Request`` learns them only in ``requestReceived``, after the body,
     and intake decides in ``gotLength`` whether the body is parsed.
     """
-    return channel._command, channel._path
+    # cast: mypy infers _path from a variable that lineReceived reuses for the Request.
+    return channel._command, cast(bytes, channel._path)
 
 
 # -- twisted.web: the HTTP client (S3) ---------------------------------------

@@ -48,6 +48,8 @@ piece plus what was kept.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 # The library's header grammar, its patterns copied unchanged.
 _TOKEN = "[a-zA-Z0-9-!#$%&'*+.^_`|~]+"
@@ -65,12 +67,32 @@ CACHE_LINE_SIZE = 200
 _PREAMBLE, _HEADER, _BODY, _COMPLETE = range(4)
 _FORM_DATA_NAME = b'Content-Disposition: form-data; name="'
 
+#: A part header as read: (name, value as sent, what ``_parse_header_line`` made of it).
+Header = tuple[str, str, Any]
+
+
+if TYPE_CHECKING:  # for mypy only
+    class PartSink(Protocol):
+        """What ``FormDataParser.feed`` hands each part to (``payload.PayloadParser``)."""
+
+        def part_whole(self, name: str | None, part_type: PartType, data: bytes) -> None:
+            """A part with all its data."""
+
+        def part_begin(self, name: str | None, part_type: PartType) -> None:
+            """A part whose data comes in pieces."""
+
+        def part_data(self, data: bytes) -> None:
+            """The next piece of the part begun."""
+
+        def part_end(self) -> None:
+            """The part begun is complete."""
+
 
 class FormDataError(ValueError):
     """The body is not a multipart stream this parser accepts, or passes a limit."""
 
 
-def header_unquote(value, filename=False):
+def header_unquote(value: str, filename: bool = False) -> str:
     """Unquote a quoted-string option value (``parse_options_header``'s default)."""
     if value and value[0] == value[-1] == '"':
         value = value[1:-1]
@@ -81,7 +103,7 @@ def header_unquote(value, filename=False):
     return value
 
 
-def content_disposition_unquote(value, filename=False):
+def content_disposition_unquote(value: str, filename: bool = False) -> str:
     """
     Unquote a Content-Disposition ``name`` or ``filename`` as browsers quote
     them today (HTML5 percent-escapes), or with backslashes as old ones did.
@@ -99,7 +121,8 @@ def content_disposition_unquote(value, filename=False):
     return value
 
 
-def parse_options_header(header, unquote=header_unquote):
+def parse_options_header(header: str, unquote: Callable[[str, bool], str] = header_unquote,
+                         ) -> tuple[str, dict[str, str]]:
     """
     ``"type/sub; key=value; ..."`` -> (lower-cased, stripped type, {lower-cased key: value}).
 
@@ -109,14 +132,14 @@ def parse_options_header(header, unquote=header_unquote):
     index = header.find(";")
     if index < 0:
         return header.lower().strip(), {}
-    options = {}
+    options: dict[str, str] = {}
     for key, value in _OPTION.findall(header, index):
         key = key.lower()
         options[key] = unquote(value, key == "filename")
     return header[:index].lower().strip(), options
 
 
-def parse_content_disposition(value):
+def parse_content_disposition(value: str) -> tuple[str, str | None, str | None]:
     """A Content-Disposition value -> (disposition, name or None, filename or None)."""
     # What browsers send, without a regular expression.
     split = value.split('"', 4)
@@ -137,7 +160,7 @@ def parse_content_disposition(value):
     return disposition, options.get("name"), options.get("filename")
 
 
-def _parse_header_line(line):
+def _parse_header_line(line: bytes) -> Header:
     """
     One raw header line -> ``(name, value, parsed)``: ``parsed`` is
     (disposition, name, filename) for Content-Disposition, (type, charset) for
@@ -183,14 +206,15 @@ class PartType:
 
     __slots__ = ("filename", "content_type", "charset", "length", "_headers")
 
-    def __init__(self, filename, content_type, charset, length, headers):
+    def __init__(self, filename: str | None, content_type: str | None, charset: str | None,
+                 length: int, headers: list[Header]) -> None:
         self.filename = filename
         self.content_type = content_type
         self.charset = charset
         self.length = length
         self._headers = headers
 
-    def header(self, name, default=None):
+    def header(self, name: str, default: str | None = None) -> str | None:
         """
         The first value of header ``name`` as sent (leading blanks removed),
         or ``default``; Content-Disposition is not kept (see name and filename).
@@ -202,7 +226,7 @@ class PartType:
         return default
 
 
-_NO_HEADERS = ()
+_NO_HEADERS: tuple[()] = ()
 
 
 class FormDataParser:
@@ -219,7 +243,8 @@ class FormDataParser:
     refers back to it.
     """
 
-    def __init__(self, boundary, *, max_header_size, max_header_count, max_parts):
+    def __init__(self, boundary: str | bytes, *, max_header_size: int, max_header_count: int,
+                 max_parts: int) -> None:
         boundary = boundary.encode("utf8") if isinstance(boundary, str) else bytes(boundary)
         if not boundary or b"\n" in boundary:
             raise FormDataError("invalid boundary")
@@ -228,26 +253,27 @@ class FormDataParser:
         self._max_header_count = max_header_count
         self._max_parts = max_parts
         self._cache_line_size = min(CACHE_LINE_SIZE, max_header_size)
-        self._buffer = b""
+        self._buffer: bytes | bytearray = b""
         self._state = _PREAMBLE
         self._parts = 0
         # While a part's headers are read:
-        self._headers = _NO_HEADERS  # (name, value, parsed) for each header so far
+        self._headers: list[Header] | tuple[()] = _NO_HEADERS  # each header so far
         self._length = -1  # its Content-Length
         # While its data is read:
-        self._name = None  # the part's name and type, while the sink has not
-        self._type = None  # been given them
+        self._name: str | None = None  # the part's name and type, while the sink has
+        self._type: PartType | None = None  # not been given them
         self._received = 0  # its bytes so far
-        self._lines = {}  # header line -> _parse_header_line's answer
-        self._shapes = {}  # header block after a plain name="..." line -> PartType
+        self._lines: dict[bytes, Header] = {}  # header line -> _parse_header_line's answer
+        # header block after a plain name="..." line -> PartType
+        self._shapes: dict[bytes, PartType] = {}
         self.closed = False
 
     @property
-    def complete(self):
+    def complete(self) -> bool:
         """True once the closing delimiter was read."""
         return self._state == _COMPLETE
 
-    def close(self):
+    def close(self) -> None:
         """The body ended: refuse it unless the closing delimiter was read."""
         self._shut()
         if self._state != _COMPLETE:
@@ -259,7 +285,7 @@ class FormDataParser:
         self._headers = _NO_HEADERS
         self._type = None
 
-    def feed(self, chunk, sink):
+    def feed(self, chunk: bytes | bytearray, sink: PartSink) -> None:
         """Parse the next piece of the body; an empty piece is the end, as ``close()``."""
         if not chunk:
             self.close()
@@ -278,7 +304,7 @@ class FormDataParser:
             self._shut()
             raise
 
-    def _parse(self, chunk, sink):
+    def _parse(self, chunk: bytes | bytearray, sink: PartSink) -> None:
         """Handle everything ``chunk`` and what was kept allow; keep the rest."""
         kept = self._buffer
         state = self._state
@@ -416,7 +442,8 @@ class FormDataParser:
         self._type = part_type
         self._received = received
 
-    def _usual_parts(self, buf, pos, sink):
+    def _usual_parts(self, buf: bytes, pos: int, sink: PartSink,
+                     ) -> tuple[int, str | None, PartType | None, int]:
         """
         Hand on the usual parts, one after another from ``pos``: a plain
         ``Content-Disposition: form-data; name="..."`` line, then lines with a
@@ -434,7 +461,8 @@ class FormDataParser:
         parts = self._parts
         # The shape of the part before, with the block's end: parts in a row
         # usually share one.
-        shape_end = part_type = None
+        shape_end: bytes | None = None
+        part_type: PartType | None = None
         try:
             while buf.startswith(_FORM_DATA_NAME, pos):
                 # The line ends at the name's closing quote (every shape starts
@@ -467,6 +495,7 @@ class FormDataParser:
                 if index < 0 or not buf.startswith(b"\r\n", index + dlen):
                     return start, name, part_type, index
                 # (Shapes have no Content-Length to check: see _header_block.)
+                assert part_type is not None  # set with shape_end
                 sink.part_whole(name, part_type, buf[start:index])
                 parts += 1  # _start_part(), inline
                 if parts > max_parts:
@@ -484,7 +513,7 @@ class FormDataParser:
         self._headers = _NO_HEADERS
         self._length = -1
 
-    def _header_block(self, block):
+    def _header_block(self, block: bytes) -> tuple[str, PartType]:
         """
         (name, PartType) for a whole header block (without its final empty line).
 
@@ -506,7 +535,7 @@ class FormDataParser:
                 self._shapes[rest] = part_type
         return name, part_type
 
-    def _header_lines(self, buf, pos, clean):
+    def _header_lines(self, buf: bytes, pos: int, clean: int) -> int:
         """
         Read the whole lines of a header block that goes on in a later piece;
         return where the rest starts (it is kept for the next piece).
@@ -523,14 +552,15 @@ class FormDataParser:
             raise FormDataError("part header too long")
         return pos
 
-    def _header_line(self, line):
+    def _header_line(self, line: bytes) -> None:
         """Read one header line (a continuation joins the previous header)."""
         headers = self._headers
         if line[0] in b" \t":
             if not headers or line.isspace():
                 raise FormDataError("unexpected part header continuation")
+            assert isinstance(headers, list)  # not empty
             name, value, _ = headers.pop()
-            line = f"{name}: {value}".encode("utf8") + b" " + line[1:]
+            line = f"{name}: {value}".encode() + b" " + line[1:]
         if len(line) > self._max_header_size:
             raise FormDataError("part header too long")
         if len(headers) >= self._max_header_count:
@@ -548,14 +578,14 @@ class FormDataParser:
                 # Content-Disposition names differ part by part; Content-Length
                 # must be counted each time.
                 self._lines[line] = entry
-        if headers is _NO_HEADERS:
+        if not isinstance(headers, list):  # _NO_HEADERS: the part's first header
             self._headers = headers = []
         headers.append(entry)
 
-    def _end_headers(self):
+    def _end_headers(self) -> tuple[str, PartType]:
         """(name, PartType) for the headers read."""
         disposition = name = filename = content_type = charset = None
-        others = []
+        others: list[Header] = []
         for header in self._headers:
             if header[0] == "Content-Disposition":
                 disposition, name, filename = header[2]

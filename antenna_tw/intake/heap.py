@@ -13,12 +13,13 @@ hands every free page of the heap back, wherever it lies.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 #: A dropped upload that held at least this many bytes is followed by a trim.
 TRIM_AFTER_BYTES = 16 * 1024 * 1024
 
 
-def find_malloc_trim():
+def find_malloc_trim() -> Callable[[], object]:
     """
     A function that gives free heap pages back to the system: glibc's
     ``malloc_trim(0)``, or one that does nothing where the C library has

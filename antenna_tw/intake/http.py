@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attr
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, server
-from twisted.web.resource import IResource
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from antenna_tw import answers, metricnames
@@ -44,6 +44,50 @@ UPLOAD_READ_SIZE = 256 * 1024
 # Body bytes after a header block, in the same read, past which the block is
 # parsed on its own (CrashChannel.dataReceived).
 HEAD_SPLIT_MIN = 1024
+
+
+# What intake uses of the reactor and of a connection's transport, as
+# Protocols: mypy reads no zope interfaces (IReactorTime, ITCPTransport).
+if TYPE_CHECKING:
+    class Delayed(Protocol):
+        """A call scheduled with ``callLater``."""
+
+        def active(self) -> bool:
+            """Whether the call is still to come."""
+
+        def cancel(self) -> None:
+            """Do not make the call."""
+
+
+    class Clock(Protocol):
+        """The reactor's clock."""
+
+        def seconds(self) -> float:
+            """The time now."""
+
+        def callLater(self, delay: float, callable: Callable[..., object],
+                      *args: object, **kw: object) -> Delayed:
+            """Call ``callable`` in ``delay`` seconds."""
+
+
+    class Connection(Protocol):
+        """A TCP connection's transport, as intake drives it."""
+
+        bufferSize: int
+        disconnecting: bool
+
+        def write(self, data: bytes) -> None:
+            """Send ``data``."""
+
+        def loseConnection(self) -> None:
+            """Close once what was written is sent."""
+
+        def abortConnection(self) -> None:
+            """Close at once."""
+
+
+def _connection(channel: http.HTTPChannel) -> Connection:
+    return cast("Connection", channel.transport)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -108,7 +152,7 @@ class CrashRequest(server.Request):
     _reader: UploadReader | _Drain | _FinishedUpload | None = None
     _upload: Upload | None = None  # the parsed body until the handler takes it
     _hold: Hold | None = None  # this upload's share of the in-flight budget
-    _linger: IDelayedCall | None = None
+    _linger: Delayed | None = None
     answered_early = False
     body_cut_short = False  # the client stopped sending before the body's end
     # The namespace this class's log lines have always had (mozlog's Type).
@@ -135,7 +179,7 @@ class CrashRequest(server.Request):
         self._arrived = site.clock.seconds()
         self.content = io.BytesIO()  # stays empty: the body goes to the reader
         # Fewer, larger reads: each read costs a trip through the HTTP parser.
-        self.channel.transport.bufferSize = UPLOAD_READ_SIZE  # type: ignore[union-attr]
+        _connection(self.channel).bufferSize = UPLOAD_READ_SIZE
         limits = site.limits
         self._hold = site.admission.hold()
         if site.takes_body(*request_line(self.channel)):
@@ -182,7 +226,7 @@ class CrashRequest(server.Request):
         if self.answered_early:
             # The answer is out and the body is drained: close the connection.
             self._cancel_linger()
-            self.channel.transport.loseConnection()  # type: ignore[union-attr]
+            _connection(self.channel).loseConnection()
             return
         reader = self._reader
         if isinstance(reader, UploadReader):
@@ -211,17 +255,14 @@ class CrashRequest(server.Request):
         self._answer_early(answers.busy())
 
     def _answer_early(self, answer: answers.Answer) -> None:
-        """Answer before the body is in, then drop what the client still sends for a bounded time."""
+        """Answer before the body is in, then drop what the client sends for a bounded time."""
         self.answered_early = True
         # Twisted would otherwise send "100 Continue" after our answer.
         self.requestHeaders.removeHeader(b"expect")
-        transport = self.channel.transport
-        assert transport is not None
+        transport = _connection(self.channel)
         transport.write(answers.raw(answer))
         self._linger = self._site.clock.callLater(
-            self._site.linger_seconds,
-            transport.abortConnection,  # type: ignore[attr-defined]
-        )
+            self._site.linger_seconds, transport.abortConnection)
 
     def _cancel_linger(self) -> None:
         linger = self._linger
@@ -287,7 +328,7 @@ class CrashChannel(http.HTTPChannel):
             if end >= 0 and len(data) - end > HEAD_SPLIT_MIN:
                 end += 4
                 why = basic.LineReceiver.dataReceived(self, data[:end])
-                if why or self.transport.disconnecting:  # type: ignore[union-attr]
+                if why or _connection(self).disconnecting:
                     return why
                 # Looked up again: the channel may have replaced it to drop
                 # what a non-persistent client sends after its request.
@@ -320,8 +361,8 @@ class CrashSite(server.Site):
 
     protocol = CrashChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: IResource, *, limits: IntakeSettings, metrics: Metrics,
-                 clock: IReactorTime, admission: Admission,
+    def __init__(self, resource: Resource, *, limits: IntakeSettings, metrics: Metrics,
+                 clock: Clock, admission: Admission,
                  takes_body: Callable[[bytes, bytes], bool],
                  linger_seconds: float = 30.0,
                  free_memory: Callable[[], object] | None = None) -> None:
@@ -341,5 +382,5 @@ class CrashSite(server.Site):
         self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass

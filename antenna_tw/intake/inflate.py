@@ -20,16 +20,16 @@ which ``flush()`` then produces without a cap (docs/intake.rst).
 from __future__ import annotations
 
 import zlib
+from types import ModuleType
 
+#: Backends that can be used here, by name: each is a module with zlib's API.
+BACKENDS: dict[str, ModuleType] = {"zlib": zlib}
 try:
     from zlib_ng import zlib_ng
 except ImportError:  # no wheel for this platform: zlib does the same, slower
-    zlib_ng = None
-
-#: Backends that can be used here, by name: each is a module with zlib's API.
-BACKENDS = {"zlib": zlib}
-if zlib_ng is not None:
+    pass
+else:
     BACKENDS["zlib-ng"] = zlib_ng
 
 #: The backend a Decompressor uses unless told otherwise.
-DEFAULT_BACKEND = "zlib-ng" if zlib_ng is not None else "zlib"
+DEFAULT_BACKEND = "zlib-ng" if "zlib-ng" in BACKENDS else "zlib"

@@ -14,10 +14,14 @@ import hashlib
 import json
 import re
 import zlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import attr
 
 from antenna_tw.intake import formdata, inflate
+from antenna_tw.intake.formdata import PartType
 
 MULTIPART_TYPES = ("multipart/form-data", "multipart/mixed")
 SUPPORTED_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
@@ -47,7 +51,7 @@ _OUTPUT_STEP = 256 * 1024
 class MalformedCrashReport(Exception):
     """The upload is refused; ``reason`` is the part after ``Discarded=``."""
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -61,21 +65,21 @@ class CrashReport:
     (``dump_pieces``), so it is written out without ever being joined.
     """
 
-    annotations = attr.ib(factory=dict)
-    dump_pieces = attr.ib(factory=dict)
-    dump_checksums = attr.ib(factory=dict)
-    notes = attr.ib(factory=list)
-    payload = attr.ib(default="multipart")
-    payload_compressed = attr.ib(default=False)
-    payload_size = attr.ib(default=0)
+    annotations: dict[str, Any] = attr.ib(factory=dict)
+    dump_pieces: dict[str, list[bytes]] = attr.ib(factory=dict)
+    dump_checksums: dict[str, str] = attr.ib(factory=dict)
+    notes: list[str] = attr.ib(factory=list)
+    payload: str = attr.ib(default="multipart")
+    payload_compressed: bool = attr.ib(default=False)
+    payload_size: int = attr.ib(default=0)
 
     @property
-    def dumps(self):
+    def dumps(self) -> dict[str, bytes]:
         """The dumps as bytes by name (joined on each call: for tests and tools)."""
         return {name: b"".join(pieces) for name, pieces in self.dump_pieces.items()}
 
 
-def parse_content_type(header):
+def parse_content_type(header: str | None) -> str:
     """
     Check a Content-Type value; return the multipart boundary.
 
@@ -93,7 +97,7 @@ def parse_content_type(header):
     return boundary
 
 
-def check_content_encoding(header):
+def check_content_encoding(header: str | None) -> str:
     """Check 6: return the lower-cased encoding, ``identity`` when absent."""
     encoding = (header or "identity").strip().lower() or "identity"
     if encoding not in SUPPORTED_ENCODINGS:
@@ -101,12 +105,12 @@ def check_content_encoding(header):
     return encoding
 
 
-def sanitize_dump_name(name):
+def sanitize_dump_name(name: str) -> str:
     """Keep only ``[A-Za-z0-9_]`` and at most 30 characters, as Antenna does."""
     return _DUMP_NAME_JUNK.sub("", name)[:30]
 
 
-def _drop_nuls(text):
+def _drop_nuls(text: str) -> str:
     return text.replace("\x00", "") if "\x00" in text else text
 
 
@@ -123,9 +127,9 @@ class Decompressor:
     this decompressor uses.
     """
 
-    def __init__(self, encoding, limit, backend=None):
+    def __init__(self, encoding: str, limit: int, backend: str | None = None) -> None:
         self.backend = backend or inflate.DEFAULT_BACKEND
-        self._zlib = inflate.BACKENDS[self.backend]
+        self._zlib: ModuleType = inflate.BACKENDS[self.backend]
         if encoding == "deflate":
             self._window = zlib.MAX_WBITS  # zlib-wrapped; raw deflate retried below
         else:
@@ -137,10 +141,11 @@ class Decompressor:
         self._started = False
 
     @property
-    def produced(self):
+    def produced(self) -> int:
+        """Bytes produced so far."""
         return self._produced
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> Iterator[bytes]:
         """Yield decompressed pieces of ``data``."""
         while data:
             if self._inflater.eof:
@@ -163,7 +168,7 @@ class Decompressor:
                 yield out
             data = self._inflater.unconsumed_tail
 
-    def close(self):
+    def close(self) -> Iterator[bytes]:
         """Check the stream ended properly; yield whatever was left."""
         try:
             out = self._inflater.flush()
@@ -187,45 +192,48 @@ class _Part:
     buffer, and a text part stops keeping bytes once it passes ``limit``.
     """
 
-    __slots__ = ("name", "type", "data", "size", "sha256", "is_dump", "limit", "too_large")
+    __slots__ = ("name", "type", "chunks", "buffer", "size", "sha256", "is_dump", "limit",
+                 "too_large")
 
-    def __init__(self, name, part_type, is_dump, limit=None):
+    def __init__(self, name: str, part_type: PartType, is_dump: bool,
+                 limit: int | None = None) -> None:
         self.name = name
         self.type = part_type
-        self.data = [] if is_dump else bytearray()
+        self.chunks: list[bytes] = []  # a dump's pieces
+        self.buffer = bytearray()  # any other part's bytes
         self.size = 0
         self.is_dump = is_dump
         self.sha256 = hashlib.sha256() if is_dump else None
         self.limit = limit
         self.too_large = False
 
-    def add(self, data):
+    def add(self, data: bytes | memoryview) -> None:
         if self.too_large:
             return
         if self.limit is not None and self.size + len(data) > self.limit:
             self.too_large = True
-            self.data = bytearray()
+            self.buffer = bytearray()
             return
         self.size += len(data)
         if self.sha256 is not None:
-            self.data.append(bytes(data) if not isinstance(data, bytes) else data)
+            self.chunks.append(bytes(data) if not isinstance(data, bytes) else data)
             self.sha256.update(data)
         else:
-            self.data += data
+            self.buffer += data
 
-    def pieces(self):
-        data, self.data = self.data, []
+    def pieces(self) -> list[bytes]:
+        data, self.chunks = self.chunks, []
         return data
 
-    def content(self):
-        data, self.data = self.data, bytearray()
+    def content(self) -> bytes:
+        data, self.buffer = self.buffer, bytearray()
         return bytes(data)
 
 
 _TEXT, _JSON, _DUMP = range(3)
 
 
-def _kind(part_type):
+def _kind(part_type: PartType) -> int:
     """
     What a named part is: JSON annotations (type ``application/json``), one
     text annotation (type ``text/plain`` or none, and no filename) or a dump.
@@ -252,10 +260,10 @@ class PayloadParser:
     for one that spans pieces (dumps, mostly).
     """
 
-    def __init__(self, boundary, encoding="identity", *, max_decompressed_size,
-                 max_parts):
+    def __init__(self, boundary: str, encoding: str = "identity", *,
+                 max_decompressed_size: int, max_parts: int) -> None:
         self._report = CrashReport(payload_compressed=encoding != "identity")
-        self._decompressor = None
+        self._decompressor: Decompressor | None = None
         if encoding != "identity":
             self._decompressor = Decompressor(encoding, max_decompressed_size)
         self._max_decompressed_size = max_decompressed_size
@@ -266,11 +274,12 @@ class PayloadParser:
             max_header_count=MAX_PART_HEADER_COUNT,
             max_parts=max_parts,
         )
-        self._part = None
+        self._part: _Part | None = None
         self._saw_json = False
         self._saw_form = False
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
+        """Parse the next body bytes (compressed, if the upload is)."""
         self._report.payload_size += len(data)
         if self._decompressor is None:
             self._parse(data)
@@ -279,11 +288,12 @@ class PayloadParser:
                 self._parse(piece)
 
     @property
-    def parsed_bytes(self):
+    def parsed_bytes(self) -> int:
         """Decompressed bytes parsed so far: at most what this upload holds."""
         return self._parsed_bytes
 
-    def close(self):
+    def close(self) -> CrashReport:
+        """The body is complete: the CrashReport, or MalformedCrashReport."""
         if self._decompressor is not None:
             for piece in self._decompressor.close():
                 self._parse(piece)
@@ -297,7 +307,7 @@ class PayloadParser:
             raise MalformedCrashReport("malformed_no_annotations")
         return report
 
-    def _parse(self, data):
+    def _parse(self, data: bytes) -> None:
         """Parse a piece (``b""``: the end of the body)."""
         if data:
             # Uncompressed uploads count here against the decompressed cap too.
@@ -309,7 +319,7 @@ class PayloadParser:
         except formdata.FormDataError:
             raise MalformedCrashReport("malformed_invalid_payload_structure") from None
 
-    def part_whole(self, name, part_type, data):
+    def part_whole(self, name: str | None, part_type: PartType, data: bytes) -> None:
         """A part with all its data (``formdata`` sink)."""
         if not name:
             return  # a part without a name is skipped
@@ -332,7 +342,7 @@ class PayloadParser:
             self._add_dump(name, part_type, [data] if data else [],
                            hashlib.sha256(data).hexdigest())
 
-    def part_begin(self, name, part_type):
+    def part_begin(self, name: str | None, part_type: PartType) -> None:
         """A part whose data comes in pieces (``formdata`` sink)."""
         if not name:
             self._part = None  # a part without a name is skipped
@@ -343,17 +353,18 @@ class PayloadParser:
         limit = MAX_TEXT_PART_SIZE if kind == _TEXT else None
         self._part = _Part(name, part_type, kind == _DUMP, limit)
 
-    def part_data(self, data):
+    def part_data(self, data: bytes | memoryview) -> None:
         """The next piece of the part begun (``formdata`` sink)."""
         if self._part is not None:
             self._part.add(data)
 
-    def part_end(self):
+    def part_end(self) -> None:
         """The part begun is complete (``formdata`` sink)."""
         part, self._part = self._part, None
         if part is None:
             return
         if part.is_dump:
+            assert part.sha256 is not None  # kept for dumps
             self._add_dump(part.name, part.type, part.pieces(), part.sha256.hexdigest())
         elif part.too_large:
             self._report.notes.append(TEXT_PART_TOO_LARGE_NOTE)
@@ -362,7 +373,8 @@ class PayloadParser:
         else:
             self._add_text(part.name, part.type.charset, part.content())
 
-    def _add_dump(self, name, part_type, pieces, checksum):
+    def _add_dump(self, name: str, part_type: PartType, pieces: list[bytes],
+                  checksum: str) -> None:
         name = sanitize_dump_name(name)
         if name in RESERVED_DUMP_NAMES:
             raise MalformedCrashReport("malformed_invalid_dump_name")
@@ -374,7 +386,7 @@ class PayloadParser:
         self._report.dump_pieces[name] = pieces
         self._report.dump_checksums[name] = checksum
 
-    def _add_json(self, content):
+    def _add_json(self, content: bytes) -> None:
         tokens = content.count(b",") + content.count(b"[") + content.count(b"{")
         if tokens > MAX_JSON_TOKENS:
             raise MalformedCrashReport("malformed_invalid_json")
@@ -387,7 +399,7 @@ class PayloadParser:
         self._saw_json = True
         self._report.annotations = {_drop_nuls(k): _clean_value(v) for k, v in value.items()}
 
-    def _add_text(self, name, charset, content):
+    def _add_text(self, name: str, charset: str | None, content: bytes) -> None:
         charset = charset or "utf-8"
         try:
             value = _decode_text(content, charset)
@@ -400,14 +412,14 @@ class PayloadParser:
         self._report.annotations[_drop_nuls(name)] = _drop_nuls(value)
 
 
-def _decode_text(content, charset):
+def _decode_text(content: bytes, charset: str) -> str:
     """Decode with a client-named charset; refuse codecs that can be made slow."""
     if charset not in FAST_CHARSETS and codecs.lookup(charset).name in SLOW_CODECS:
         raise LookupError(charset)
     return content.decode(charset)
 
 
-def _clean_value(value):
+def _clean_value(value: Any) -> Any:
     """Remove NULs from strings in a JSON annotation value, keeping its type."""
     if isinstance(value, str):
         return _drop_nuls(value)
@@ -429,15 +441,16 @@ class UploadReader:
     everything the parser held is let go at once.
     """
 
-    def __init__(self, content_type, content_encoding, declared_length, *,
-                 max_payload_size, max_decompressed_size, max_parts):
+    def __init__(self, content_type: str | None, content_encoding: str | None,
+                 declared_length: int | None, *,
+                 max_payload_size: int, max_decompressed_size: int, max_parts: int) -> None:
         self.max_payload_size = max_payload_size
         self.wire_bytes = 0
         self.declared_length = declared_length
-        self.error = None
-        self._header_error = None
-        self._encoding_error = None
-        self._parser = None
+        self.error: MalformedCrashReport | None = None
+        self._header_error: MalformedCrashReport | None = None
+        self._encoding_error: MalformedCrashReport | None = None
+        self._parser: PayloadParser | None = None
         self._pending = bytearray()
         self.dropped_bytes = 0  # what the parse held when it was dropped
         try:
@@ -456,7 +469,7 @@ class UploadReader:
         )
 
     @property
-    def too_large(self):
+    def too_large(self) -> bool:
         """True once the wire size passes the limit (declared or counted)."""
         return (
             self.declared_length is not None and self.declared_length > self.max_payload_size
@@ -465,16 +478,16 @@ class UploadReader:
         )
 
     @property
-    def held_bytes(self):
+    def held_bytes(self) -> int:
         """About how many bytes the parse holds now (0 once it was dropped)."""
         parser = self._parser
         return 0 if parser is None else parser.parsed_bytes + len(self._pending)
 
-    def abandon(self):
+    def abandon(self) -> None:
         """Stop parsing and let go of everything held; the body is counted and dropped."""
         self._drop_parser()
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
         """Take the next body bytes; never raises."""
         self.wire_bytes += len(data)
         if self._parser is None:
@@ -489,7 +502,7 @@ class UploadReader:
         if len(self._pending) >= FEED_STEP:
             self._parse_pending()
 
-    def finish(self, complete=True):
+    def finish(self, complete: bool = True) -> CrashReport:
         """
         The CrashReport, or MalformedCrashReport for the first check that failed.
 
@@ -510,6 +523,7 @@ class UploadReader:
         if self.error is not None:
             raise self.error
         parser = self._parser
+        assert parser is not None  # no header error, so there is one
         self._drop_parser()
         if not complete:
             raise MalformedCrashReport("malformed_invalid_payload_structure")
@@ -524,9 +538,11 @@ class UploadReader:
         if pending:
             self._parse(bytes(pending))
 
-    def _parse(self, data):
+    def _parse(self, data: bytes) -> None:
+        parser = self._parser
+        assert parser is not None
         try:
-            self._parser.feed(data)
+            parser.feed(data)
         except MalformedCrashReport as error:
             self.error = _plain(error)
             self._drop_parser()
@@ -538,7 +554,7 @@ class UploadReader:
         self._pending = bytearray()
 
 
-def _plain(error):
+def _plain(error: MalformedCrashReport) -> MalformedCrashReport:
     """
     The same refusal without traceback or context: a kept exception must not
     keep the parser's frames, and with them the dumps, alive.

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from antenna_tw.intake.http import CrashRequest
 from antenna_tw.send_crash import build_multipart
 from antenna_tw.spool import SpoolEntry
-from antenna_tw.submit import SubmitResource
+from antenna_tw.submit import SubmitResource, takes_body
 from tests.helpers import minidump, normalized
 
 BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test"},
@@ -208,3 +208,65 @@ def test_an_answered_crash_request_is_freed_at_once(site, monkeypatch):
         assert [ref() for ref in requests] == [None, None, None]
     finally:
         gc.enable()
+
+
+SEGMENTS = ["submit", "sub%6dit", "%73ubmit", "", "x", "%2F", "%2f", "Submit", ".", "..",
+            "submit%2F", "%2Fsubmit", "submit;x", "%ff"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=st.sampled_from(["POST", "post", "Post", "GET", "PUT"]),
+       first=st.sampled_from(["/", "//", "x", "*", "/%2F"]),
+       segments=st.lists(st.sampled_from(SEGMENTS), max_size=3),
+       query=st.sampled_from(["", "?a=b", "?"]))
+def test_every_request_routed_to_submit_had_its_body_read_as_an_upload(
+        site, method, first, segments, query):
+    # The body is parsed only when takes_body says so; every request that
+    # reaches the handler, by the fast path or through klein, must be one.
+    path = first + "/".join(segments) + query
+    taken = []
+    original = CrashRequest.take_upload
+
+    def recording(request):
+        upload = original(request)  # raises for a body that was not read
+        taken.append(upload)
+        return upload
+
+    CrashRequest.take_upload = recording
+    try:
+        fast, klein_only, _ = both_ways(site, request_bytes(method, path, b"127.0.0.1"))
+    finally:
+        CrashRequest.take_upload = original
+    assert fast == klein_only
+    assert not fast.startswith(b"HTTP/1.1 500 ")
+    if taken:
+        assert takes_body(method.encode(), path.encode())
+        assert fast.endswith(b"CrashID=bp-<id>\n")
+
+
+@pytest.mark.parametrize("method, path, takes", [
+    ("POST", "/submit", True), ("POST", "/submit/", True), ("post", "/submit", True),
+    ("POST", "//submit", True), ("POST", "/%73ubmit", True), ("POST", "/submit%2F", True),
+    ("POST", "/submit?x=1", True), ("POST", "/submit/x", False), ("GET", "/submit", False),
+    ("POST", "/__heartbeat__", False), ("PUT", "/submit", False), ("POST", "/Submit", False)])
+def test_takes_body(method, path, takes):
+    assert takes_body(method.encode(), path.encode()) is takes
+
+
+def test_other_requests_bodies_are_dropped_unparsed(site, monkeypatch):
+    # A body that would be refused as too large once inflated is only
+    # counted for a route that takes no body: klein answers it.
+    import gzip
+
+    from antenna_tw.intake import payload
+
+    parsed = []
+    monkeypatch.setattr(payload.UploadReader, "feed",
+                        lambda self, data: parsed.append(data))
+    bomb = gzip.compress(b"\0" * (4 * 1024 * 1024))
+    data = request_bytes("POST", "/nothing-here", b"127.0.0.1", body=bomb)
+    answer = exchange(site, data, lose=True)
+    assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert parsed == []
+    exchange(site, request_bytes("POST", "/submit", b"127.0.0.1"), lose=True)
+    assert parsed  # the check can fail: /submit's body is fed to the reader
