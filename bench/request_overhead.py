@@ -60,8 +60,8 @@ from antenna_tw.app import build_collector  # noqa: E402
 from antenna_tw.config import load_config  # noqa: E402
 from antenna_tw.crash import build_raw_crash  # noqa: E402
 from antenna_tw.intake.http import CrashRequest  # noqa: E402
-from antenna_tw.logs import make_observer  # noqa: E402
 from antenna_tw.intake.payload import UploadReader  # noqa: E402
+from antenna_tw.logs import make_observer  # noqa: E402
 from antenna_tw.spool import SpoolEntry  # noqa: E402
 from antenna_tw.submit import SubmitHandler  # noqa: E402
 from bench.payloads import read_payload, require_payloads  # noqa: E402
