@@ -56,8 +56,10 @@ def takes_body(method: bytes, raw_path: bytes) -> bool:
     a body read for nothing only costs the parse; every other request's body
     is dropped unread.
     """
-    if method.upper() != b"POST":
+    if method != b"POST" and method.upper() != b"POST":
         return False
+    if raw_path in SUBMIT_PATHS:
+        return True  # the usual spelling, at once
     # Twisted drops the path's first byte, whatever it is, and unquotes the
     # rest (Request.postpath); klein's path is "/" and that.
     path = b"/" + unquote_to_bytes(raw_path.partition(b"?")[0][1:])
