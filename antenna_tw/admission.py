@@ -14,13 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import attr
 
-if TYPE_CHECKING:  # Protocols for mypy only: nothing at run time refers to them
-    class Clock(Protocol):
-        """The part of ``IReactorTime`` admission reads (mypy reads no zope interfaces)."""
-
-        def seconds(self) -> float:
-            """The reactor's time now."""
-
+if TYPE_CHECKING:  # for mypy only: nothing at run time refers to it
+    from twisted.internet.interfaces import IReactorTime
 
     class SpoolRoom(Protocol):
         """What admission reads of the spool."""
@@ -44,7 +39,7 @@ class Admission:
     """
 
     spool: SpoolRoom
-    clock: Clock
+    clock: IReactorTime
     max_bytes: int
     min_free_bytes: int
     max_inflight_bytes: int

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 
 import attr
-from twisted.web.http import Request
+from twisted.web.iweb import IRequest
 
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json"
@@ -81,7 +81,7 @@ def empty_json(code: int = 200) -> Answer:
     return Answer(code, b"", JSON)
 
 
-def write(request: Request, answer: Answer) -> bytes:
+def write(request: IRequest, answer: Answer) -> bytes:
     """Set the status and headers of ``answer`` on ``request``; return its body to write."""
     request.setResponseCode(answer.code)
     request.setHeader(b"Content-Type", answer.content_type)

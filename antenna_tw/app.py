@@ -9,7 +9,9 @@ from __future__ import annotations
 import attr
 from klein import Klein
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from antenna_tw import answers
@@ -100,8 +102,8 @@ class Collector:
             self.threadpool.stop()
 
 
-def _plain_error(answer):
-    def handler(request, failure):
+def _plain_error(answer: answers.Answer):
+    def handler(request: IRequest, failure: Failure) -> bytes:
         return answers.write(request, answer)
     return handler
 

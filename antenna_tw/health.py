@@ -11,7 +11,7 @@ import os
 import attr
 from klein import Klein
 from twisted.internet.threads import deferToThreadPool
-from twisted.web.http import Request
+from twisted.web.iweb import IRequest
 from zope.interface import Interface
 
 from antenna_tw import answers, metricnames
@@ -40,7 +40,7 @@ class IOtherShards(Interface):
         """Each other shard's state at ``now`` (blocking: called in a thread pool)."""
 
 
-def json_answer(request: Request, code: int, value: object) -> bytes:
+def json_answer(request: IRequest, code: int, value: object) -> bytes:
     """Answer ``value`` as JSON with status ``code``."""
     return answers.write(request, answers.json_answer(code, value))
 
@@ -71,12 +71,12 @@ class HealthHandler:
         app.route("/__version__", methods=["GET"])(self.version)
         app.route("/__broken__", methods=["GET"])(self.broken)
 
-    def lbheartbeat(self, request: Request) -> bytes:
+    def lbheartbeat(self, request: IRequest) -> bytes:
         """200, empty: the process answers."""
         self.metrics.incr(metricnames.HEALTH_LBHEARTBEAT_COUNT)
         return answers.write(request, answers.empty_json())
 
-    async def heartbeat(self, request: Request) -> bytes:
+    async def heartbeat(self, request: IRequest) -> bytes:
         """200 or 503 with the errors found and the spool's figures, as JSON."""
         self.metrics.incr(metricnames.HEALTH_HEARTBEAT_COUNT)
         errors = []
@@ -133,7 +133,7 @@ class HealthHandler:
             return None
         return value if isinstance(value, dict) else None
 
-    async def version(self, request: Request) -> bytes:
+    async def version(self, request: IRequest) -> bytes:
         """The deploy's version.json, or {}."""
         self.metrics.incr(metricnames.HEALTH_VERSION_COUNT)
         value = await deferToThreadPool(self.reactor, self.threadpool, self._read_version)
@@ -142,7 +142,7 @@ class HealthHandler:
             value = {}
         return json_answer(request, 200, value)
 
-    def broken(self, request: Request) -> bytes:
+    def broken(self, request: IRequest) -> bytes:
         """Raise, so that the unhandled-error path can be seen working."""
         self.metrics.incr(metricnames.HEALTH_BROKEN_COUNT)
         raise RuntimeError("intentional exception from /__broken__")

@@ -36,40 +36,20 @@ from antenna_tw.intake import heap
 from antenna_tw.intake.payload import CrashReport, MalformedCrashReport, UploadReader
 from antenna_tw.logs import Logger
 
-if TYPE_CHECKING:
-    from antenna_tw.config import IntakeSettings
-    from antenna_tw.metrics import Metrics
-
 UPLOAD_READ_SIZE = 256 * 1024
 # Body bytes after a header block, in the same read, past which the block is
 # parsed on its own (CrashChannel.dataReceived).
 HEAD_SPLIT_MIN = 1024
 
 
-# What intake uses of the reactor and of a connection's transport, as
-# Protocols: mypy reads no zope interfaces (IReactorTime, ITCPTransport).
 if TYPE_CHECKING:
-    class Delayed(Protocol):
-        """A call scheduled with ``callLater``."""
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-        def active(self) -> bool:
-            """Whether the call is still to come."""
+    from antenna_tw.config import IntakeSettings
+    from antenna_tw.metrics import Metrics
 
-        def cancel(self) -> None:
-            """Do not make the call."""
-
-
-    class Clock(Protocol):
-        """The reactor's clock."""
-
-        def seconds(self) -> float:
-            """The time now."""
-
-        def callLater(self, delay: float, callable: Callable[..., object],
-                      *args: object, **kw: object) -> Delayed:
-            """Call ``callable`` in ``delay`` seconds."""
-
-
+    # What intake uses of a connection's transport: ITCPTransport's methods
+    # and attributes of twisted's TCP connections that it does not declare.
     class Connection(Protocol):
         """A TCP connection's transport, as intake drives it."""
 
@@ -152,7 +132,7 @@ class CrashRequest(server.Request):
     _reader: UploadReader | _Drain | _FinishedUpload | None = None
     _upload: Upload | None = None  # the parsed body until the handler takes it
     _hold: Hold | None = None  # this upload's share of the in-flight budget
-    _linger: Delayed | None = None
+    _linger: IDelayedCall | None = None
     answered_early = False
     body_cut_short = False  # the client stopped sending before the body's end
     # The namespace this class's log lines have always had (mozlog's Type).
@@ -362,7 +342,7 @@ class CrashSite(server.Site):
     protocol = CrashChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, *, limits: IntakeSettings, metrics: Metrics,
-                 clock: Clock, admission: Admission,
+                 clock: IReactorTime, admission: Admission,
                  takes_body: Callable[[bytes, bytes], bool],
                  linger_seconds: float = 30.0,
                  free_memory: Callable[[], object] | None = None) -> None:
