@@ -32,7 +32,7 @@ class Crash:
 
     crash_id: str = attr.ib()
     raw_crash: RawCrash = attr.ib()
-    dumps: dict[str, Dump] = attr.ib(factory=dict)
+    dumps: Mapping[str, Dump] = attr.ib(factory=dict)  # read only: a report's lists fit
     _serialized: bytes | None = attr.ib(default=None, eq=False, repr=False)
 
     def dump_names(self) -> list[str]:
@@ -86,12 +86,19 @@ def format_timestamp(moment: datetime) -> str:
 class ParsedReport(Protocol):
     """What ``build_raw_crash`` reads of a parsed upload (the intake's CrashReport)."""
 
-    annotations: Mapping[str, Any]
-    dump_checksums: Mapping[str, str]
-    notes: Sequence[str]
-    payload: str
-    payload_compressed: bool
-    payload_size: int
+    # Read-only members: a report's own fields are mutable dicts and lists.
+    @property
+    def annotations(self) -> Mapping[str, Any]: ...
+    @property
+    def dump_checksums(self) -> Mapping[str, str]: ...
+    @property
+    def notes(self) -> Sequence[str]: ...
+    @property
+    def payload(self) -> str: ...
+    @property
+    def payload_compressed(self) -> bool: ...
+    @property
+    def payload_size(self) -> int: ...
 
 
 def build_raw_crash(report: ParsedReport, submitted: datetime, user_agent: str | None,
