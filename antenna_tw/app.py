@@ -6,6 +6,11 @@ Nothing else reads configuration; components get their collaborators here.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from uuid import UUID
+
 import attr
 from klein import Klein
 from twisted.internet import defer
@@ -17,16 +22,25 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from antenna_tw import answers
 from antenna_tw.admission import Admission
 from antenna_tw.backoff import Backoff
+from antenna_tw.config import Config
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import Logger
-from antenna_tw.metrics import build_metrics
-from antenna_tw.spool import Spool
-from antenna_tw.storage import StorageUnavailable, check_storage, storage_class
+from antenna_tw.metrics import IMetrics, build_metrics
+from antenna_tw.spool import Spool, SpoolEntry
+from antenna_tw.storage import ICrashStorage, StorageUnavailable, check_storage, storage_class
 from antenna_tw.submit import SubmitHandler, SubmitResource, takes_body
-from antenna_tw.throttler import RuleError, build_throttler
+from antenna_tw.throttler import RuleError, Throttler, build_throttler
 from antenna_tw.workers import Worker
+
+
+class StatusPublisher(Protocol):
+    """What the collector needs of a worker's status publisher (``Worker.status_publisher``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> defer.Deferred[Any]: ...
 
 
 class StartupError(Exception):
@@ -37,21 +51,22 @@ class StartupError(Exception):
 class Collector:
     """Every running part of one collector process."""
 
-    config = attr.ib()
-    reactor = attr.ib()
-    threadpool = attr.ib()
-    metrics = attr.ib()
-    storage = attr.ib()
-    spool = attr.ib()
-    mover = attr.ib()
-    throttler = attr.ib()
-    admission = attr.ib()
-    site = attr.ib()
+    config: Config = attr.ib()
+    # The running reactor: time, TCP and calls from threads (no one interface says all three).
+    reactor: Any = attr.ib()
+    threadpool: ThreadPool = attr.ib()
+    metrics: IMetrics = attr.ib()
+    storage: ICrashStorage = attr.ib()
+    spool: Spool = attr.ib()
+    mover: CrashMover = attr.ib()
+    throttler: Throttler = attr.ib()
+    admission: Admission = attr.ib()
+    site: CrashSite = attr.ib()
     # With --workers: publishes what the other workers' heartbeats cannot read from files.
-    status = attr.ib(default=None)
+    status: StatusPublisher | None = attr.ib(default=None)
     log = Logger(namespace="antenna.app")
 
-    def prepare(self):
+    def prepare(self) -> list[SpoolEntry]:
         """
         Start-up checks that may block, run before the reactor: storage
         must be usable, the spool readable. Returns the spooled entries.
@@ -66,7 +81,7 @@ class Collector:
             raise StartupError(
                 f"spool {self.spool.directory} is not usable: {error.strerror}") from None
 
-    def start(self, entries=()):
+    def start(self, entries: Sequence[SpoolEntry] = ()) -> None:
         """Start the thread pool and crash movers and re-queue spooled crashes."""
         self.threadpool.start()
         self.mover.start()
@@ -77,7 +92,7 @@ class Collector:
         if entries:
             self.log.info("re-queued {count} spooled crashes", count=len(entries))
 
-    async def stop(self):
+    async def stop(self) -> None:
         """
         Stop for good within SHUTDOWN_TIMEOUT: answer every new /submit busy,
         let spool writes in flight land (their clients get their crash ids),
@@ -102,13 +117,15 @@ class Collector:
             self.threadpool.stop()
 
 
-def _plain_error(answer: answers.Answer):
+def _plain_error(answer: answers.Answer):  # klein's handler Protocol: mypy-zope rejects it
     def handler(request: IRequest, failure: Failure) -> bytes:
         return answers.write(request, answer)
     return handler
 
 
-def build_collector(config, reactor, rng=None, make_uuid=None, worker: Worker | None = None):
+def build_collector(config: Config, reactor: Any, rng: random.Random | None = None,
+                    make_uuid: Callable[[], UUID] | None = None,
+                    worker: Worker | None = None) -> Collector:
     """
     Build a Collector from ``config``; StartupError for anything unusable.
     ``worker``: this process is one of ``--workers`` (``config`` already its
