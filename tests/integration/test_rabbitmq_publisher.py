@@ -1,0 +1,229 @@
+"""
+The RabbitMQ publisher against a real broker (tests/rabbitmq.py): every
+confirmed id is on the queue, refused and lost ones are named, and the
+publisher comes back by itself after the broker does.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from antenna_tw.backoff import Backoff
+from antenna_tw.ext.rabbitmq import RabbitMQCrashPublisher, masked_url
+from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
+
+
+def crash_ids(count):
+    return [str(uuid.uuid4())[:-6] + "261203" for _ in range(count)]
+
+
+def make_publisher(rabbitmq, queue, **overrides):
+    options = dict(url=rabbitmq.url, queue=queue, timeout=2.0, reactor=reactor,
+                   backoff=Backoff(base=0.2, cap=0.5))
+    options.update(overrides)
+    return RabbitMQCrashPublisher(**options)
+
+
+@pytest_twisted.async_yield_fixture
+async def publishers():
+    """Publishers made in a test, closed at its end."""
+    made = []
+    yield made
+    for publisher in made:
+        await publisher.close()
+
+
+async def publish_all(publisher, ids):
+    """Publish in batches; (confirmed ids, [PublishFailed])."""
+    confirmed, failures = [], []
+    for start in range(0, len(ids), publisher.batch_size):
+        batch = ids[start:start + publisher.batch_size]
+        try:
+            await publisher.publish(batch)
+        except PublishFailed as failure:
+            failures.append(failure)
+            confirmed.extend(i for i in batch if i not in failure.crash_ids)
+        else:
+            confirmed.extend(batch)
+    return confirmed, failures
+
+
+async def eventually(check, timeout=30.0, interval=0.2):
+    """Await ``check()`` until it does not raise; its result."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        try:
+            return await check()
+        except Exception:
+            if reactor.seconds() > deadline:
+                raise
+            await task.deferLater(reactor, interval, lambda: None)
+
+
+def test_provides_the_interface():
+    publisher = RabbitMQCrashPublisher(url="amqp://localhost/")
+    assert ICrashPublisher.providedBy(publisher)
+    assert publisher.name == "rabbitmq"
+    assert publisher.key == "socorro.normal"
+
+
+def test_masked_url():
+    assert masked_url("amqp://user:s3cret@host:5672/%2F") == "amqp://user:*****@host:5672/%2F"
+    assert masked_url("amqps://host/vhost") == "amqps://host/vhost"
+    assert "s3cret" not in repr(RabbitMQCrashPublisher(url="amqp://u:s3cret@h/"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_confirmed_id_is_on_the_queue(rabbitmq, publishers):
+    queue = f"crashes-{uuid.uuid4().hex[:8]}"  # the publisher declares it
+    publisher = make_publisher(rabbitmq, queue)
+    publishers.append(publisher)
+    ids = crash_ids(250)
+    confirmed, failures = await publish_all(publisher, ids)
+    assert failures == []
+    assert confirmed == ids
+    messages = rabbitmq.take_all(queue)
+    assert [body for body, _ in messages] == ids  # one message per id, in order
+    assert {properties.delivery_mode for _, properties in messages} == {2}
+    assert await publisher.check_health() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_nacked_ids_are_named(rabbitmq, publishers):
+    # A queue that refuses what passes its length: the broker nacks those.
+    full = rabbitmq.declare_queue(arguments={"x-max-length": 3, "x-overflow": "reject-publish"})
+    publisher = make_publisher(rabbitmq, rabbitmq.declare_queue(), routing_key=full)
+    publishers.append(publisher)
+    ids = crash_ids(8)
+    with pytest.raises(PublishFailed) as raised:
+        await publisher.publish(ids)
+    assert list(raised.value.crash_ids) == ids[3:]
+    assert "nack" in raised.value.reason
+    assert rabbitmq.bodies(full) == ids[:3]
+    # The channel stays usable: room again, published again.
+    await publisher.publish(ids[3:6])
+    assert rabbitmq.bodies(full) == ids[3:6]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unroutable_ids_are_named(rabbitmq, publishers):
+    publisher = make_publisher(rabbitmq, rabbitmq.declare_queue(),
+                               routing_key="no-such-queue-" + uuid.uuid4().hex)
+    publishers.append(publisher)
+    ids = crash_ids(5)
+    with pytest.raises(PublishFailed) as raised:
+        await publisher.publish(ids)
+    assert sorted(raised.value.crash_ids) == sorted(ids)
+    assert "unroutable" in raised.value.reason
+
+
+@pytest_twisted.ensureDeferred
+async def test_hung_broker_fails_within_the_timeout_then_recovers(rabbitmq, publishers,
+                                                                   amqp_queue):
+    publisher = make_publisher(rabbitmq, amqp_queue, timeout=1.0)
+    publishers.append(publisher)
+    await publisher.publish(crash_ids(1))
+    rabbitmq.pause()
+    try:
+        ids = crash_ids(20)
+        started = reactor.seconds()
+        with pytest.raises(PublishFailed) as raised:
+            await publisher.publish(ids)
+        assert sorted(raised.value.crash_ids) == sorted(ids)
+        assert reactor.seconds() - started < 5
+        health = await publisher.check_health()
+        assert len(health) == 1 and health[0].startswith("rabbitmq: amqp://guest:*****@")
+    finally:
+        rabbitmq.resume()
+    later = crash_ids(10)
+    await eventually(lambda: publisher.publish(later))
+    assert rabbitmq.bodies(amqp_queue)[-10:] == later
+    assert await publisher.check_health() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_killed_mid_publish_loses_no_confirmed_id(rabbitmq, publishers):
+    queue = rabbitmq.declare_queue()
+    publisher = make_publisher(rabbitmq, queue)
+    publishers.append(publisher)
+    ids = crash_ids(3000)
+    batches = [ids[i:i + publisher.batch_size] for i in range(0, len(ids), 100)]
+    outcomes = [publisher.publish(batch) for batch in batches]  # all in flight at once
+    await task.deferLater(reactor, 0.05, lambda: None)
+    rabbitmq.kill()  # SIGKILL: what the broker confirmed is on disk, nothing else counts
+    confirmed, failed = [], []
+    for batch, outcome in zip(batches, outcomes, strict=True):
+        try:
+            await outcome
+        except PublishFailed as failure:
+            assert set(failure.crash_ids) <= set(batch)
+            failed.extend(failure.crash_ids)
+            confirmed.extend(i for i in batch if i not in failure.crash_ids)
+        else:
+            confirmed.extend(batch)
+    assert failed, "the kill came after every confirm; nothing was tested"
+    assert (await publisher.check_health())[0].startswith("rabbitmq: ")
+
+    rabbitmq.start()
+    on_queue = set()
+    assert set(confirmed) <= (on_queue := set(rabbitmq.bodies(queue)))
+    # Reconnected by itself: the failed ids go out now.
+    await eventually(lambda: publisher.publish(failed[:100]))
+    confirmed_after, failures = await publish_all(publisher, failed[100:])
+    assert failures == []
+    on_queue |= set(rabbitmq.bodies(queue))
+    assert on_queue >= set(ids)
+
+
+def test_verify_accepts_a_working_broker_and_declares_the_queue(rabbitmq):
+    queue = f"crashes-{uuid.uuid4().hex[:8]}"
+    make_publisher(rabbitmq, queue).verify()
+    assert rabbitmq.message_count(queue) == 0  # declared
+
+
+@pytest.mark.parametrize("case", ["password", "vhost", "port", "queue-args", "exchange",
+                                  "passive-missing"])
+def test_verify_refuses_with_one_line(rabbitmq, case):
+    queue = rabbitmq.declare_queue()
+    options = {}
+    if case == "password":
+        options["url"] = rabbitmq.url_with(password="wrong-s3cret")
+    elif case == "vhost":
+        options["url"] = rabbitmq.url_with(vhost="no-such-vhost")
+    elif case == "port":
+        options["url"] = rabbitmq.url_with(password="s3cret", port=rabbitmq.dist_port + 10000)
+    elif case == "queue-args":
+        queue = rabbitmq.declare_queue(arguments={"x-max-length": 5})
+    elif case == "exchange":
+        options["exchange"] = "no-such-exchange"
+    elif case == "passive-missing":
+        queue = "no-such-queue-" + uuid.uuid4().hex
+        options["declare_queue"] = False
+    publisher = make_publisher(rabbitmq, queue, **options)
+    with pytest.raises(PublisherUnavailable) as raised:
+        publisher.verify()
+    message = str(raised.value)
+    assert "\n" not in message and "s3cret" not in message
+    expected = {"password": "refused the user name or password",
+                "vhost": "refused access to the virtual host",
+                "port": "cannot connect to RabbitMQ at amqp://guest:*****@127.0.0.1:",
+                "queue-args": "CRASHPUBLISH_AMQP_DECLARE_QUEUE=false",
+                "exchange": "no exchange 'no-such-exchange'",
+                "passive-missing": f"no queue {queue!r}"}[case]
+    assert expected in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_names_a_deleted_queue(rabbitmq, publishers):
+    queue = rabbitmq.declare_queue()
+    publisher = make_publisher(rabbitmq, queue)
+    publishers.append(publisher)
+    assert await publisher.check_health() == []
+    with rabbitmq.connection() as connection:
+        connection.channel().queue_delete(queue)
+    errors = await publisher.check_health()
+    assert len(errors) == 1 and f"no queue {queue!r}" in errors[0]
