@@ -37,6 +37,7 @@ INSTALL_HINT = ("rabbitmq-server is not installed; install it with "
 # The Debian package's start script that runs the node as the calling user
 # (/usr/sbin/rabbitmq-server would switch to the rabbitmq user when root).
 DEBIAN_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+DEBIAN_CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 DEBIAN_EPMD = "/usr/lib/erlang/bin/epmd"
 
 
@@ -215,6 +216,21 @@ class RabbitMQServer:
             subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=10, check=False)
+
+    def rabbitmqctl(self, *args, timeout=60.0):
+        """Run ``rabbitmqctl`` against this node (a few seconds: it starts an Erlang VM)."""
+        ctl = DEBIAN_CTL if os.path.exists(DEBIAN_CTL) else shutil.which("rabbitmqctl")
+        result = subprocess.run([ctl, "-n", self.nodename, *args], env=self.environ(),
+                                cwd=self.directory, capture_output=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stdout!r} "
+                               f"{result.stderr!r}")
+        return result.stdout.decode()
+
+    def add_user(self, user, password, configure, write, read, vhost="/"):
+        """A user with these permission patterns on ``vhost``."""
+        self.rabbitmqctl("add_user", user, password)
+        self.rabbitmqctl("set_permissions", "-p", vhost, user, configure, write, read)
 
     # -- the test's own client (pika's blocking connection) ---------------
 

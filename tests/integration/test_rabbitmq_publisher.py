@@ -227,3 +227,40 @@ async def test_health_names_a_deleted_queue(rabbitmq, publishers):
         connection.channel().queue_delete(queue)
     errors = await publisher.check_health()
     assert len(errors) == 1 and f"no queue {queue!r}" in errors[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_documented_permissions_are_enough(rabbitmq, publishers, log_messages):
+    # docs/publishing.rst, RabbitMQ: configure on the queue, write on the
+    # default exchange, no read; with the queue not declared, no configure.
+    queue = f"crashes-{uuid.uuid4().hex[:8]}"
+    password = "pw-" + uuid.uuid4().hex
+    rabbitmq.add_user("antenna", password, f"^{queue}$", r"^amq\.default$", "^$")
+    url = rabbitmq.url_with(user="antenna", password=password)
+    publisher = make_publisher(rabbitmq, queue, url=url)
+    publishers.append(publisher)
+    publisher.verify()
+    ids = crash_ids(5)
+    await publisher.publish(ids)
+    assert await publisher.check_health() == []
+    rabbitmq.rabbitmqctl("set_permissions", "-p", "/", "antenna", "^$", r"^amq\.default$", "^$")
+    checking = make_publisher(rabbitmq, queue, url=url, declare_queue=False)
+    publishers.append(checking)
+    checking.verify()
+    await checking.publish(ids[:1])
+    # Without configure, declaring is refused: one line, password masked.
+    with pytest.raises(PublisherUnavailable) as raised:
+        make_publisher(rabbitmq, queue + "-other", url=url).verify()
+    assert "403" in str(raised.value) and password not in str(raised.value)
+    assert rabbitmq.bodies(queue) == ids + ids[:1]
+    # The connection lost: logged with the password masked.
+    rabbitmq.kill()
+    try:
+        with pytest.raises(PublishFailed) as failed:
+            await publisher.publish(ids)
+        assert password not in str(failed.value) + failed.value.reason
+    finally:
+        rabbitmq.start()
+    logged = "\n".join(log_messages)
+    assert "lost the connection to RabbitMQ at amqp://antenna:*****@127.0.0.1:" in logged
+    assert password not in logged
