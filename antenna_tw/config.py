@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import urllib.parse
 from typing import Any
 
 import attr
@@ -105,6 +106,17 @@ def parse_crashpublish_class(value: str) -> str:
     if not PUBLISHING_WIRED:
         raise ValueError("antenna-tw does not publish crash ids yet; leave it empty or none")
     return value
+
+
+AMQP_SCHEMES = ("amqp", "amqps")
+
+
+def parse_amqp_url(value: str) -> str:
+    """An ``amqp://`` or ``amqps://`` URL with a host (pika reads the rest)."""
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in AMQP_SCHEMES or not parts.hostname:
+        raise ValueError("must be amqp://user:password@host:port/vhost (or amqps://)")
+    return value.strip()
 
 
 # What each parser accepts, in the words of the option reference.
@@ -409,6 +421,39 @@ class PublishSettings:
             "Socorro's processor ignores), to the queue before the port opens; false sends "
             "nothing at start.")
     # RabbitMQ (antenna_tw/ext/rabbitmq.py)
+    amqp_url: str = option(
+        "CRASHPUBLISH_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F", parse_amqp_url,
+        secret=True, type_name="AMQP URL",
+        doc="The RabbitMQ broker of ``rabbitmq``, with user, password and virtual host: "
+            "``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; "
+            "``amqps://`` for TLS; pika's query options such as ``?heartbeat=30`` apply). "
+            "A secret: the option log masks it, and errors show it with the password masked. "
+            "Checked before the port opens by connecting and declaring the queue.")
+    amqp_queue: str = option(
+        "CRASHPUBLISH_AMQP_QUEUE", "socorro.normal",
+        doc="The queue crash ids go to with ``rabbitmq``; declared durable on every "
+            "connection (see :envvar:`CRASHPUBLISH_AMQP_DECLARE_QUEUE`). ``socorro.normal`` is "
+            "the queue Socorro's processor reads.")
+    amqp_exchange: str = option(
+        "CRASHPUBLISH_AMQP_EXCHANGE", "",
+        doc="Exchange crash ids are published to; empty means the default exchange, which "
+            "routes by queue name. A named exchange must exist (checked at start) and route "
+            "the routing key to a queue: an id that reaches no queue is returned by the "
+            "broker and published again later, never counted as published.")
+    amqp_routing_key: str = option(
+        "CRASHPUBLISH_AMQP_ROUTING_KEY", "",
+        doc="Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`.")
+    amqp_declare_queue: bool = option(
+        "CRASHPUBLISH_AMQP_DECLARE_QUEUE", True, parse_bool,
+        doc="true declares :envvar:`CRASHPUBLISH_AMQP_QUEUE` as a durable classic queue "
+            "(creating it if missing); false only checks that it exists, for a queue its "
+            "owner declared otherwise (a quorum queue, a queue with arguments), which a "
+            "durable declare would be refused for.")
+    amqp_timeout: float = option(
+        "CRASHPUBLISH_AMQP_TIMEOUT", 10.0, parse_seconds,
+        doc="Longest wait for a connection to the broker, for its confirms of one batch of "
+            "ids, and for the ``/__heartbeat__`` check; past it the connection is dropped "
+            "and the unconfirmed ids are published again.")
 
 
 SETTINGS_CLASSES: dict[str, Any] = {

@@ -54,7 +54,8 @@ def masked_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit(
-        parts._replace(netloc=f"{parts.username or ''}:*****@{host}"))
+        (parts.scheme, f"{parts.username or ''}:*****@{host}", parts.path, parts.query,
+         parts.fragment))
 
 
 def describe(error: BaseException | Failure | None) -> str:
