@@ -428,7 +428,9 @@ class PublishSettings:
             "``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; "
             "``amqps://`` for TLS; pika's query options such as ``?heartbeat=30`` apply). "
             "A secret: the option log masks it, and errors show it with the password masked. "
-            "Checked before the port opens by connecting and declaring the queue.")
+            "Checked before the port opens by connecting and declaring the queue. The "
+            "default is RabbitMQ's own ``guest`` user on this machine, "
+            "``amqp://guest:guest@localhost:5672/%2F``.")
     amqp_queue: str = option(
         "CRASHPUBLISH_AMQP_QUEUE", "socorro.normal",
         doc="The queue crash ids go to with ``rabbitmq``; declared durable on every "
