@@ -286,7 +286,8 @@ class RabbitMQCrashPublisher:
         if self._closing:
             self._drop(protocol)
             for waiter in waiters:
-                waiter.errback(PublishFailed((), "the publisher is shutting down"))
+                if not waiter.called:  # a cancelled publish() or health check
+                    waiter.errback(PublishFailed((), "the publisher is shutting down"))
             return
         if self._failures:
             self.log.info("connected to RabbitMQ at {url} again", url=self.shown_url)
@@ -301,7 +302,8 @@ class RabbitMQCrashPublisher:
         else:
             protocol.closed.addBoth(self._connection_lost, protocol)
         for waiter in waiters:
-            waiter.callback(channel)
+            if not waiter.called:
+                waiter.callback(channel)
 
     def _open_failed(self, failure: Failure) -> None:
         waiters, self._connecting = self._connecting or [], None
@@ -312,7 +314,8 @@ class RabbitMQCrashPublisher:
                           url=self.shown_url, error=self._error)
             self._schedule_reconnect()
         for waiter in waiters:
-            waiter.errback(_Down(self._error))
+            if not waiter.called:
+                waiter.errback(_Down(self._error))
 
     def _schedule_reconnect(self) -> None:
         if self._reconnect is None or not self._reconnect.active():
@@ -366,7 +369,22 @@ class RabbitMQCrashPublisher:
             reason = error.reason if isinstance(error, PublishFailed) else describe(failure)
             raise PublishFailed(ids, f"not connected to RabbitMQ at {self.shown_url}: {reason}")
 
-        return result.addErrback(not_connected)
+        # Cancelling the caller's Deferred (a stopping publish loop) must not
+        # reach pika's own confirm Deferreds: a confirm arriving for a
+        # cancelled one would raise inside pika and drop the connection.
+        return self._shielded(result.addErrback(not_connected))
+
+    @staticmethod
+    def _shielded(deferred: Deferred[Any]) -> Deferred[Any]:
+        """``deferred``'s outcome in a new Deferred whose cancellation stops at it."""
+        outer: Deferred[Any] = Deferred()
+
+        def settle(outcome: Any) -> None:
+            if not outer.called:
+                outer.callback(outcome)
+
+        deferred.addBoth(settle)
+        return outer
 
     def _publish_on(self, channel: Any, ids: list[str]) -> Deferred[None]:
         properties = pika.BasicProperties(delivery_mode=PERSISTENT)

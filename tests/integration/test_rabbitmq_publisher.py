@@ -264,3 +264,19 @@ async def test_the_documented_permissions_are_enough(rabbitmq, publishers, log_m
     logged = "\n".join(log_messages)
     assert "lost the connection to RabbitMQ at amqp://antenna:*****@127.0.0.1:" in logged
     assert password not in logged
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_publish_leaves_the_connection_working(rabbitmq, publishers,
+                                                                  amqp_queue):
+    # A stopping publish loop cancels the publish() it waits on.
+    publisher = make_publisher(rabbitmq, amqp_queue)
+    publishers.append(publisher)
+    first = crash_ids(300)
+    await publisher.publish(first[:100])  # connected: the next ones wait on pika's confirms
+    for start in range(100, 300, 100):
+        publisher.publish(first[start:start + 100]).cancel()
+    await task.deferLater(reactor, 0.5, lambda: None)  # their confirms arrive
+    later = crash_ids(10)
+    await publisher.publish(later)
+    assert rabbitmq.bodies(amqp_queue) == first + later
