@@ -29,9 +29,7 @@ from typing import Any
 import attr
 import pika
 import pika.exceptions
-from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -208,11 +206,12 @@ class RabbitMQCrashPublisher:
     # -- the connection ---------------------------------------------------------
 
     def _endpoint(self, parameters: pika.URLParameters) -> IStreamClientEndpoint:
+        # Imported here, as the pika adapter is: endpoints loads pyOpenSSL.
+        from twisted.internet.endpoints import HostnameEndpoint
+
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self.reactor, parameters.host, parameters.port, timeout=self.timeout)
         if parameters.ssl_options is not None:
-            # Imported here: pyOpenSSL stays unloaded unless amqps:// is used
-            # (antenna_tw/footprint.py).
             from twisted.internet.endpoints import wrapClientTLS
             from twisted.internet.ssl import optionsForClientTLS
             endpoint = wrapClientTLS(optionsForClientTLS(parameters.host), endpoint)
@@ -238,6 +237,12 @@ class RabbitMQCrashPublisher:
         ensureDeferred(self._open()).addCallbacks(self._opened, self._open_failed)
 
     async def _open(self) -> tuple[Any, Any]:
+        # Imported here: the adapter imports (installs) the reactor and
+        # endpoints loads pyOpenSSL, neither of which the --workers parent,
+        # which only runs verify(), may do (antenna_tw/workers/footprint.py).
+        from pika.adapters.twisted_connection import TwistedProtocolConnection
+        from twisted.internet.endpoints import connectProtocol
+
         parameters = self.parameters()
         protocol = TwistedProtocolConnection(parameters, custom_reactor=self.reactor)
         self._attempt = protocol

@@ -6,6 +6,8 @@ publisher comes back by itself after the broker does.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -280,3 +282,17 @@ async def test_a_cancelled_publish_leaves_the_connection_working(rabbitmq, publi
     later = crash_ids(10)
     await publisher.publish(later)
     assert rabbitmq.bodies(amqp_queue) == first + later
+
+
+def test_verify_loads_neither_the_reactor_nor_pyopenssl(rabbitmq):
+    # The --workers parent runs verify() before its workers start, and must
+    # stay without a reactor and pyOpenSSL (antenna_tw/workers/footprint.py).
+    script = (
+        "import sys\n"
+        "from antenna_tw.ext.rabbitmq import RabbitMQCrashPublisher\n"
+        f"RabbitMQCrashPublisher(url={rabbitmq.url!r}, queue='footprint').verify()\n"
+        "print(sorted(m for m in ('OpenSSL', 'twisted.internet.reactor') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stderr
