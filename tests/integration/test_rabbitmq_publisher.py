@@ -17,6 +17,7 @@ from twisted.internet import reactor, task
 from antenna_tw.backoff import Backoff
 from antenna_tw.ext.rabbitmq import RabbitMQCrashPublisher, masked_url
 from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
+from tests.s3server import free_port
 
 
 def crash_ids(count):
@@ -197,7 +198,7 @@ def test_verify_refuses_with_one_line(rabbitmq, case):
     elif case == "vhost":
         options["url"] = rabbitmq.url_with(vhost="no-such-vhost")
     elif case == "port":
-        options["url"] = rabbitmq.url_with(password="s3cret", port=rabbitmq.dist_port + 10000)
+        options["url"] = rabbitmq.url_with(password="s3cret", port=free_port())  # nobody listens
     elif case == "queue-args":
         queue = rabbitmq.declare_queue(arguments={"x-max-length": 5})
     elif case == "exchange":
