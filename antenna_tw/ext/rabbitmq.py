@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
+from antenna_tw.config import PublishSettings, StorageSettings
 from antenna_tw.logs import Logger
 from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
 
@@ -122,7 +123,7 @@ class RabbitMQCrashPublisher:
     log = Logger(namespace="antenna.crashpublish")
 
     @classmethod
-    def from_settings(cls, publish_settings: Any, storage_settings: Any,
+    def from_settings(cls, publish_settings: PublishSettings, storage_settings: StorageSettings,
                       reactor: Any = None, threadpool: Any = None) -> RabbitMQCrashPublisher:
         """The publisher ``CRASHPUBLISH_AMQP_*`` describe; it does not connect yet."""
         if reactor is None:

@@ -15,6 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from antenna_tw.backoff import Backoff
+from antenna_tw.config import ConfigError, load_config
 from antenna_tw.ext.rabbitmq import RabbitMQCrashPublisher, masked_url
 from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
 from tests.s3server import free_port
@@ -72,6 +73,22 @@ def test_provides_the_interface():
     assert ICrashPublisher.providedBy(publisher)
     assert publisher.name == "rabbitmq"
     assert publisher.key == "socorro.normal"
+
+
+def test_built_from_the_options():
+    config = load_config({"CRASHPUBLISH_AMQP_URL": "amqps://u:s3cret@broker:5671/crashes",
+                          "CRASHPUBLISH_AMQP_QUEUE": "q", "CRASHPUBLISH_AMQP_EXCHANGE": "x",
+                          "CRASHPUBLISH_AMQP_ROUTING_KEY": "k",
+                          "CRASHPUBLISH_AMQP_DECLARE_QUEUE": "false",
+                          "CRASHPUBLISH_AMQP_TIMEOUT": "2.5"})
+    publisher = RabbitMQCrashPublisher.from_settings(config.publish, config.storage, reactor)
+    assert (publisher.url, publisher.queue, publisher.exchange, publisher.key,
+            publisher.declare_queue, publisher.timeout) == (
+        "amqps://u:s3cret@broker:5671/crashes", "q", "x", "k", False, 2.5)
+    assert "CRASHPUBLISH_AMQP_URL=*****" in config.log_lines()
+    with pytest.raises(ConfigError) as raised:
+        load_config({"CRASHPUBLISH_AMQP_URL": "http://u:s3cret@broker/"})
+    assert "s3cret" not in str(raised.value)
 
 
 def test_masked_url():
