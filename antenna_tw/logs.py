@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
+import string
 import time
-from _string import formatter_parser
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
+from typing import IO, Any, cast
 
 import attr
 import twisted.logger
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 SEVERITY = {
@@ -30,18 +33,20 @@ LEVELS = {
     "CRITICAL": LogLevel.critical,
 }
 
+# string.Formatter's parse is the public face of the parser str.format uses.
+_parse_format = string.Formatter().parse
 
-_plain_formats = {}  # format string -> whether str.format_map renders it as twisted does
 
-
-def _names_only(log_format):
+@functools.lru_cache(maxsize=1024)
+def _names_only(log_format: str) -> bool:
     """
     True when every field of ``log_format`` (and of its nested format specs)
     is a bare name: no ``.attribute``, ``[index]`` or ``name()`` call, which
-    twisted's formatter treats its own way.
+    twisted's formatter treats its own way. Cached: the formats are the few
+    literals of the code.
     """
     try:
-        for _, name, spec, _ in formatter_parser(log_format):
+        for _, name, spec, _ in _parse_format(log_format):
             if name is None:
                 continue
             if "." in name or "[" in name or name.endswith("()"):
@@ -64,11 +69,12 @@ class Logger(twisted.logger.Logger):
     was given (see ``__get__``).
     """
 
-    def __init__(self, namespace=None, source=None, observer=None):
+    def __init__(self, namespace: str | None = None, source: object = None,
+                 observer: ILogObserver | None = None) -> None:
         self._given_namespace = namespace is not None
         super().__init__(namespace, source, observer)
 
-    def __get__(self, instance, owner=None):
+    def __get__(self, instance: object, owner: type | None = None) -> Logger:
         """
         As twisted's descriptor, except that a namespace given explicitly is
         kept: twisted replaces it with the class's path, so mozlog's ``Type``
@@ -76,11 +82,11 @@ class Logger(twisted.logger.Logger):
         ``antenna.crashmover``.
         """
         if not self._given_namespace:
-            return super().__get__(instance, owner)
+            return cast(Logger, super().__get__(instance, owner))  # it makes a self.__class__
         return self.__class__(self.namespace, owner if instance is None else instance,
                               observer=self.observer)
 
-    def emit(self, level, format=None, **kwargs):
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
         if level not in _ALL_LEVELS:
             return super().emit(level, format, **kwargs)  # logs the invalid level
         kwargs.update(
@@ -93,11 +99,13 @@ class Logger(twisted.logger.Logger):
         )
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))
-        self.observer(kwargs)
+        # ILogObserver's __call__ is declared without self, as zope declares
+        # methods: mypy without the mypy-zope plugin miscounts its arguments.
+        self.observer(kwargs)  # type: ignore[call-arg, misc]
         return None
 
 
-def format_message(event):
+def format_message(event: LogEvent) -> str:
     """
     ``formatEvent(event)``, sooner: a format whose fields are bare names
     (every one in this code) is filled in by ``str.format_map``, which gives
@@ -106,12 +114,7 @@ def format_message(event):
     """
     log_format = event.get("log_format")
     if type(log_format) is str and "log_flattened" not in event:
-        plain = _plain_formats.get(log_format)
-        if plain is None:
-            if len(_plain_formats) >= 1024:
-                _plain_formats.clear()
-            plain = _plain_formats[log_format] = _names_only(log_format)
-        if plain:
+        if _names_only(log_format):
             try:
                 return log_format.format_map(event)
             except Exception:
@@ -128,19 +131,19 @@ class MozLogObserver:
     not change between events.
     """
 
-    write = attr.ib()
-    host_id = attr.ib(default="")
-    hostname = attr.ib(default=attr.Factory(socket.gethostname))
-    pid = attr.ib(default=attr.Factory(os.getpid))
+    write: Callable[[str], object] = attr.ib()
+    host_id: str = attr.ib(default="")
+    hostname: str = attr.ib(default=attr.Factory(socket.gethostname))
+    pid: int = attr.ib(default=attr.Factory(os.getpid))
 
-    def __attrs_post_init__(self):
+    def __attrs_post_init__(self) -> None:
         host_id = self.host_id or self.hostname
         self._after_type = (f', "Logger": "antenna", "Hostname": {json.dumps(self.hostname)}, '
                             f'"EnvVersion": "2.0", "Severity": ')
         self._after_severity = (f', "Pid": {json.dumps(self.pid)}, '
                                 f'"Fields": {{"host_id": {json.dumps(host_id)}, "msg": ')
 
-    def record(self, event):
+    def record(self, event: LogEvent) -> dict[str, Any]:
         """The mozlog record of ``event``, as a dict."""
         level = event.get("log_level", LogLevel.info)
         fields = {"host_id": self.host_id or self.hostname, "msg": format_message(event)}
@@ -159,7 +162,7 @@ class MozLogObserver:
             "Fields": fields,
         }
 
-    def __call__(self, event):
+    def __call__(self, event: LogEvent) -> None:
         namespace = event.get("log_namespace") or "antenna"
         if "log_failure" in event or type(namespace) is not str:
             self.write(json.dumps(self.record(event), default=repr) + "\n")
@@ -181,20 +184,20 @@ class LevelFilter:
     one set lookup instead of a predicate chain and a namespace walk.
     """
 
-    observer = attr.ib()
-    level = attr.ib()
+    observer: Callable[[LogEvent], None] = attr.ib()
+    level: LogLevel = attr.ib()
 
-    def __attrs_post_init__(self):
+    def __attrs_post_init__(self) -> None:
         self._levels = frozenset(each for each in LogLevel.iterconstants() if each >= self.level)
 
-    def __call__(self, event):
+    def __call__(self, event: LogEvent) -> None:
         if event.get("log_level") in self._levels and event.get("log_namespace") is not None:
             if "log_trace" in event:
                 event["log_trace"].append((self, self.observer))
             self.observer(event)
 
 
-def make_observer(stream, level_name, host_id):
+def make_observer(stream: IO[str], level_name: str, host_id: str) -> LevelFilter:
     """
     A filtered mozlog observer writing to ``stream``: one unbuffered write
     per line, so lines reach the log even if the process is killed.
@@ -204,16 +207,18 @@ def make_observer(stream, level_name, host_id):
     except (AttributeError, OSError, ValueError):
         fd = None
 
+    write: Callable[[str], None]
     if fd is None:
-        def write(line):
+        def write(line: str) -> None:
             stream.write(line)
             stream.flush()
     else:
         stream.flush()
+        out = fd
 
-        def write(line):
+        def write(line: str) -> None:
             data = line.encode("utf-8")
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(out, data):]
 
     return LevelFilter(MozLogObserver(write, host_id), LEVELS[level_name])

@@ -1,9 +1,10 @@
 """The Sentry observer: which logged events become Sentry events."""
 
 import pytest
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
 from antenna_tw.config import ConfigError
+from antenna_tw.logs import Logger
 from antenna_tw.sentry import SentryObserver, with_sentry
 
 
