@@ -4,8 +4,9 @@ metrics library, which Antenna uses). The names, types and tags are listed
 once, in ``antenna_tw.metricnames``; docs/metrics.rst is rendered from it.
 
 ``METRICS_CLASS`` is a comma list of backends: ``statsd`` sends DogStatsd
-packets over UDP to STATSD_HOST:STATSD_PORT under STATSD_NAMESPACE (markus's
-Datadog backend), ``logging`` writes one debug log line per metric
+packets over UDP to STATSD_HOST:STATSD_PORT under STATSD_NAMESPACE (what
+markus's Datadog backend sends, through a client that never blocks),
+``logging`` writes one debug log line per metric
 (``METRICS|<type>|<name>|<value>|<tags>``, as Antenna's LoggingMetrics),
 ``none`` drops them. Antenna's and markus's class paths are accepted too.
 
@@ -19,6 +20,8 @@ is inside the datadog package (its default client, its fork hooks).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attr
 from markus.backends import BackendBase
@@ -26,21 +29,26 @@ from markus.main import MetricsRecord
 from zope.interface import Interface, implementer
 
 from antenna_tw import metricnames
-from antenna_tw.config import METRICS_CLASS_ALIASES
+from antenna_tw.config import METRICS_CLASS_ALIASES, AppSettings
 from antenna_tw.logs import Logger
+
+Tags = Iterable[str] | None
+Options = Mapping[str, Any]
 
 
 class IMetrics(Interface):
-    def incr(name, value=1, tags=None):
+    """What the collector reports metrics through (``Metrics``; tests' fakes)."""
+
+    def incr(name: str, value: float = 1, tags: Tags = None) -> None:
         """Count something."""
 
-    def gauge(name, value, tags=None):
+    def gauge(name: str, value: float, tags: Tags = None) -> None:
         """Report a level."""
 
-    def timing(name, milliseconds, tags=None):
+    def timing(name: str, milliseconds: float, tags: Tags = None) -> None:
         """Report a duration."""
 
-    def histogram(name, value, tags=None):
+    def histogram(name: str, value: float, tags: Tags = None) -> None:
         """Report a distribution sample."""
 
 
@@ -53,10 +61,10 @@ class Metrics:
     registered (name, type, tag names) raises UnregisteredMetric.
     """
 
-    backends = attr.ib(factory=list)
-    checked = attr.ib(default=False, kw_only=True)
+    backends: list[BackendBase] = attr.ib(factory=list)
+    checked: bool = attr.ib(default=False, kw_only=True)
 
-    def _emit(self, stat_type, name, value, tags):
+    def _emit(self, stat_type: str, name: str, value: float, tags: Tags) -> None:
         if self.checked:
             metricnames.check(stat_type, name, tags)
         if not self.backends:
@@ -65,16 +73,20 @@ class Metrics:
         for backend in self.backends:
             backend.emit_to_backend(record)
 
-    def incr(self, name, value=1, tags=None):
+    def incr(self, name: str, value: float = 1, tags: Tags = None) -> None:
+        """Count something."""
         self._emit("incr", name, value, tags)
 
-    def gauge(self, name, value, tags=None):
+    def gauge(self, name: str, value: float, tags: Tags = None) -> None:
+        """Report a level."""
         self._emit("gauge", name, value, tags)
 
-    def timing(self, name, milliseconds, tags=None):
+    def timing(self, name: str, milliseconds: float, tags: Tags = None) -> None:
+        """Report a duration."""
         self._emit("timing", name, milliseconds, tags)
 
-    def histogram(self, name, value, tags=None):
+    def histogram(self, name: str, value: float, tags: Tags = None) -> None:
+        """Report a distribution sample."""
         self._emit("histogram", name, value, tags)
 
 
@@ -88,25 +100,57 @@ class TwistedLoggingMetrics(BackendBase):
 
     log = Logger(namespace="antenna.metrics")
 
-    def __init__(self, options=None, filters=None):
+    def __init__(self, options: Options | None = None, filters: list[Any] | None = None) -> None:
         super().__init__(options, filters)
         self.namespace = self.options.get("statsd_namespace", "")
 
-    def emit(self, record):
+    def emit(self, record: MetricsRecord) -> None:
+        """Log ``record`` as one debug line."""
         name = f"{self.namespace}.{record.key}" if self.namespace else record.key
         self.log.debug("METRICS|{kind}|{name}|{value}|{tags}", kind=record.stat_type,
                        name=name, value=record.value, tags=",".join(record.tags or ()))
 
 
-def _statsd_backend(options):
-    # Imported only when used: the datadog package costs each process ~10 MB.
-    from antenna_tw.statsd import DogStatsdMetrics
+class DogStatsdMetrics(BackendBase):
+    """
+    What markus's Datadog backend sends, through a client that never blocks
+    the reactor (a non-blocking UDP socket to an address resolved at
+    start-up, no background thread, no buffering) and sends only our
+    metrics: no client telemetry, no container tags, no fork hooks. A
+    packet that cannot be sent is dropped without a word, as statsd over UDP
+    should be. Options are markus's (``statsd_host``, ``statsd_port``,
+    ``statsd_namespace``) and ``statsd_address``, the host resolved.
+    """
 
-    return DogStatsdMetrics(options)
+    def __init__(self, options: Options | None = None, filters: list[Any] | None = None) -> None:
+        super().__init__(options, filters)
+        # Imported only when used: the datadog package costs each process ~10 MB.
+        from datadog.dogstatsd import DogStatsd
+
+        self.host = self.options.get("statsd_host", "localhost")
+        self.port = self.options.get("statsd_port", 8125)
+        self.namespace = self.options.get("statsd_namespace", "")
+        self.address = self.options.get("statsd_address") or self.host
+        self.client = DogStatsd(
+            host=self.address, port=self.port, namespace=self.namespace or None,
+            origin_detection_enabled=False, disable_telemetry=True,
+            disable_buffering=True, disable_background_sender=True,
+            socket_timeout=0, track_instance=False,
+        )
+        self._send: dict[str, Callable[..., None]] = {
+            "incr": self.client.increment,
+            "gauge": self.client.gauge,
+            "timing": self.client.timing,
+            "histogram": self.client.histogram,
+        }
+
+    def emit(self, record: MetricsRecord) -> None:
+        """Send ``record`` as one DogStatsd packet (as markus's DatadogMetrics does)."""
+        self._send[record.stat_type](metric=record.key, value=record.value, tags=record.tags)
 
 
-BACKENDS = {
-    "statsd": _statsd_backend,
+BACKENDS: dict[str, Callable[[Options], BackendBase]] = {
+    "statsd": DogStatsdMetrics,
     "logging": TwistedLoggingMetrics,
 }
 
@@ -117,21 +161,21 @@ METRICS_ALIASES = {
 }
 
 
-def resolve_host(host, port):
+def resolve_host(host: str, port: int) -> str:
     """
     STATSD_HOST as a numeric address, looked up once at start-up: the client
     reopens its socket after a send error, and must not ask DNS on the
     reactor thread when it does.
     """
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+        return str(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0])
     except (OSError, UnicodeError) as error:
         raise ValueError(f"STATSD_HOST={host!r} does not resolve: {error}") from None
 
 
-def build_metrics(settings):
+def build_metrics(settings: AppSettings) -> Metrics:
     """A Metrics with a backend for each name in ``METRICS_CLASS``."""
-    options = {
+    options: dict[str, Any] = {
         "statsd_host": settings.statsd_host,
         "statsd_port": settings.statsd_port,
         "statsd_namespace": settings.statsd_namespace,

@@ -6,8 +6,7 @@ import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
 from antenna_tw.config import AppSettings
-from antenna_tw.metrics import Metrics, TwistedLoggingMetrics, build_metrics
-from antenna_tw.statsd import DogStatsdMetrics
+from antenna_tw.metrics import DogStatsdMetrics, Metrics, TwistedLoggingMetrics, build_metrics
 
 
 @pytest.fixture
@@ -138,3 +137,30 @@ def test_logging_writes_one_debug_line_per_metric():
         ("debug", "METRICS|timing|ns.breakpad_resource.on_post.time|3.25|"),
         ("debug", "METRICS|gauge|breakpad_resource.save_queue_size|2|"),
     ]
+
+
+def test_statsd_sends_what_markus_datadog_backend_sends(udp):
+    # DogStatsdMetrics is markus's DatadogMetrics with another client: the
+    # packets must stay byte for byte what markus's backend sends.
+    from markus.backends.datadog import DatadogMetrics
+    from markus.main import MetricsRecord
+
+    records = [MetricsRecord("incr", "a.count", 1, []),
+               MetricsRecord("gauge", "a.level", 7, ["x:y"]),
+               MetricsRecord("timing", "a.time", 12.5, []),
+               MetricsRecord("histogram", "a.size", 4096, ["p:q", "r:s"])]
+    options = {"statsd_host": "127.0.0.1", "statsd_port": udp.getsockname()[1],
+               "statsd_namespace": "ns"}
+    markus_backend = DatadogMetrics(options)
+    try:
+        for record in records:
+            markus_backend.emit_to_backend(record)
+        markus_backend.client.flush()
+        theirs = received(udp, len(records))
+    finally:
+        markus_backend.client.close_socket()
+    ours = DogStatsdMetrics(options)
+    for record in records:
+        ours.emit_to_backend(record)
+    assert received(udp, len(records)) == theirs
+    assert theirs[1] == "ns.a.level:7|g|#x:y\n"
