@@ -1,7 +1,11 @@
 """Mint, validate and read crash ids (docs/intake.rst, *Crash ids*)."""
 
+from __future__ import annotations
+
+import datetime
 import os
 import re
+from collections.abc import Callable
 
 # Throttle digits that end up in a crash id.
 ACCEPT_DIGIT = 0
@@ -25,7 +29,7 @@ _LOOSE = re.compile(
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
-def _random_prefix():
+def _random_prefix() -> str:
     """
     The first 29 characters of a random uuid4 string, straight from
     ``os.urandom`` (what ``uuid.uuid4`` uses) without a UUID object: 8-4-4-4
@@ -36,12 +40,13 @@ def _random_prefix():
             f"{_VARIANT[bits[15]]}{bits[16:19]}-{bits[19:]}")
 
 
-def date_digits(timestamp):
+def date_digits(timestamp: datetime.datetime) -> str:
     """YYMMDD of ``timestamp`` (an aware UTC datetime), without strftime."""
     return "%02d%02d%02d" % (timestamp.year % 100, timestamp.month, timestamp.day)
 
 
-def create_crash_id(timestamp, throttle_digit, make_uuid=None):
+def create_crash_id(timestamp: datetime.datetime, throttle_digit: int,
+                    make_uuid: Callable[[], object] | None = None) -> str:
     """
     A uuid4 whose last 7 characters are the throttle digit and the UTC date
     of ``timestamp`` (an aware datetime) as YYMMDD. ``make_uuid`` (tests)
@@ -54,12 +59,12 @@ def create_crash_id(timestamp, throttle_digit, make_uuid=None):
     return f"{prefix}{throttle_digit:d}{date_digits(timestamp)}"
 
 
-def is_valid_crash_id(crash_id, strict=True):
+def is_valid_crash_id(crash_id: object, strict: bool = True) -> bool:
     """True for a well-formed id; strict mode also wants throttle digit 0 or 1."""
     pattern = _STRICT if strict else _LOOSE
     return isinstance(crash_id, str) and pattern.match(crash_id) is not None
 
 
-def date_from_crash_id(crash_id):
+def date_from_crash_id(crash_id: str) -> str:
     """The storage date folder, ``YYYYMMDD``, from the id's last 6 digits."""
     return "20" + crash_id[-6:]

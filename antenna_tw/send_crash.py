@@ -25,15 +25,16 @@ import struct
 import sys
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import cast
 from urllib.parse import urlsplit
-
 
 MINIDUMP_SIGNATURE = b"MDMP"
 MINIDUMP_VERSION = 0xA793  # the low 16 bits of every minidump's version; the high ones vary
 SAMPLE_ANNOTATIONS = {"ProductName": "Test", "Version": "1.0"}
 
 
-def tiny_minidump(timestamp=None):
+def tiny_minidump(timestamp: int | None = None) -> bytes:
     """
     The smallest well-formed minidump: a 32-byte MINIDUMP_HEADER (signature,
     version, no streams, the empty stream directory right after the header,
@@ -46,9 +47,12 @@ def tiny_minidump(timestamp=None):
                        stamp & 0xFFFFFFFF, 0)
 
 
-def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=None,
-                    dump_content_type="application/octet-stream",
-                    text_content_type="text/plain; charset=utf-8"):
+def build_multipart(annotations: Mapping[str, object] | None = None,
+                    dumps: Mapping[str, bytes] | None = None, *, use_json: bool = False,
+                    boundary: str | None = None,
+                    dump_content_type: str | None = "application/octet-stream",
+                    text_content_type: str | None = "text/plain; charset=utf-8",
+                    ) -> tuple[bytes, str]:
     """
     A multipart/form-data body: ``(body, content_type)``.
 
@@ -59,7 +63,8 @@ def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=No
     """
     boundary = boundary or uuid.uuid4().hex
     annotations = annotations or {}
-    parts = []
+    dumps = dumps or {}
+    parts: list[tuple[bytes, bytes]] = []
     if use_json:
         parts.append(
             (b'Content-Disposition: form-data; name="extra"; filename="extra.json"\r\n'
@@ -72,7 +77,7 @@ def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=No
             if text_content_type:
                 headers += f"Content-Type: {text_content_type}\r\n"
             parts.append((headers.encode("utf-8"), str(annotations[key]).encode("utf-8")))
-    for name in sorted(dumps or {}):
+    for name in sorted(dumps):
         headers = f'Content-Disposition: form-data; name="{name}"; filename="{name}.dmp"\r\n'
         if dump_content_type:
             headers += f"Content-Type: {dump_content_type}\r\n"
@@ -83,18 +88,21 @@ def build_multipart(annotations=None, dumps=None, *, use_json=False, boundary=No
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def iter_chunks(body, size=65536):
+def iter_chunks(body: bytes, size: int = 65536) -> Iterator[bytes]:
+    """``body`` in pieces of ``size`` bytes, for a chunked upload."""
     for start in range(0, len(body), size):
         yield body[start:start + size]
 
 
-def post(url, body, content_type, *, compressed=False, chunked=False, headers=None,
-         timeout=60.0):
+def post(url: str, body: bytes, content_type: str, *, compressed: bool = False,
+         chunked: bool = False, headers: Mapping[str, str] | None = None,
+         timeout: float = 60.0) -> tuple[int, bytes]:
     """POST with http.client; returns ``(status, answer bytes)``."""
     parts = urlsplit(url)
-    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
-                        else http.client.HTTPConnection)
-    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    connection_class: type[http.client.HTTPConnection] = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)
+    # A URL without a host fails in http.client, as it always did.
+    connection = connection_class(cast(str, parts.hostname), parts.port, timeout=timeout)
     all_headers = {"Content-Type": content_type}
     if compressed:
         body = gzip.compress(body)
@@ -114,14 +122,15 @@ def post(url, body, content_type, *, compressed=False, chunked=False, headers=No
         connection.close()
 
 
-def _pair(text):
+def _pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
     return key, value
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """``antenna-send-crash``: send one crash report and print the answer; the exit status."""
     parser = argparse.ArgumentParser(prog="antenna-send-crash",
                                      description="Send a crash report to a collector.")
     parser.add_argument("--url", default="http://127.0.0.1:8000/submit")
@@ -139,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
-    dumps = {}
+    dumps: dict[str, bytes] = {}
     for spec in args.dump:
         name, sep, path = spec.partition("=")
         if not sep:

@@ -12,9 +12,13 @@ from its own background thread, never from the reactor's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import ILogObserver, LogLevel
+from twisted.logger import ILogObserver, LogEvent, LogLevel
 from zope.interface import implementer
 
 from antenna_tw.config import ConfigError
@@ -26,12 +30,13 @@ REPORTED_LEVELS = frozenset({LogLevel.error, LogLevel.critical})
 class SentryObserver:
     """Sends the failures in logged events at error or critical level to Sentry."""
 
-    def __init__(self, client, event_from_exception):
+    def __init__(self, client: Any, event_from_exception: Callable[..., tuple[Any, Any]]) -> None:
+        # client: a sentry_sdk.Client (sentry_sdk is imported only when used).
         self.client = client
         self._event_from_exception = event_from_exception
 
     @classmethod
-    def from_dsn(cls, dsn, host_id, release):
+    def from_dsn(cls, dsn: str, host_id: str, release: str) -> SentryObserver:
         """The observer for ``dsn``; ConfigError (never showing the DSN) when it is unusable."""
         import sentry_sdk
         from sentry_sdk.utils import BadDsn, event_from_exception
@@ -44,7 +49,7 @@ class SentryObserver:
             raise ConfigError("SECRET_SENTRY_DSN is not a Sentry DSN") from None
         return cls(client, event_from_exception)
 
-    def __call__(self, event):
+    def __call__(self, event: LogEvent) -> None:
         failure = event.get("log_failure")
         if failure is None or event.get("log_level") not in REPORTED_LEVELS:
             return
@@ -53,7 +58,7 @@ class SentryObserver:
             exc_info, client_options=self.client.options)
         self.client.capture_event(sentry_event, hint=hint)
 
-    def close(self, timeout=2.0):
+    def close(self, timeout: float = 2.0) -> None:
         """Send what is queued, for up to ``timeout`` seconds."""
         self.client.close(timeout=timeout)
 
@@ -62,20 +67,20 @@ class SentryObserver:
 class BothObservers:
     """Log lines as before, and failures to Sentry too."""
 
-    def __init__(self, observer, sentry):
+    def __init__(self, observer: Callable[[LogEvent], None], sentry: SentryObserver) -> None:
         self.observer = observer
         self.sentry = sentry
 
-    def __call__(self, event):
+    def __call__(self, event: LogEvent) -> None:
         self.observer(event)
         self.sentry(event)
 
-    def close(self, timeout=2.0):
+    def close(self, timeout: float = 2.0) -> None:
         """Send what Sentry still has queued (blocking: call it from a thread)."""
         self.sentry.close(timeout)
 
 
-def flush(observer, reactor):
+def flush(observer: object, reactor: IReactorThreads) -> defer.Deferred[None]:
     """
     A Deferred that fires once the error reporter behind ``observer``, if
     it has one, has sent what it still holds. The wait (bounded by its
@@ -85,10 +90,14 @@ def flush(observer, reactor):
     close = getattr(observer, "close", None)
     if close is None:
         return defer.succeed(None)
-    return deferToThreadPool(reactor, reactor.getThreadPool(), close)
+    # zope declares interface methods without self, which mypy (without the
+    # mypy-zope plugin) reads as a function that does not take one.
+    pool = reactor.getThreadPool()  # type: ignore[misc]
+    return deferToThreadPool(reactor, pool, close)
 
 
-def with_sentry(observer, dsn, host_id, release):
+def with_sentry(observer: Callable[[LogEvent], None], dsn: str, host_id: str,
+                release: str) -> Callable[[LogEvent], None]:
     """``observer``, and Sentry too when ``dsn`` is set."""
     if not dsn:
         return observer

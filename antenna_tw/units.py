@@ -1,19 +1,22 @@
 """Parsers for option values that operators write by hand."""
 
+from __future__ import annotations
+
 _BYTE_SUFFIXES = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2,
                   "mb": 1024**2, "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
 _SECOND_SUFFIXES = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
-def _split_number(text):
+def _split_number(text: str) -> tuple[str, str]:
     text = text.strip().lower()
     digits = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
     return digits, text[len(digits):].strip()
 
 
-def parse_bytes(value):
+def parse_bytes(value: int | str) -> int:
     """``26214400``, ``25m``, ``25MiB`` -> 26214400; never negative."""
+    number: float
     if isinstance(value, int):
         number, suffix = value, ""
     else:
@@ -27,7 +30,7 @@ def parse_bytes(value):
     return size
 
 
-def parse_seconds(value):
+def parse_seconds(value: float | str) -> float:
     """``60``, ``1.5``, ``500ms``, ``10m`` -> seconds as a float; never negative."""
     if isinstance(value, (int, float)):
         seconds = float(value)
@@ -41,7 +44,7 @@ def parse_seconds(value):
     return seconds
 
 
-def parse_bool(value):
+def parse_bool(value: bool | str) -> bool:
     """true/false, yes/no, on/off, 1/0."""
     if isinstance(value, bool):
         return value
