@@ -22,6 +22,7 @@ from twisted.logger import ILogObserver, LogEvent, LogLevel
 from zope.interface import implementer
 
 from antenna_tw.config import ConfigError
+from antenna_tw.logs import Observer
 
 REPORTED_LEVELS = frozenset({LogLevel.error, LogLevel.critical})
 
@@ -67,7 +68,7 @@ class SentryObserver:
 class BothObservers:
     """Log lines as before, and failures to Sentry too."""
 
-    def __init__(self, observer: Callable[[LogEvent], None], sentry: SentryObserver) -> None:
+    def __init__(self, observer: Observer, sentry: SentryObserver) -> None:
         self.observer = observer
         self.sentry = sentry
 
@@ -96,8 +97,7 @@ def flush(observer: object, reactor: IReactorThreads) -> defer.Deferred[None]:
     return deferToThreadPool(reactor, pool, close)
 
 
-def with_sentry(observer: Callable[[LogEvent], None], dsn: str, host_id: str,
-                release: str) -> Callable[[LogEvent], None]:
+def with_sentry(observer: Observer, dsn: str, host_id: str, release: str) -> Observer:
     """``observer``, and Sentry too when ``dsn`` is set."""
     if not dsn:
         return observer

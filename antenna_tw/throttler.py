@@ -18,10 +18,14 @@ import importlib
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attr
 from twisted.internet import defer
+
+if TYPE_CHECKING:
+    from antenna_tw.config import ThrottleSettings
 
 ACCEPT = 0  # save and process
 DEFER = 1  # save, do not process
@@ -34,12 +38,22 @@ RESULT_NAMES = {ACCEPT: "ACCEPT", DEFER: "DEFER", REJECT: "REJECT",
 
 _RULE_NAME = re.compile(r"^[a-z0-9_]+$", re.IGNORECASE)
 
+# A crash as rules see it: annotation name -> value (a string, or any JSON
+# value from an ``extra`` part).
+Crash = Mapping[str, Any]
+# A result, or a sample: (percent, result when at or under it, result over it).
+Result = int | tuple[float, int, int]
+# condition(throttler, value): value is str(crash[key]), or the crash for key "*".
+Condition = Callable[["Throttler", Any], object]
+# (result, rule name, percent) of a decision.
+Decision = tuple[int, str, float]
+
 
 class RuleError(ValueError):
     """A rule or rule set is not usable."""
 
 
-def _check_result(result):
+def _check_result(result: object) -> None:
     if isinstance(result, tuple):
         if len(result) != 3:
             raise RuleError(f"a sampled result is (percent, result_le, result_gt), not {result!r}")
@@ -54,7 +68,7 @@ def _check_result(result):
         raise RuleError(f"unknown result {result!r}")
 
 
-def text(crash, key, default=""):
+def text(crash: Crash, key: str, default: object = "") -> str:
     """
     ``crash[key]`` as a string, ``default`` when absent.
 
@@ -74,34 +88,34 @@ class Rule:
     ``*``; a rule with any other key never matches a crash without that key.
     """
 
-    rule_name = attr.ib()
-    key = attr.ib()
-    condition = attr.ib()
-    result = attr.ib()
+    rule_name: str = attr.ib()
+    key: str = attr.ib()
+    condition: Condition = attr.ib()
+    result: Result = attr.ib()
 
     @rule_name.validator
-    def _check_name(self, attribute, value):
+    def _check_name(self, attribute: attr.Attribute[str], value: object) -> None:
         if not isinstance(value, str) or not _RULE_NAME.match(value):
             raise RuleError(f"rule name {value!r} must match [a-z0-9_]+")
 
     @key.validator
-    def _check_key(self, attribute, value):
+    def _check_key(self, attribute: attr.Attribute[str], value: object) -> None:
         if not isinstance(value, str) or not value:
             raise RuleError(f"rule {self.rule_name}: key must be an annotation name or '*'")
 
     @condition.validator
-    def _check_condition(self, attribute, value):
+    def _check_condition(self, attribute: attr.Attribute[Condition], value: object) -> None:
         if not callable(value):
             raise RuleError(f"rule {self.rule_name}: condition must be callable")
 
     @result.validator
-    def _check_result(self, attribute, value):
+    def _check_result(self, attribute: attr.Attribute[Result], value: object) -> None:
         try:
             _check_result(value)
         except RuleError as error:
             raise RuleError(f"rule {self.rule_name}: {error}") from None
 
-    def match(self, throttler, crash):
+    def match(self, throttler: Throttler, crash: Crash) -> bool:
         """True when this rule applies to ``crash``."""
         if self.key == "*":
             return bool(self.condition(throttler, crash))
@@ -110,7 +124,7 @@ class Rule:
         return bool(self.condition(throttler, text(crash, self.key)))
 
 
-def _rule_list(rules):
+def _rule_list(rules: Any) -> list[Rule]:
     # A dotted path may name anything; say what is wrong in one line.
     if isinstance(rules, (str, bytes, Mapping)) or not hasattr(rules, "__iter__"):
         raise RuleError(f"a rule set is a list of Rule, not {type(rules).__name__}")
@@ -121,7 +135,7 @@ def _rule_list(rules):
     return rules
 
 
-def _product_list(products):
+def _product_list(products: Any) -> list[str]:
     if isinstance(products, (str, bytes, Mapping)) or not hasattr(products, "__iter__"):
         raise RuleError(f"products are a list of product names, not {type(products).__name__}")
     products = list(products)
@@ -131,12 +145,12 @@ def _product_list(products):
     return products
 
 
-def _packagename_map(mapping):
+def _packagename_map(mapping: Any) -> dict[str, list[str]]:
     if not isinstance(mapping, Mapping):
         raise RuleError(
             f"product packagenames are a dict of product -> package names, "
             f"not {type(mapping).__name__}")
-    result = {}
+    result: dict[str, list[str]] = {}
     for product, names in mapping.items():
         if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
             raise RuleError(f"package names of {product!r} must be a list of strings")
@@ -157,33 +171,36 @@ class Throttler:
     process without changing callers.
     """
 
-    rules = attr.ib(converter=_rule_list)
-    products = attr.ib(factory=list, converter=_product_list)
-    product_packagenames = attr.ib(factory=dict, converter=_packagename_map)
-    random = attr.ib(default=attr.Factory(random.Random), repr=False)
-    now = attr.ib(default=datetime.datetime.now, repr=False)
+    rules: list[Rule] = attr.ib(converter=_rule_list)
+    products: list[str] = attr.ib(factory=list, converter=_product_list)
+    product_packagenames: dict[str, list[str]] = attr.ib(factory=dict,
+                                                         converter=_packagename_map)
+    random: random.Random = attr.ib(default=attr.Factory(random.Random), repr=False)
+    now: Callable[[], datetime.datetime] = attr.ib(default=datetime.datetime.now, repr=False)
 
-    def decide(self, crash):
+    def decide(self, crash: Crash) -> Decision:
         """``(result, rule_name, percent)`` for ``crash``, synchronously."""
         for rule in self.rules:
             if not rule.match(self, crash):
                 continue
-            result = rule.result
-            percent = 100
-            if isinstance(result, tuple):
-                percent, result_le, result_gt = result
+            result: int
+            percent: float = 100
+            if isinstance(rule.result, tuple):
+                percent, result_le, result_gt = rule.result
                 result = result_le if self.random.random() * 100 <= percent else result_gt
+            else:
+                result = rule.result
             if result == CONTINUE:
                 continue
             return result, rule.rule_name, percent
         return REJECT, "NO_MATCH", 0
 
-    def throttle(self, crash):
+    def throttle(self, crash: Crash) -> defer.Deferred[Decision]:
         """A Deferred of ``(result, rule_name, percent)``."""
         return defer.maybeDeferred(self.decide, crash)
 
 
-def always_match(throttler, crash):
+def always_match(throttler: Throttler, crash: object) -> bool:
     """A condition that matches every crash."""
     return True
 
@@ -191,8 +208,8 @@ def always_match(throttler, crash):
 ACCEPT_ALL = [Rule("accept_everything", "*", always_match, ACCEPT)]
 
 # An empty product list turns the product checks off.
-ALL_PRODUCTS = []
-ALL_PRODUCT_PACKAGENAMES = {}
+ALL_PRODUCTS: list[str] = []
+ALL_PRODUCT_PACKAGENAMES: dict[str, list[str]] = {}
 
 
 # Mozilla's production rule set, as in Antenna today (docs/throttling.rst,
@@ -223,7 +240,7 @@ WINDOWS_8_1_BUILD_NUMBER = 9600
 INFOBAR_VERSIONS = tuple(f"{major}." for major in range(52, 60))
 
 
-def _build_date(digits):
+def _build_date(digits: str) -> datetime.datetime:
     """
     ``datetime.strptime(digits, "%Y%m%d")`` for 8 digits, without strptime's
     cost: for ASCII digits that is YYYY, MM and DD, a real date or a
@@ -234,7 +251,7 @@ def _build_date(digits):
     return datetime.datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
 
 
-def match_old_buildid(throttler, crash):
+def match_old_buildid(throttler: Throttler, crash: Crash) -> bool:
     """A BuildID whose date is more than two years before ``throttler.now()``."""
     buildid = text(crash, "BuildID")
     if _BUILDID.match(buildid) is None:
@@ -246,12 +263,12 @@ def match_old_buildid(throttler, crash):
     return built < throttler.now() - datetime.timedelta(days=OLD_BUILDID_DAYS)
 
 
-def match_hangid_and_browser(throttler, crash):
+def match_hangid_and_browser(throttler: Throttler, crash: Crash) -> bool:
     """The browser half of a hang report (the content half carries the signal)."""
     return "HangID" in crash and text(crash, "ProcessType", "browser") == "browser"
 
 
-def match_infobar_true(throttler, crash):
+def match_infobar_true(throttler: Throttler, crash: Crash) -> bool:
     """Firefox 52-59 crashes resubmitted from the infobar (Mozilla bug 1426949)."""
     product = text(crash, "ProductName")
     infobar = text(crash, "SubmittedFromInfobar")
@@ -263,25 +280,25 @@ def match_infobar_true(throttler, crash):
             and version.startswith(INFOBAR_VERSIONS) and buildid < "20171226")
 
 
-def match_b2g(throttler, crash):
+def match_b2g(throttler: Throttler, crash: Crash) -> bool:
     """B2G, unless listed as a product: it retries rejected crashes forever."""
     return "B2G" not in throttler.products and text(crash, "ProductName").lower() == "b2g"
 
 
-def match_unsupported_product(throttler, crash):
+def match_unsupported_product(throttler: Throttler, crash: Crash) -> bool:
     """A ProductName not in the throttler's (non-empty) product list."""
     products = throttler.products
     return bool(products) and text(crash, "ProductName") not in products
 
 
-def match_unsupported_packagename(throttler, crash):
+def match_unsupported_packagename(throttler: Throttler, crash: Crash) -> bool:
     """A product with a package list whose Android_PackageName is missing or not in it."""
     names = throttler.product_packagenames.get(text(crash, "ProductName"), [])
     # A missing package name reads "None", which no list contains.
     return bool(names) and text(crash, "Android_PackageName", None) not in names
 
 
-def match_unsupported_windows(throttler, crash):
+def match_unsupported_windows(throttler: Throttler, crash: Crash) -> bool:
     """TelemetryEnvironment says Windows 8.1 or older (build number <= 9600)."""
     environment = text(crash, "TelemetryEnvironment")
     if not environment:
@@ -301,12 +318,14 @@ def match_unsupported_windows(throttler, crash):
     return build_number <= WINDOWS_8_1_BUILD_NUMBER
 
 
-def match_firefox_esr_unsupported_windows(throttler, crash):
+def match_firefox_esr_unsupported_windows(throttler: Throttler, crash: Crash) -> bool:
+    """Firefox ESR on Windows 8.1 or older."""
     return (text(crash, "ProductName") == "Firefox" and text(crash, "ReleaseChannel") == "esr"
             and match_unsupported_windows(throttler, crash))
 
 
-def match_firefox_release(throttler, crash):
+def match_firefox_release(throttler: Throttler, crash: Crash) -> bool:
+    """Firefox on the release channel."""
     return text(crash, "ProductName") == "Firefox" and text(crash, "ReleaseChannel") == "release"
 
 
@@ -346,11 +365,11 @@ MOZILLA_RULES = [
 ANTENNA_ALIASES = {"antenna.throttler.": "antenna_tw.throttler."}
 
 
-def _one_line(error):
+def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def load_dotted(path):
+def load_dotted(path: str) -> Any:
     """Import ``package.module.ATTRIBUTE`` and return the attribute."""
     for old, new in ANTENNA_ALIASES.items():
         if path.startswith(old):
@@ -369,10 +388,10 @@ def load_dotted(path):
         raise RuleError(f"{module_name} has no attribute {attribute}") from None
 
 
-def build_throttler(settings, rng=None):
+def build_throttler(settings: ThrottleSettings, rng: random.Random | None = None) -> Throttler:
     """A Throttler from ThrottleSettings; RuleError naming the option on a bad path or rule."""
 
-    def load(key, path, check):
+    def load(key: str, path: str, check: Callable[[Any], Any]) -> Any:
         try:
             return check(load_dotted(path))
         except RuleError as error:
