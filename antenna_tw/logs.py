@@ -104,9 +104,7 @@ class Logger(twisted.logger.Logger):
         )
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))
-        # ILogObserver's __call__ is declared without self, as zope declares
-        # methods: mypy without the mypy-zope plugin miscounts its arguments.
-        self.observer(kwargs)  # type: ignore[call-arg, misc]
+        self.observer(kwargs)
         return None
 
 

@@ -91,10 +91,7 @@ def flush(observer: object, reactor: IReactorThreads) -> defer.Deferred[None]:
     close = getattr(observer, "close", None)
     if close is None:
         return defer.succeed(None)
-    # zope declares interface methods without self, which mypy (without the
-    # mypy-zope plugin) reads as a function that does not take one.
-    pool = reactor.getThreadPool()  # type: ignore[misc]
-    return deferToThreadPool(reactor, pool, close)
+    return deferToThreadPool(reactor, reactor.getThreadPool(), close)
 
 
 def with_sentry(observer: Observer, dsn: str, host_id: str, release: str) -> Observer:

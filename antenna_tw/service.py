@@ -76,9 +76,7 @@ class CollectorService(MultiService):
             elif not failure.check(defer.CancelledError):
                 self.log.failure("cannot listen on {port}", failure, port=self.port_description)
 
-        # zope declares interface methods without self, which mypy (without
-        # the mypy-zope plugin) reads as one argument too many.
-        listening = self.endpoint.listen(self.collector.site)  # type: ignore[call-arg, misc]
+        listening = self.endpoint.listen(self.collector.site)
         self.listening = listening.addErrback(cannot_listen)
         starting = False
         if failed:
@@ -91,8 +89,7 @@ class CollectorService(MultiService):
         listening.cancel()  # a port not yet open never opens
 
         def stop(port: IListeningPort | None) -> defer.Deferred[None] | None:
-            # zope again (see _listen): mypy takes stopListening for a plain function.
-            return None if port is None else port.stopListening()  # type: ignore[misc]
+            return None if port is None else port.stopListening()
 
         return listening.addCallback(stop)
 
