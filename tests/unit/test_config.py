@@ -333,3 +333,10 @@ def test_pubsub_names_are_named_as_antennas():
     assert config.warnings == (
         "`CRASHMOVER_CRASHPUBLISH_TOPIC_NAME` is Antenna's and not an option of antenna-tw "
         "(Pub/Sub's: antenna-tw does not publish to Pub/Sub)",)
+
+
+def test_secret_options_are_left_out_of_repr_and_only_they():
+    # Each option's field spells out attr.ib (for mypy): its repr=False must
+    # follow the metadata's secret flag.
+    for field in config_module.all_fields():
+        assert field.repr is not field.metadata["secret"], field.name
