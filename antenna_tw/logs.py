@@ -1,4 +1,12 @@
-"""twisted.logger events rendered as mozlog JSON lines (docs/architecture.rst, *Logs*)."""
+"""
+The collector's one logging API, ``Logger``, and its events rendered as
+mozlog JSON lines (docs/architecture.rst, *Logs*).
+
+Every module logs through ``Logger`` (``log.info``, ``log.warn``, and
+``log.failure(why, failure)`` for an error with its traceback, which also
+goes to Sentry), never through twisted's own Logger or the legacy
+``twisted.python.log`` (tests/unit/test_one_logging_api.py).
+"""
 
 from __future__ import annotations
 
