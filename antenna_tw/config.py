@@ -16,6 +16,7 @@ import difflib
 import os
 import re
 import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attr
@@ -27,35 +28,51 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message is one line."""
 
 
-def option(key, default, parser=str, secret=False, doc="", type_name=None, aliases=None,
-           alternates=()):
+def option_metadata(key: str, parser: Callable[[str], Any] = str, secret: bool = False,
+                    doc: str = "", type_name: str | None = None,
+                    aliases: Mapping[str, str] | None = None,
+                    alternates: Iterable[str] = ()) -> dict[str, Any]:
     """
-    Declare an attrs field read from the environment variable ``key``.
+    What makes an attrs field an option read from the environment variable
+    ``key``: ``name: int = attr.ib(default, metadata=option_metadata(...))``,
+    with ``repr=False`` too when ``secret``. (``attr.ib`` is written out at
+    each option so that mypy's attrs plugin, which knows no other field
+    maker, types the settings classes' fields and constructors.)
 
-    ``doc`` says what the option does (the option reference shows it);
-    ``type_name`` names the shape of a string option (a path, a URL) where
-    the parser alone would only say "string"; ``aliases`` maps the other
-    values accepted for it (Antenna's class paths) to what they mean;
-    ``alternates`` are the other names it is read from (Antenna's names of
-    2021 to today), after ``key``, in their order.
+    ``parser`` turns the variable's text into the value; ``secret`` masks
+    it in logs; ``doc`` says what the option does (the option reference
+    shows it); ``type_name`` names the shape of a string option (a path, a
+    URL) where the parser alone would only say "string"; ``aliases`` maps
+    the other values accepted for it (Antenna's class paths) to what they
+    mean; ``alternates`` are the other names it is read from (Antenna's
+    names of 2021 to today), after ``key``, in their order.
     """
+    return {"key": key, "parser": parser, "secret": secret, "doc": doc,
+            "type_name": type_name, "aliases": dict(aliases or {}),
+            "alternates": tuple(alternates)}
+
+
+def option(key: str, default: Any, parser: Callable[[str], Any] = str, secret: bool = False,
+           doc: str = "", type_name: str | None = None,
+           aliases: Mapping[str, str] | None = None, alternates: Iterable[str] = ()) -> Any:
+    """An option's attrs field in one call, for classes made at run time (tests)."""
     return attr.ib(
         default=default,
-        metadata={"key": key, "parser": parser, "secret": secret, "doc": doc,
-                  "type_name": type_name, "aliases": dict(aliases or {}),
-                  "alternates": tuple(alternates)},
+        metadata=option_metadata(key, parser, secret, doc, type_name, aliases, alternates),
         repr=not secret,
     )
 
 
-def parse_positive_int(value):
+def parse_positive_int(value: str) -> int:
+    """An integer, at least 1."""
     number = int(value)
     if number < 1:
         raise ValueError("must be at least 1")
     return number
 
 
-def parse_log_level(value):
+def parse_log_level(value: str) -> str:
+    """A log level's name, upper case; ``WARN`` is ``WARNING``."""
     level = value.strip().upper()
     if level == "WARN":
         level = "WARNING"
@@ -85,7 +102,8 @@ CRASHPUBLISH_CLASS_ALIASES = {
 PUBLISHING_WIRED = False
 
 
-def parse_storage_class(value):
+def parse_storage_class(value: str) -> str:
+    """The storage class as given, unless it is one of Antenna's that we do not have."""
     if value in MISSING_STORAGE_CLASSES:
         raise ValueError(MISSING_STORAGE_CLASSES[value])
     return value
@@ -120,7 +138,7 @@ def parse_amqp_url(value: str) -> str:
 
 
 # What each parser accepts, in the words of the option reference.
-PARSER_TYPES = {
+PARSER_TYPES: dict[Callable[[str], Any], str] = {
     str: "string",
     int: "integer",
     parse_positive_int: "integer, at least 1",
@@ -132,7 +150,7 @@ PARSER_TYPES = {
 }
 
 
-def type_name(field):
+def type_name(field: attr.Attribute[Any]) -> str:
     """The readable type of an option field; KeyError for a parser nobody described."""
     metadata = field.metadata
     return metadata["type_name"] or PARSER_TYPES[metadata["parser"]]
@@ -163,125 +181,126 @@ THROTTLER_ALIASES = {"antenna.throttler.<NAME>": "antenna_tw.throttler.<NAME>"}
 class AppSettings:
     """Process-wide settings: identity, logging, metrics and error reporting."""
 
-    basedir = option(
-        "BASEDIR", ".", type_name="directory path",
+    basedir: str = attr.ib(".", metadata=option_metadata(
+        "BASEDIR", type_name="directory path",
         doc="Directory holding ``version.json``, which ``GET /__version__`` answers "
-            "(``{}`` when the file is missing).")
-    logging_level = option(
-        "LOGGING_LEVEL", "INFO", parse_log_level,
-        doc="Lowest level of the JSON log lines written to stdout.")
-    host_id = option(
-        "HOST_ID", "",
+            "(``{}`` when the file is missing)."))
+    logging_level: str = attr.ib("INFO", metadata=option_metadata(
+        "LOGGING_LEVEL", parse_log_level,
+        doc="Lowest level of the JSON log lines written to stdout."))
+    host_id: str = attr.ib("", metadata=option_metadata(
+        "HOST_ID",
         doc="Name put into every log line (``Fields.host_id``) and given to Sentry as the "
-            "server name; empty means the machine's hostname.")
-    secret_sentry_dsn = option(
-        "SECRET_SENTRY_DSN", "", secret=True, type_name="Sentry DSN (a URL)",
+            "server name; empty means the machine's hostname."))
+    secret_sentry_dsn: str = attr.ib("", repr=False, metadata=option_metadata(
+        "SECRET_SENTRY_DSN", secret=True, type_name="Sentry DSN (a URL)",
         doc="Every failure logged at error or critical level (an unhandled error in a request, "
             "an unreadable spool entry, a worker that died) is sent to this Sentry project, from "
             "the Sentry client's own thread, with up to 2 s at shutdown for what is still "
-            "queued. Empty turns Sentry off; a value that is not a DSN stops start-up.")
-    metrics_class = option(
-        "METRICS_CLASS", "logging", type_name="comma-separated list of names",
+            "queued. Empty turns Sentry off; a value that is not a DSN stops start-up."))
+    metrics_class: str = attr.ib("logging", metadata=option_metadata(
+        "METRICS_CLASS", type_name="comma-separated list of names",
         aliases=METRICS_CLASS_ALIASES,
         doc="Where metrics go: any of ``statsd`` (statsd/DogStatsd packets over UDP), "
             "``logging`` (debug log lines) and ``none``, in any letter case; an empty value "
-            "means ``none``.")
-    statsd_host = option(
-        "STATSD_HOST", "localhost", type_name="host name or address",
+            "means ``none``."))
+    statsd_host: str = attr.ib("localhost", metadata=option_metadata(
+        "STATSD_HOST", type_name="host name or address",
         doc="Host of the statsd/DogStatsd daemon when :envvar:`METRICS_CLASS` includes "
             "``statsd``; looked up once at start-up, and a name that does not resolve stops "
-            "start-up.")
-    statsd_port = option(
-        "STATSD_PORT", 8125, int,
-        doc="UDP port of the statsd/DogStatsd daemon.")
-    statsd_namespace = option(
-        "STATSD_NAMESPACE", "",
-        doc="Prefix put before every metric name, joined with a dot; empty means none.")
-    config_strict = option(
-        "CONFIG_STRICT", False, parse_bool,
+            "start-up."))
+    statsd_port: int = attr.ib(8125, metadata=option_metadata(
+        "STATSD_PORT", int,
+        doc="UDP port of the statsd/DogStatsd daemon."))
+    statsd_namespace: str = attr.ib("", metadata=option_metadata(
+        "STATSD_NAMESPACE",
+        doc="Prefix put before every metric name, joined with a dot; empty means none."))
+    config_strict: bool = attr.ib(False, metadata=option_metadata(
+        "CONFIG_STRICT", parse_bool,
         doc="What start-up does with an unknown name that looks like one of the collector's "
             "(it begins with the first word of an option's name, such as ``CRASHSTORAGE_`` "
             "or ``SPOOL_``, or is nearly an option's name; the section on unknown names at "
             "the top of this page has the rule): false logs a warning naming the nearest "
-            "option, true refuses to start with that line.")
+            "option, true refuses to start with that line."))
 
 
 @attr.s(frozen=True)
 class IntakeSettings:
     """How ``/submit`` reads, limits and answers an upload."""
 
-    dump_field = option(
-        "DUMP_FIELD", "upload_file_minidump",
+    dump_field: str = attr.ib("upload_file_minidump", metadata=option_metadata(
+        "DUMP_FIELD",
         alternates=("BREAKPAD_DUMP_FIELD",),
         doc="Read for compatibility with Antenna's env files and otherwise unused: every file "
-            "part of an upload is kept as a dump under its own field name.")
-    dump_id_prefix = option(
-        "DUMP_ID_PREFIX", "bp-",
+            "part of an upload is kept as a dump under its own field name."))
+    dump_id_prefix: str = attr.ib("bp-", metadata=option_metadata(
+        "DUMP_ID_PREFIX",
         doc="Put before the crash id in the answer to an accepted crash "
-            "(``CrashID=bp-<id>``); storage uses the bare id.")
-    max_payload_size = option(
-        "MAX_PAYLOAD_SIZE", 25 * 1024 * 1024, parse_bytes,
+            "(``CrashID=bp-<id>``); storage uses the bare id."))
+    max_payload_size: int = attr.ib(25 * 1024 * 1024, metadata=option_metadata(
+        "MAX_PAYLOAD_SIZE", parse_bytes,
         doc="Largest request body on the wire, judged from Content-Length or by counting "
             "chunked bytes as they arrive; a larger upload is answered 413 "
-            "``Discarded=too_large`` at once.")
-    max_decompressed_size = option(
-        "MAX_DECOMPRESSED_SIZE", 100 * 1024 * 1024, parse_bytes,
+            "``Discarded=too_large`` at once."))
+    max_decompressed_size: int = attr.ib(100 * 1024 * 1024, metadata=option_metadata(
+        "MAX_DECOMPRESSED_SIZE", parse_bytes,
         doc="Largest body after gunzip or inflate (an uncompressed body counts as it is); "
             "inflating stops as soon as it is passed and the upload is answered 413 "
-            "``Discarded=too_large``. A request never holds more than this.")
-    max_parts = option(
-        "MAX_PARTS", 256, parse_positive_int,
+            "``Discarded=too_large``. A request never holds more than this."))
+    max_parts: int = attr.ib(256, metadata=option_metadata(
+        "MAX_PARTS", parse_positive_int,
         doc="Most multipart parts in one upload; one more makes it a broken upload, answered "
-            "400 ``Discarded=malformed_invalid_payload_structure``.")
-    request_timeout = option(
-        "REQUEST_TIMEOUT", 60.0, parse_seconds,
+            "400 ``Discarded=malformed_invalid_payload_structure``."))
+    request_timeout: float = attr.ib(60.0, metadata=option_metadata(
+        "REQUEST_TIMEOUT", parse_seconds,
         doc="How long a connection may stay silent, in the headers or mid-body, before it is "
-            "closed and nothing of it kept; ``0`` turns the timeout off.")
-    max_inflight_bytes = option(
-        "MAX_INFLIGHT_BYTES", 1024 * 1024 * 1024, parse_bytes,
+            "closed and nothing of it kept; ``0`` turns the timeout off."))
+    max_inflight_bytes: int = attr.ib(1024 * 1024 * 1024, metadata=option_metadata(
+        "MAX_INFLIGHT_BYTES", parse_bytes,
         doc="Bytes all the uploads being received may hold at once, split evenly between the "
             "workers. The upload that takes the total past it while others hold bytes too is "
             "answered 503 ``Discarded=busy`` with ``Retry-After`` at once; a lone upload is "
-            "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone.")
-    stage_submitter_bearer_token = option(
-        "STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True,
+            "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone."))
+    stage_submitter_bearer_token: str = attr.ib("", repr=False, metadata=option_metadata(
+        "STAGE_SUBMITTER_BEARER_TOKEN", secret=True,
         alternates=("BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN",),
         doc="A client sending ``Authorization: Bearer <token>`` with this token may choose "
             "its crash's id with a ``uuid`` field. Empty means nobody may: a ``uuid`` is then "
-            "answered 401 ``Discarded=unauthorized_uuid``.")
+            "answered 401 ``Discarded=unauthorized_uuid``."))
 
 
 @attr.s(frozen=True)
 class ThrottleSettings:
     """Which throttle rules decide what is kept, and which products they know."""
 
-    throttle_rules = option(
-        "THROTTLE_RULES", "antenna_tw.throttler.ACCEPT_ALL",
+    throttle_rules: str = attr.ib("antenna_tw.throttler.ACCEPT_ALL", metadata=option_metadata(
+        "THROTTLE_RULES",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_RULES",),
         doc="The list of throttle rules that decides, crash by crash, what is kept; imported "
             "once at start-up, and a path that does not import or a rule that is not valid "
-            "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set.")
-    products = option(
-        "PRODUCTS", "antenna_tw.throttler.ALL_PRODUCTS",
+            "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set."))
+    products: str = attr.ib("antenna_tw.throttler.ALL_PRODUCTS", metadata=option_metadata(
+        "PRODUCTS",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_PRODUCTS",),
         doc="The list of product names the rules may check against "
-            "(``throttler.products``); the default is an empty list.")
-    product_packagenames = option(
-        "PRODUCT_PACKAGENAMES", "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES",
+            "(``throttler.products``); the default is an empty list."))
+    product_packagenames: str = attr.ib(
+        "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES", metadata=option_metadata(
+        "PRODUCT_PACKAGENAMES",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES",),
         doc="A mapping of product name to the Android package names accepted for it "
-            "(``throttler.product_packagenames``); the default is an empty mapping.")
+            "(``throttler.product_packagenames``); the default is an empty mapping."))
 
 
 @attr.s(frozen=True)
 class StorageSettings:
     """Where the crash movers save crashes: a directory, an S3 bucket, or a class of your own."""
 
-    crashstorage_class = option(
-        "CRASHSTORAGE_CLASS", "fs", parse_storage_class,
+    crashstorage_class: str = attr.ib("fs", metadata=option_metadata(
+        "CRASHSTORAGE_CLASS", parse_storage_class,
         type_name="name or dotted path to a class",
         aliases=STORAGE_CLASS_ALIASES,
         alternates=("CRASHMOVER_CRASHSTORAGE_CLASS",),
@@ -289,140 +308,141 @@ class StorageSettings:
             ":envvar:`CRASHSTORAGE_BUCKET_NAME`, ``noop`` nowhere; any other value is the "
             "dotted path of a storage class of your own. Antenna's "
             "``antenna.ext.gcs.crashstorage.GcsCrashStorage`` stops start-up: there is no "
-            "Google Cloud Storage here.")
-    fs_root = option(
-        "CRASHSTORAGE_FS_ROOT", "./antenna_crashes", type_name="directory path",
+            "Google Cloud Storage here."))
+    fs_root: str = attr.ib("./antenna_crashes", metadata=option_metadata(
+        "CRASHSTORAGE_FS_ROOT", type_name="directory path",
         alternates=("CRASHMOVER_CRASHSTORAGE_FS_ROOT",),
-        doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``.")
-    access_key = option(
-        "CRASHSTORAGE_ACCESS_KEY", "", secret=True,
+        doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``."))
+    access_key: str = attr.ib("", repr=False, metadata=option_metadata(
+        "CRASHSTORAGE_ACCESS_KEY", secret=True,
         alternates=("CRASHMOVER_CRASHSTORAGE_ACCESS_KEY",),
         doc="S3 access key id, set together with :envvar:`CRASHSTORAGE_SECRET_ACCESS_KEY`; "
             "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
             "``~/.aws``, a container or instance role). One set without the other stops "
-            "start-up.")
-    secret_access_key = option(
-        "CRASHSTORAGE_SECRET_ACCESS_KEY", "", secret=True,
+            "start-up."))
+    secret_access_key: str = attr.ib("", repr=False, metadata=option_metadata(
+        "CRASHSTORAGE_SECRET_ACCESS_KEY", secret=True,
         alternates=("CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY",),
-        doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`.")
-    region = option(
-        "CRASHSTORAGE_REGION", "us-west-2", type_name="AWS region name",
+        doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`."))
+    region: str = attr.ib("us-west-2", metadata=option_metadata(
+        "CRASHSTORAGE_REGION", type_name="AWS region name",
         alternates=("CRASHMOVER_CRASHSTORAGE_REGION", "S3_REGION"),
         doc="Region of the S3 bucket, used to sign requests and to name the AWS endpoint; a "
-            "bucket that answers from another region stops start-up.")
-    endpoint_url = option(
-        "CRASHSTORAGE_ENDPOINT_URL", "", type_name="http(s) URL",
+            "bucket that answers from another region stops start-up."))
+    endpoint_url: str = attr.ib("", metadata=option_metadata(
+        "CRASHSTORAGE_ENDPOINT_URL", type_name="http(s) URL",
         alternates=("CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL", "S3_ENDPOINT_URL"),
         doc="Base URL of an S3-compatible server (MinIO, LocalStack, moto), addressed path "
-            "style (``<endpoint>/<bucket>/<key>``); empty means AWS.")
-    bucket_name = option(
-        "CRASHSTORAGE_BUCKET_NAME", "",
+            "style (``<endpoint>/<bucket>/<key>``); empty means AWS."))
+    bucket_name: str = attr.ib("", metadata=option_metadata(
+        "CRASHSTORAGE_BUCKET_NAME",
         alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
         doc="The S3 bucket crashes are saved to; required with ``s3`` storage, and checked "
-            "with a HEAD request before the port opens.")
+            "with a HEAD request before the port opens."))
 
 
 @attr.s(frozen=True)
 class SpoolSettings:
-    """The durable local queue that holds every accepted crash, and the crash movers that drain it."""
+    """The durable local queue holding every accepted crash, and the crash movers draining it."""
 
-    spool_dir = option(
-        "SPOOL_DIR", "./antenna_spool", type_name="directory path",
+    spool_dir: str = attr.ib("./antenna_spool", metadata=option_metadata(
+        "SPOOL_DIR", type_name="directory path",
         doc="Directory where every accepted crash is written before it is answered, and waits "
             "until it is stored (with workers, one shard ``worker-<i>`` each); put it on a "
-            "volume that outlives the machine.")
-    spool_fsync = option(
-        "SPOOL_FSYNC", False, parse_bool,
+            "volume that outlives the machine."))
+    spool_fsync: bool = attr.ib(False, metadata=option_metadata(
+        "SPOOL_FSYNC", parse_bool,
         doc="fsync each spool entry and its directory before answering, so an answered crash "
             "survives a power loss; each answer then waits for the disk's flush (about 1 ms "
-            "on the development VM, see :doc:`spool`).")
-    spool_direct_io = option(
-        "SPOOL_DIRECT_IO", True, parse_bool,
+            "on the development VM, see :doc:`spool`)."))
+    spool_direct_io: bool = attr.ib(True, metadata=option_metadata(
+        "SPOOL_DIRECT_IO", parse_bool,
         doc="Write dumps with ``O_DIRECT``, past the page cache; where the filesystem refuses "
             "it (tmpfs, some network filesystems) the process falls back to ordinary writes by "
-            "itself.")
-    spool_max_bytes = option(
-        "SPOOL_MAX_BYTES", 10 * 1024 * 1024 * 1024, parse_bytes,
+            "itself."))
+    spool_max_bytes: int = attr.ib(10 * 1024 * 1024 * 1024, metadata=option_metadata(
+        "SPOOL_MAX_BYTES", parse_bytes,
         doc="Most bytes the spool may hold, split evenly between the workers; past its share "
-            "a worker answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``.")
-    spool_min_free_bytes = option(
-        "SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes,
+            "a worker answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``."))
+    spool_min_free_bytes: int = attr.ib(512 * 1024 * 1024, metadata=option_metadata(
+        "SPOOL_MIN_FREE_BYTES", parse_bytes,
         doc="Free space the spool's filesystem must keep; below it ``/submit`` answers 503 "
-            "``Discarded=busy`` (not split: the workers share the disk).")
-    spool_max_age = option(
-        "SPOOL_MAX_AGE", 600.0, parse_seconds,
+            "``Discarded=busy`` (not split: the workers share the disk)."))
+    spool_max_age: float = attr.ib(600.0, metadata=option_metadata(
+        "SPOOL_MAX_AGE", parse_seconds,
         doc="``/__heartbeat__`` answers 503 with a ``crashmover`` error when the oldest crash "
-            "not yet stored has waited longer than this.")
-    concurrent_crashmovers = option(
-        "CONCURRENT_CRASHMOVERS", 2, parse_positive_int,
+            "not yet stored has waited longer than this."))
+    concurrent_crashmovers: int = attr.ib(2, metadata=option_metadata(
+        "CONCURRENT_CRASHMOVERS", parse_positive_int,
         alternates=("CRASHMOVER_CONCURRENT_CRASHMOVERS",),
         doc="Crashes each process saves to storage at once; with S3, also its number of "
-            "persistent connections.")
-    crashmover_retry_base_delay = option(
-        "CRASHMOVER_RETRY_BASE_DELAY", 1.0, parse_seconds,
+            "persistent connections."))
+    crashmover_retry_base_delay: float = attr.ib(1.0, metadata=option_metadata(
+        "CRASHMOVER_RETRY_BASE_DELAY", parse_seconds,
         doc="Wait after a crash's first failed save; it doubles with each failure in a row up "
-            "to :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped.")
-    crashmover_retry_max_delay = option(
-        "CRASHMOVER_RETRY_MAX_DELAY", 60.0, parse_seconds,
+            "to :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped."))
+    crashmover_retry_max_delay: float = attr.ib(60.0, metadata=option_metadata(
+        "CRASHMOVER_RETRY_MAX_DELAY", parse_seconds,
         doc="Longest wait between two tries to save one crash, and about how often storage "
-            "is probed while it is down.")
-    shutdown_timeout = option(
-        "SHUTDOWN_TIMEOUT", 30.0, parse_seconds,
+            "is probed while it is down."))
+    shutdown_timeout: float = attr.ib(30.0, metadata=option_metadata(
+        "SHUTDOWN_TIMEOUT", parse_seconds,
         doc="How long the crash movers may go on saving after SIGTERM; what is not stored by "
-            "then stays in the spool for the next start.")
+            "then stays in the spool for the next start."))
 
 
 @attr.s(frozen=True)
 class PublishSettings:
     """Where the id of each stored crash is published, for the processors to pick it up."""
 
-    crashpublish_class: str = option(
-        "CRASHPUBLISH_CLASS", "none", parse_crashpublish_class,
+    crashpublish_class: str = attr.ib("none", metadata=option_metadata(
+        "CRASHPUBLISH_CLASS", parse_crashpublish_class,
         alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
         aliases={path: short for path, short in CRASHPUBLISH_CLASS_ALIASES.items() if path},
         doc="``none`` publishes nothing; ``sqs`` sends each stored crash's id to the SQS queue "
             ":envvar:`CRASHPUBLISH_QUEUE_NAME`; ``rabbitmq`` publishes it to a RabbitMQ "
             "queue; any other value is the dotted path of a publisher class of your own. "
             "Antenna's Pub/Sub publisher stops start-up: there is no Pub/Sub here. "
-            "See :doc:`publishing`.")
-    accepted_only: bool = option(
-        "CRASHPUBLISH_ACCEPTED_ONLY", False, parse_bool,
+            "See :doc:`publishing`."))
+    accepted_only: bool = attr.ib(False, metadata=option_metadata(
+        "CRASHPUBLISH_ACCEPTED_ONLY", parse_bool,
         doc="false publishes every stored crash, as Antenna does; true publishes only those "
             "the throttle rules accepted (``ACCEPT``, the id's throttle digit 0), not the "
-            "deferred ones, as the 2018 pipeline did.")
+            "deferred ones, as the 2018 pipeline did."))
     # SQS (antenna_tw/ext/sqs.py)
-    queue_name: str = option(
-        "CRASHPUBLISH_QUEUE_NAME", "",
+    queue_name: str = attr.ib("", metadata=option_metadata(
+        "CRASHPUBLISH_QUEUE_NAME",
         alternates=("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",),
         doc="Name of the SQS queue crash ids are sent to; required with ``sqs``, and "
-            "resolved with ``GetQueueUrl`` before the port opens.")
-    region: str = option(
-        "CRASHPUBLISH_REGION", "us-west-2", type_name="AWS region name",
+            "resolved with ``GetQueueUrl`` before the port opens."))
+    region: str = attr.ib("us-west-2", metadata=option_metadata(
+        "CRASHPUBLISH_REGION", type_name="AWS region name",
         alternates=("CRASHMOVER_CRASHPUBLISH_REGION", "S3_REGION"),
-        doc="Region of the SQS queue, used to sign requests and to name the AWS endpoint.")
-    endpoint_url: str = option(
-        "CRASHPUBLISH_ENDPOINT_URL", "", type_name="http(s) URL",
+        doc="Region of the SQS queue, used to sign requests and to name the AWS endpoint."))
+    endpoint_url: str = attr.ib("", metadata=option_metadata(
+        "CRASHPUBLISH_ENDPOINT_URL", type_name="http(s) URL",
         alternates=("CRASHMOVER_CRASHPUBLISH_ENDPOINT_URL", "S3_ENDPOINT_URL"),
-        doc="Base URL of an SQS-compatible server (LocalStack, moto); empty means AWS.")
-    access_key: str = option(
-        "CRASHPUBLISH_ACCESS_KEY", "", secret=True,
+        doc="Base URL of an SQS-compatible server (LocalStack, moto); empty means AWS."))
+    access_key: str = attr.ib("", repr=False, metadata=option_metadata(
+        "CRASHPUBLISH_ACCESS_KEY", secret=True,
         alternates=("CRASHMOVER_CRASHPUBLISH_ACCESS_KEY",),
         doc="SQS access key id, set together with :envvar:`CRASHPUBLISH_SECRET_ACCESS_KEY`; "
             "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
             "``~/.aws``, a container or instance role), as for S3. One set without the other "
-            "stops start-up.")
-    secret_access_key: str = option(
-        "CRASHPUBLISH_SECRET_ACCESS_KEY", "", secret=True,
+            "stops start-up."))
+    secret_access_key: str = attr.ib("", repr=False, metadata=option_metadata(
+        "CRASHPUBLISH_SECRET_ACCESS_KEY", secret=True,
         alternates=("CRASHMOVER_CRASHPUBLISH_SECRET_ACCESS_KEY",),
-        doc="SQS secret access key, the pair of :envvar:`CRASHPUBLISH_ACCESS_KEY`.")
-    verify_message: bool = option(
-        "CRASHPUBLISH_VERIFY_MESSAGE", True, parse_bool,
+        doc="SQS secret access key, the pair of :envvar:`CRASHPUBLISH_ACCESS_KEY`."))
+    verify_message: bool = attr.ib(True, metadata=option_metadata(
+        "CRASHPUBLISH_VERIFY_MESSAGE", parse_bool,
         doc="Send Antenna's start-up verification message, the body ``test`` (which "
             "Socorro's processor ignores), to the queue before the port opens; false sends "
-            "nothing at start.")
+            "nothing at start."))
     # RabbitMQ (antenna_tw/ext/rabbitmq.py)
-    amqp_url: str = option(
-        "CRASHPUBLISH_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F", parse_amqp_url,
+    amqp_url: str = attr.ib(
+        "amqp://guest:guest@localhost:5672/%2F", repr=False, metadata=option_metadata(
+        "CRASHPUBLISH_AMQP_URL", parse_amqp_url,
         secret=True, type_name="AMQP URL",
         doc="The RabbitMQ broker of ``rabbitmq``, with user, password and virtual host: "
             "``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; "
@@ -430,35 +450,35 @@ class PublishSettings:
             "A secret: the option log masks it, and errors show it with the password masked. "
             "Checked before the port opens by connecting and declaring the queue. The "
             "default is RabbitMQ's own ``guest`` user on this machine, "
-            "``amqp://guest:guest@localhost:5672/%2F``.")
-    amqp_queue: str = option(
-        "CRASHPUBLISH_AMQP_QUEUE", "socorro.normal",
+            "``amqp://guest:guest@localhost:5672/%2F``."))
+    amqp_queue: str = attr.ib("socorro.normal", metadata=option_metadata(
+        "CRASHPUBLISH_AMQP_QUEUE",
         doc="The queue crash ids go to with ``rabbitmq``; declared durable on every "
             "connection (see :envvar:`CRASHPUBLISH_AMQP_DECLARE_QUEUE`). ``socorro.normal`` is "
-            "the queue Socorro's processor reads.")
-    amqp_exchange: str = option(
-        "CRASHPUBLISH_AMQP_EXCHANGE", "",
+            "the queue Socorro's processor reads."))
+    amqp_exchange: str = attr.ib("", metadata=option_metadata(
+        "CRASHPUBLISH_AMQP_EXCHANGE",
         doc="Exchange crash ids are published to; empty means the default exchange, which "
             "routes by queue name. A named exchange must exist (checked at start) and route "
             "the routing key to a queue: an id that reaches no queue is returned by the "
-            "broker and published again later, never counted as published.")
-    amqp_routing_key: str = option(
-        "CRASHPUBLISH_AMQP_ROUTING_KEY", "",
-        doc="Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`.")
-    amqp_declare_queue: bool = option(
-        "CRASHPUBLISH_AMQP_DECLARE_QUEUE", True, parse_bool,
+            "broker and published again later, never counted as published."))
+    amqp_routing_key: str = attr.ib("", metadata=option_metadata(
+        "CRASHPUBLISH_AMQP_ROUTING_KEY",
+        doc="Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`."))
+    amqp_declare_queue: bool = attr.ib(True, metadata=option_metadata(
+        "CRASHPUBLISH_AMQP_DECLARE_QUEUE", parse_bool,
         doc="true declares :envvar:`CRASHPUBLISH_AMQP_QUEUE` as a durable classic queue "
             "(creating it if missing); false only checks that it exists, for a queue its "
             "owner declared otherwise (a quorum queue, a queue with arguments), which a "
-            "durable declare would be refused for.")
-    amqp_timeout: float = option(
-        "CRASHPUBLISH_AMQP_TIMEOUT", 10.0, parse_seconds,
+            "durable declare would be refused for."))
+    amqp_timeout: float = attr.ib(10.0, metadata=option_metadata(
+        "CRASHPUBLISH_AMQP_TIMEOUT", parse_seconds,
         doc="Longest wait for a connection to the broker, for its confirms of one batch of "
             "ids, and for the ``/__heartbeat__`` check; past it the connection is dropped "
-            "and the unconfirmed ids are published again.")
+            "and the unconfirmed ids are published again."))
 
 
-SETTINGS_CLASSES: dict[str, Any] = {
+SETTINGS_CLASSES: dict[str, type[attr.AttrsInstance]] = {
     "app": AppSettings,
     "intake": IntakeSettings,
     "throttle": ThrottleSettings,
@@ -472,16 +492,16 @@ SETTINGS_CLASSES: dict[str, Any] = {
 class Config:
     """Every component's settings, as read at start-up."""
 
-    app = attr.ib()
-    intake = attr.ib()
-    throttle = attr.ib()
-    storage = attr.ib()
-    spool = attr.ib()
-    publish = attr.ib()
+    app: AppSettings = attr.ib()
+    intake: IntakeSettings = attr.ib()
+    throttle: ThrottleSettings = attr.ib()
+    storage: StorageSettings = attr.ib()
+    spool: SpoolSettings = attr.ib()
+    publish: PublishSettings = attr.ib()
     # One line per unknown name that looks like an option (unknown_name_messages).
-    warnings = attr.ib(default=())
+    warnings: tuple[str, ...] = attr.ib(default=())
 
-    def log_lines(self):
+    def log_lines(self) -> list[str]:
         """``KEY=value`` for every option, secrets masked, sorted by key."""
         lines = []
         for name in SETTINGS_CLASSES:
@@ -496,13 +516,13 @@ class Config:
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
 
-def read_env_file(path):
+def read_env_file(path: str) -> dict[str, str]:
     """
     Read ``KEY=value`` lines; ``#`` starts a comment line; values may be quoted.
 
     A missing file or a line that is not an assignment is a ConfigError.
     """
-    values = {}
+    values: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8") as env_file:
             lines = env_file.read().splitlines()
@@ -521,21 +541,22 @@ def read_env_file(path):
     return values
 
 
-def option_names(field):
+def option_names(field: attr.Attribute[Any]) -> tuple[str, ...]:
     """The names an option is read from: its own, then its alternates in order."""
     return (field.metadata["key"], *field.metadata["alternates"])
 
 
-def all_fields():
+def all_fields() -> list[attr.Attribute[Any]]:
+    """Every option's field, of every settings class."""
     return [field for cls in SETTINGS_CLASSES.values() for field in attr.fields(cls)]
 
 
-def known_names():
+def known_names() -> set[str]:
     """Every name an option is read from, alternates included."""
     return {name for field in all_fields() for name in option_names(field)}
 
 
-def collector_prefixes():
+def collector_prefixes() -> set[str]:
     """
     The first word (up to and including the first ``_``) of every name an
     option is read from; a one-word name (``BASEDIR``) gives none.
@@ -562,7 +583,7 @@ ANTENNA_ONLY_NAMES.update(
 NEAR_MISS = 0.85
 
 
-def unknown_name_messages(source):
+def unknown_name_messages(source: Iterable[str]) -> list[str]:
     """
     One line for each name in ``source`` that no option reads and that
     either begins like the collector's names (``collector_prefixes``) or is
@@ -588,7 +609,7 @@ def unknown_name_messages(source):
     return messages
 
 
-def _build(cls, source):
+def _build(cls: type[attr.AttrsInstance], source: Mapping[str, str]) -> Any:
     kwargs = {}
     for field in attr.fields(cls):
         secret = field.metadata["secret"]
@@ -609,7 +630,8 @@ def _build(cls, source):
     return cls(**kwargs)
 
 
-def load_config(environ=None, env_file=None):
+def load_config(environ: Mapping[str, str] | None = None,
+                env_file: str | None = None) -> Config:
     """
     Build a Config from an env file (``env_file``, else ``ANTENNA_ENV``) and
     the environment, which wins over the file.
