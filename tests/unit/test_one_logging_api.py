@@ -17,7 +17,8 @@ PACKAGE = ROOT / "antenna_tw"
 SOURCES = sorted(PACKAGE.rglob("*.py")) + [ROOT / "twisted" / "plugins" / "antenna_plugin.py"]
 CHECKED = [path for path in SOURCES if path != PACKAGE / "logs.py"]
 
-# Converted by the request-path work of issue 18 (H2), which owns them.
+# Still on twisted's loggers until the request path is reworked; remove
+# each from here when it moves to the project Logger.
 PENDING = {"antenna_tw/intake.py", "antenna_tw/submit.py"}
 
 
@@ -48,7 +49,7 @@ def _id(path: pathlib.Path) -> str:
 
 
 @pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(reason="converted by H2's request-path work"))
+    pytest.param(path, marks=pytest.mark.xfail(reason="not on the project Logger yet"))
     if _id(path) in PENDING else path
     for path in CHECKED], ids=_id)
 def test_only_the_project_logger(path: pathlib.Path) -> None:
