@@ -23,6 +23,7 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
+from typing import cast
 
 import attr
 from twisted.internet import defer, task
@@ -231,7 +232,8 @@ class CrashMover:
             self._done(entry)
             return
         if outcome is Outcome.LOAD_FAILED:
-            self.log.failure("{crash_id}: could not read spool entry", error,
+            # LOAD_FAILED and REMOVE_FAILED carry the Failure of the error.
+            self.log.failure("{crash_id}: could not read spool entry", cast(Failure, error),
                              crash_id=entry.crash_id)
             self._retry(entry)
             return
@@ -244,7 +246,7 @@ class CrashMover:
             return
         self._failed_in_a_row = 0
         if outcome is Outcome.REMOVE_FAILED:
-            self.log.failure("{crash_id}: stored but its spool entry remains", error,
+            self.log.failure("{crash_id}: stored but its spool entry remains", cast(Failure, error),
                              crash_id=entry.crash_id)
         self.metrics.timing(metricnames.CRASH_SAVE_TIME, milliseconds)
         self.metrics.incr(metricnames.SAVE_CRASH_COUNT)

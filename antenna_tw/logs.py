@@ -68,11 +68,6 @@ def _names_only(log_format: str) -> bool:
 
 _ALL_LEVELS = frozenset(LogLevel.iterconstants())
 
-# What the collector passes around as a log observer: any callable taking an
-# event (twisted types observers as ILogObserver, which a plain function or
-# a list's append does not declare).
-Observer = Callable[[LogEvent], None]
-
 
 class Logger(twisted.logger.Logger):
     """
@@ -83,9 +78,9 @@ class Logger(twisted.logger.Logger):
     """
 
     def __init__(self, namespace: str | None = None, source: object = None,
-                 observer: Observer | None = None) -> None:
+                 observer: ILogObserver | None = None) -> None:
         self._given_namespace = namespace is not None
-        super().__init__(namespace, source, cast("ILogObserver | None", observer))
+        super().__init__(namespace, source, observer)
 
     def __get__(self, instance: object, owner: type | None = None) -> Logger:
         """
@@ -195,7 +190,7 @@ class LevelFilter:
     one set lookup instead of a predicate chain and a namespace walk.
     """
 
-    observer: Observer = attr.ib()
+    observer: ILogObserver = attr.ib()
     level: LogLevel = attr.ib()
 
     def __attrs_post_init__(self) -> None:

@@ -22,7 +22,6 @@ from twisted.logger import ILogObserver, LogEvent, LogLevel
 from zope.interface import implementer
 
 from antenna_tw.config import ConfigError
-from antenna_tw.logs import Observer
 
 REPORTED_LEVELS = frozenset({LogLevel.error, LogLevel.critical})
 
@@ -68,7 +67,7 @@ class SentryObserver:
 class BothObservers:
     """Log lines as before, and failures to Sentry too."""
 
-    def __init__(self, observer: Observer, sentry: SentryObserver) -> None:
+    def __init__(self, observer: ILogObserver, sentry: SentryObserver) -> None:
         self.observer = observer
         self.sentry = sentry
 
@@ -94,7 +93,8 @@ def flush(observer: object, reactor: IReactorThreads) -> defer.Deferred[None]:
     return deferToThreadPool(reactor, reactor.getThreadPool(), close)
 
 
-def with_sentry(observer: Observer, dsn: str, host_id: str, release: str) -> Observer:
+def with_sentry(observer: ILogObserver, dsn: str, host_id: str,
+                release: str) -> ILogObserver:
     """``observer``, and Sentry too when ``dsn`` is set."""
     if not dsn:
         return observer

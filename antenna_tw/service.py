@@ -12,7 +12,7 @@ from twisted.logger import ILogObserver
 from twisted.python.failure import Failure
 
 from antenna_tw import __version__
-from antenna_tw.logs import Logger, Observer
+from antenna_tw.logs import Logger
 from antenna_tw.sentry import flush
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class CollectorService(MultiService):
 
     def __init__(self, collector: Collector, endpoint: IStreamServerEndpoint,
                  port_description: str, entries: Iterable[Any] = (),
-                 log_observer: Observer | None = None) -> None:
+                 log_observer: ILogObserver | None = None) -> None:
         super().__init__()
         self.collector = collector
         self.endpoint = endpoint

@@ -107,6 +107,11 @@ def _unlink(path: str) -> None:
         pass
 
 
+def _absolute_path(path: str) -> str:
+    # os.path.abspath's generic signature is more than mypy's attrs plugin can type.
+    return os.path.abspath(path)
+
+
 @implementer(IFileCrashStorage)
 @attr.s
 class FSCrashStorage:
@@ -116,7 +121,7 @@ class FSCrashStorage:
     reactor; spooled crashes are linked into place (``save_spooled_blocking``).
     """
 
-    root: str = attr.ib(converter=os.path.abspath)
+    root: str = attr.ib(converter=_absolute_path)
     reactor: IReactorFromThreads = attr.ib()
     threadpool: ThreadPool = attr.ib()
     name = "fs"
