@@ -17,10 +17,6 @@ PACKAGE = ROOT / "antenna_tw"
 SOURCES = sorted(PACKAGE.rglob("*.py")) + [ROOT / "twisted" / "plugins" / "antenna_plugin.py"]
 CHECKED = [path for path in SOURCES if path != PACKAGE / "logs.py"]
 
-# Still on twisted's loggers until the request path is reworked; remove
-# each from here when it moves to the project Logger.
-PENDING = {"antenna_tw/intake.py", "antenna_tw/submit.py"}
-
 
 def other_logging(source: str, where: str = "") -> list[str]:
     """Each use of twisted's Logger or of twisted.python.log in ``source``."""
@@ -48,10 +44,7 @@ def _id(path: pathlib.Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(reason="not on the project Logger yet"))
-    if _id(path) in PENDING else path
-    for path in CHECKED], ids=_id)
+@pytest.mark.parametrize("path", CHECKED, ids=_id)
 def test_only_the_project_logger(path: pathlib.Path) -> None:
     assert other_logging(path.read_text(), _id(path)) == []
 
