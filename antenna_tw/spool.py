@@ -254,6 +254,11 @@ def parse_raw_crash(data: bytes, crash_id: str) -> RawCrash:
     return raw_crash
 
 
+def _absolute_path(path: str) -> str:
+    # os.path.abspath's generic signature is more than mypy's attrs plugin can type.
+    return os.path.abspath(path)
+
+
 @attr.s
 class Spool:
     """
@@ -267,7 +272,7 @@ class Spool:
     lock), whichever form of the verb ran them.
     """
 
-    directory: str = attr.ib(converter=os.path.abspath)
+    directory: str = attr.ib(converter=_absolute_path)
     reactor: IReactorTimeAndThreads = attr.ib()
     threadpool: ThreadPool = attr.ib()
     fsync: bool = attr.ib(default=False)
