@@ -109,6 +109,14 @@ def parse_storage_class(value: str) -> str:
     return value
 
 
+def parse_raw_crash_layout(value: str) -> str:
+    """``v2`` or ``v1``, in any letter case."""
+    layout = value.strip().lower()
+    if layout not in ("v1", "v2"):
+        raise ValueError("must be v2 or v1")
+    return layout
+
+
 def parse_crashpublish_class(value: str) -> str:
     """``none``, ``sqs``, ``rabbitmq`` (Antenna's class paths read as these) or a dotted path."""
     value = value.strip()
@@ -146,6 +154,7 @@ PARSER_TYPES: dict[Callable[[str], Any], str] = {
     parse_bytes: "size in bytes: 26214400, 25m or 25MiB",
     parse_seconds: "duration in seconds: 60, 1.5, 500ms or 10m",
     parse_log_level: "log level: DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL",
+    parse_raw_crash_layout: "``v2`` or ``v1``",
     parse_crashpublish_class: "``none`` (or empty), ``sqs``, ``rabbitmq`` or a dotted path",
 }
 
@@ -339,6 +348,13 @@ class StorageSettings:
         alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
         doc="The S3 bucket crashes are saved to; required with ``s3`` storage, and checked "
             "with a HEAD request before the port opens."))
+    raw_crash_layout: str = attr.ib("v2", metadata=option_metadata(
+        "CRASHSTORAGE_RAW_CRASH_LAYOUT", parse_raw_crash_layout,
+        doc="Where S3 storage writes the raw crash: ``v2`` at "
+            "``v2/raw_crash/<first 3 characters of id>/<YYYYMMDD>/<id>``; ``v1`` at "
+            "``v1/raw_crash/<YYYYMMDD>/<id>``, where Antenna wrote it from 2022 to 2024, for "
+            "processors that read it there. Dumps and dump names are at the same keys either "
+            "way (:doc:`s3`)."))
 
 
 @attr.s(frozen=True)

@@ -3,8 +3,10 @@
 import json
 
 import attr
+import pytest
 from twisted.internet import defer, task
 
+from antenna_tw.config import ConfigError, load_config
 from antenna_tw.crash import Crash
 from antenna_tw.ext.s3 import S3CrashStorage, S3Error, S3Unreachable
 from antenna_tw.ext.s3.client import Answer, BucketLocation
@@ -60,6 +62,23 @@ def test_dump_names_are_written_when_there_are_no_dumps():
     assert [key for key, _ in connection.puts] == [
         f"v1/dump_names/{CRASH_ID}", f"v2/raw_crash/de0/20260504/{CRASH_ID}"]
     assert connection.puts[0][1] == b"[]"
+
+
+def test_the_v1_layout_moves_only_the_raw_crash():
+    connection = FakeConnection()
+    config = load_config({"CRASHSTORAGE_RAW_CRASH_LAYOUT": "V1"})
+    assert config.storage.raw_crash_layout == "v1"
+    storage = S3CrashStorage(connection, task.Clock(),
+                             raw_crash_layout=config.storage.raw_crash_layout)
+    saved(storage, Crash(CRASH_ID, {"a": "b"}, {"upload_file_minidump": b"x"}))
+    assert [key for key, _ in connection.puts] == [
+        f"v1/dump_names/{CRASH_ID}", f"v1/dump/{CRASH_ID}", f"v1/raw_crash/20260504/{CRASH_ID}"]
+
+
+def test_an_unknown_layout_stops_start_up():
+    with pytest.raises(ConfigError) as caught:
+        load_config({"CRASHSTORAGE_RAW_CRASH_LAYOUT": "v3"})
+    assert str(caught.value) == "CRASHSTORAGE_RAW_CRASH_LAYOUT='v3' is invalid: must be v2 or v1"
 
 
 def test_a_failed_dump_stops_before_the_raw_crash():

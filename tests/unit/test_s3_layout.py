@@ -18,6 +18,11 @@ def test_antenna_key_layout():
         f"v1/upload_file_minidump_browser/{CRASH_ID}"
 
 
+def test_the_v1_raw_crash_layout_of_antenna_2022_to_2024():
+    assert raw_crash_key(CRASH_ID, "v1") == f"v1/raw_crash/20260504/{CRASH_ID}"
+    assert raw_crash_key(CRASH_ID, "v2") == raw_crash_key(CRASH_ID)
+
+
 def test_path_style_with_an_endpoint():
     location = BucketLocation("crashes", "us-west-2", "http://127.0.0.1:9000/")
     assert location.path_style

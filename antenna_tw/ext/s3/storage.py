@@ -40,8 +40,17 @@ if TYPE_CHECKING:
 MAIN_DUMP_NAMES = ("upload_file_minidump", "")
 
 
-def raw_crash_key(crash_id: str) -> str:
-    """``v2/raw_crash/<first 3 chars of id>/<YYYYMMDD>/<id>``"""
+RAW_CRASH_LAYOUTS = ("v2", "v1")
+
+
+def raw_crash_key(crash_id: str, layout: str = "v2") -> str:
+    """
+    ``v2/raw_crash/<first 3 chars of id>/<YYYYMMDD>/<id>``, or with the
+    ``v1`` layout (CRASHSTORAGE_RAW_CRASH_LAYOUT; Antenna 2022-2024's)
+    ``v1/raw_crash/<YYYYMMDD>/<id>``.
+    """
+    if layout == "v1":
+        return f"v1/raw_crash/{date_from_crash_id(crash_id)}/{crash_id}"
     return f"v2/raw_crash/{crash_id[:3]}/{date_from_crash_id(crash_id)}/{crash_id}"
 
 
@@ -107,6 +116,8 @@ class S3CrashStorage:
     connection: S3Connection = attr.ib()
     reactor: IReactorTime = attr.ib(repr=False)
     health_ttl: float = attr.ib(default=5.0)
+    raw_crash_layout: str = attr.ib(default="v2",
+                                    validator=attr.validators.in_(RAW_CRASH_LAYOUTS))
     _health: list[str] = attr.ib(factory=list, init=False, repr=False)
     _health_at: float | None = attr.ib(default=None, init=False, repr=False)
     _health_flight: SingleFlight[list[str]] = attr.ib(factory=SingleFlight, init=False,
@@ -117,7 +128,8 @@ class S3CrashStorage:
     def from_settings(cls, settings: StorageSettings, reactor: Any,
                       threadpool: ThreadPool | None, concurrency: int = 2) -> S3CrashStorage:
         """Storage for StorageSettings; ``concurrency`` sizes the connection pool."""
-        return cls(build_connection(settings, reactor, threadpool, concurrency), reactor)
+        return cls(build_connection(settings, reactor, threadpool, concurrency), reactor,
+                   raw_crash_layout=settings.raw_crash_layout)
 
     @property
     def location(self) -> BucketLocation:
@@ -155,7 +167,7 @@ class S3CrashStorage:
         await put(dump_names_key(crash_id), serialize_dump_names(names))
         for name in names:
             await put(dump_key(crash_id, name), crash.dump_bytes(name))
-        await put(raw_crash_key(crash_id), crash.serialized_raw_crash())
+        await put(raw_crash_key(crash_id, self.raw_crash_layout), crash.serialized_raw_crash())
 
     def save_crash(self, crash: Crash) -> Deferred[None]:
         """Store the crash: dump_names, each dump, the raw crash last."""
