@@ -13,6 +13,7 @@ from twisted.python import usage
 from antenna_tw import __version__
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.logs import Logger, make_observer
+from antenna_tw.publisher import PublisherUnavailable, publisher_class
 from antenna_tw.sentry import with_sentry
 from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.workers import (
@@ -21,6 +22,8 @@ from antenna_tw.workers import (
     builtin_storage,
     check_port,
     forbid_pyopenssl,
+    publisher_checks_without_tls,
+    publisher_needs_tls,
     storage_needs_tls,
     without_pyopenssl,
 )
@@ -88,15 +91,22 @@ def _supervisor(options: usage.Options, config: Config,
     """
     check_port(options["port"])
     storage = config.storage
+    publish = config.publish
     with without_pyopenssl():
         from twisted.internet import reactor
 
         if builtin_storage(storage):
             storage_class(storage.crashstorage_class).from_settings(
                 storage, reactor, None).verify()
+        if publisher_checks_without_tls(publish):
+            publisher_class(publish.crashpublish_class).from_settings(
+                publish, storage, reactor, None).verify()
     if not builtin_storage(storage):
         storage_class(storage.crashstorage_class).from_settings(
             storage, reactor, None).verify()
+    if not publisher_checks_without_tls(publish):
+        publisher_class(publish.crashpublish_class).from_settings(
+            publish, storage, reactor, None).verify()
     return WorkerSupervisor(
         reactor, options["workers"], _worker_args(options),
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
@@ -120,8 +130,9 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             return _supervisor(options, config, observer)
         if index is not None:
             # A worker listens on plain TCP (ReusePortEndpoint); it needs
-            # TLS only for the storage's own connections.
-            if not storage_needs_tls(config.storage):
+            # TLS only for the storage's and the publisher's own connections.
+            if not (storage_needs_tls(config.storage)
+                    or publisher_needs_tls(config.publish)):
                 forbid_pyopenssl()
             from twisted.internet import reactor
 
@@ -146,6 +157,7 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             entries = collector.prepare()
         except StartupError as error:
             raise ConfigError(str(error)) from None
-    except (ConfigError, StorageUnavailable, ValueError, OSError) as error:
+    except (ConfigError, StorageUnavailable, PublisherUnavailable, ValueError,
+            OSError) as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
     return CollectorService(collector, endpoint, options["port"], entries, observer)

@@ -25,6 +25,8 @@ from __future__ import annotations
 from antenna_tw.workers.footprint import (
     builtin_storage,
     forbid_pyopenssl,
+    publisher_checks_without_tls,
+    publisher_needs_tls,
     storage_needs_tls,
     without_pyopenssl,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "builtin_storage",
     "check_port",
     "forbid_pyopenssl",
+    "publisher_checks_without_tls",
+    "publisher_needs_tls",
     "storage_needs_tls",
     "without_pyopenssl",
 ]

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from antenna_tw.config import StorageSettings
+    from antenna_tw.config import PublishSettings, StorageSettings
 
 PYOPENSSL = "OpenSSL"
 
@@ -67,6 +67,27 @@ def storage_needs_tls(storage: StorageSettings) -> bool:
     if backend == "s3":
         return not storage.endpoint_url.strip().lower().startswith("http://")
     return backend is None
+
+
+def publisher_checks_without_tls(publish: PublishSettings) -> bool:
+    """
+    Whether the publisher's start-up check needs no pyOpenSSL: ``none``,
+    and SQS (``http.client`` and the standard library's ``ssl``).
+    """
+    return publish.crashpublish_class in ("none", "sqs")
+
+
+def publisher_needs_tls(publish: PublishSettings) -> bool:
+    """
+    Whether a worker with these PublishSettings may need Twisted's TLS:
+    SQS unless its endpoint is ``http://``, any publisher but ``none``
+    otherwise (it may do anything).
+    """
+    if publish.crashpublish_class == "none":
+        return False
+    if publish.crashpublish_class == "sqs":
+        return not publish.endpoint_url.strip().lower().startswith("http://")
+    return True
 
 
 def _too_late() -> bool:
