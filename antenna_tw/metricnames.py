@@ -43,12 +43,16 @@ SAVE_CRASH_COUNT = "breakpad_resource.save_crash.count"
 SAVE_CRASH_EXCEPTION_COUNT = "breakpad_resource.save_crash_exception.count"
 CRASH_SAVE_TIME = "breakpad_resource.crash_save.time"
 CRASH_HANDLING_TIME = "breakpad_resource.crash_handling.time"
+PUBLISH_CRASH_COUNT = "breakpad_resource.publish_crash.count"
+PUBLISH_CRASH_EXCEPTION_COUNT = "breakpad_resource.publish_crash_exception.count"
+CRASH_PUBLISH_TIME = "breakpad_resource.crash_publish.time"
+PUBLISH_QUEUE_SIZE = "breakpad_resource.publish_queue_size"
 HEALTH_LBHEARTBEAT_COUNT = "health.lbheartbeat.count"
 HEALTH_HEARTBEAT_COUNT = "health.heartbeat.count"
 HEALTH_VERSION_COUNT = "health.version.count"
 HEALTH_BROKEN_COUNT = "health.broken.count"
 
-# In the order the docs list them: intake, throttling, saving, health.
+# In the order the docs list them: intake, throttling, saving, publishing, health.
 METRICS = (
     MetricSpec(INCOMING_CRASH, "incr", (),
                "A crash report was parsed, before throttling."),
@@ -80,6 +84,17 @@ METRICS = (
                "Milliseconds of one successful move: read from the spool, save, delete."),
     MetricSpec(CRASH_HANDLING_TIME, "timing", (),
                "Milliseconds from accepted to stored, retries included."),
+    MetricSpec(PUBLISH_CRASH_COUNT, "incr", (),
+               "Crash ids published (counted by the number confirmed in one publish call), "
+               "with :envvar:`CRASHPUBLISH_CLASS` set (:doc:`publishing`)."),
+    MetricSpec(PUBLISH_CRASH_EXCEPTION_COUNT, "incr", (),
+               "A publish call left ids unpublished; they stay in the spool and are retried."),
+    MetricSpec(CRASH_PUBLISH_TIME, "timing", (),
+               "Milliseconds of one publish call (up to the publisher's batch of ids), "
+               "failed ones included."),
+    MetricSpec(PUBLISH_QUEUE_SIZE, "gauge", (),
+               "Stored crashes whose ids are not yet published, at each change and at each "
+               "heartbeat."),
     MetricSpec(HEALTH_LBHEARTBEAT_COUNT, "incr", (), "A ``GET /__lbheartbeat__``."),
     MetricSpec(HEALTH_HEARTBEAT_COUNT, "incr", (), "A ``GET /__heartbeat__``."),
     MetricSpec(HEALTH_VERSION_COUNT, "incr", (), "A ``GET /__version__``."),
