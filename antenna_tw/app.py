@@ -28,6 +28,8 @@ from antenna_tw.health import HealthHandler
 from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import IMetrics, build_metrics
+from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, is_noop, publisher_class
+from antenna_tw.publishqueue import PublishQueue
 from antenna_tw.spool import Spool, SpoolEntry
 from antenna_tw.storage import ICrashStorage, StorageUnavailable, check_storage, storage_class
 from antenna_tw.submit import SubmitHandler, SubmitResource, takes_body
@@ -64,6 +66,10 @@ class Collector:
     site: CrashSite = attr.ib()
     # With --workers: publishes what the other workers' heartbeats cannot read from files.
     status: StatusPublisher | None = attr.ib(default=None)
+    # CRASHPUBLISH_CLASS's publisher (a no-op one for none), and the queue of
+    # stored crashes whose ids it publishes (None: nothing is published).
+    publisher: ICrashPublisher | None = attr.ib(default=None)
+    publish_queue: PublishQueue | None = attr.ib(default=None)
     log = Logger(namespace="antenna.app")
 
     def prepare(self) -> list[SpoolEntry]:
@@ -73,7 +79,9 @@ class Collector:
         """
         try:
             self.storage.verify()
-        except StorageUnavailable as error:
+            if self.publisher is not None:
+                self.publisher.verify()
+        except (StorageUnavailable, PublisherUnavailable) as error:
             raise StartupError(str(error)) from None
         try:
             return self.spool.open()
@@ -84,6 +92,8 @@ class Collector:
     def start(self, entries: Sequence[SpoolEntry] = ()) -> None:
         """Start the thread pool and crash movers and re-queue spooled crashes."""
         self.threadpool.start()
+        if self.publish_queue is not None:
+            self.publish_queue.start()
         self.mover.start()
         if self.status is not None:
             self.status.start()
@@ -96,9 +106,10 @@ class Collector:
         """
         Stop for good within SHUTDOWN_TIMEOUT: answer every new /submit busy,
         let spool writes in flight land (their clients get their crash ids),
-        let the crash movers drain for the time left, close the storage's
-        connections, then stop the thread pool. Whatever is not stored stays
-        in the spool for the next start.
+        let the crash movers drain for the time left, then the publish queue,
+        close the storage's and the publisher's connections, then stop the
+        thread pool. Whatever is not stored, or stored but not published,
+        stays in the spool for the next start.
         """
         deadline = self.reactor.seconds() + self.config.spool.shutdown_timeout
         self.admission.close()
@@ -110,7 +121,11 @@ class Collector:
             except defer.TimeoutError:
                 self.log.warn("spool writes still in flight at the shutdown deadline")
             await self.mover.stop(max(0.0, deadline - self.reactor.seconds()))
+            if self.publish_queue is not None:
+                await self.publish_queue.stop(max(0.0, deadline - self.reactor.seconds()))
             await self.storage.close()  # S3 lets go of its pooled connections
+            if self.publisher is not None:
+                await self.publisher.close()
         finally:
             if self.status is not None:
                 await self.status.stop()
@@ -145,15 +160,26 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
             config.storage, reactor, threadpool,
             concurrency=spool_settings.concurrent_crashmovers)
         check_storage(storage)
+        publisher = publisher_class(config.publish.crashpublish_class).from_settings(
+            config.publish, config.storage, reactor, threadpool)
     except (RuleError, ValueError, StorageUnavailable) as error:
         raise StartupError(str(error)) from None
     spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync,
                   direct_io=spool_settings.spool_direct_io)
+    publish_queue = None
+    if not is_noop(publisher):
+        # Publishing retries as saving does.
+        publish_queue = PublishQueue(
+            publisher, spool, reactor, metrics,
+            backoff=Backoff(spool_settings.crashmover_retry_base_delay,
+                            spool_settings.crashmover_retry_max_delay),
+            accepted_only=config.publish.accepted_only)
     mover = CrashMover(spool, storage, reactor, metrics,
                        workers=spool_settings.concurrent_crashmovers,
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,
                                        spool_settings.crashmover_retry_max_delay),
-                       threadpool=threadpool, batch_wait=BATCH_WAIT)
+                       threadpool=threadpool, batch_wait=BATCH_WAIT,
+                       stored=publish_queue.add if publish_queue is not None else None)
     admission = Admission(spool, reactor, spool_settings.spool_max_bytes,
                           spool_settings.spool_min_free_bytes, config.intake.max_inflight_bytes)
 
@@ -163,7 +189,8 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
     submit.add_routes(app)
     HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
                   config.app.basedir, spool_settings.spool_max_age,
-                  worker.other_shards() if worker is not None else None).add_routes(app)
+                  worker.other_shards() if worker is not None else None,
+                  publish_queue).add_routes(app)
     app.handle_errors(NotFound)(_plain_error(answers.NOT_FOUND))
     app.handle_errors(MethodNotAllowed)(_plain_error(answers.METHOD_NOT_ALLOWED))
 
@@ -173,4 +200,4 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
     status = (worker.status_publisher(spool.directory, mover.retrying, reactor, threadpool)
               if worker is not None else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
-                     throttler, admission, site, status)
+                     throttler, admission, site, status, publisher, publish_queue)

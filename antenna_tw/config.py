@@ -97,9 +97,6 @@ CRASHPUBLISH_CLASS_ALIASES = {
     "antenna.ext.crashpublish_base.NoOpCrashPublish": "none",
     "antenna.ext.sqs.crashpublish.SQSCrashPublish": "sqs",
 }
-# False until the crash movers publish: a publisher class is then
-# refused at start rather than read and silently not used.
-PUBLISHING_WIRED = False
 
 
 def parse_storage_class(value: str) -> str:
@@ -129,8 +126,6 @@ def parse_crashpublish_class(value: str) -> str:
         value = value.lower()
     elif "." not in value:
         raise ValueError("must be none, sqs, rabbitmq or the dotted path of a publisher class")
-    if not PUBLISHING_WIRED:
-        raise ValueError("antenna-tw does not publish crash ids yet; leave it empty or none")
     return value
 
 

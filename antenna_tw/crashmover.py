@@ -2,7 +2,9 @@
 The crash movers: cooperative workers that copy spooled crashes to storage.
 
 Each worker takes the next spool entry, saves it with the storage backend and
-only then removes it from the spool. A backend that stores spooled files in
+only then removes it from the spool; with a crash publisher (``stored``), it
+marks the entry stored instead and hands it to the publish queue, which
+removes it once its id is published. A backend that stores spooled files in
 a thread (``IFileCrashStorage``, the filesystem) gets whole moves, loading
 entries, storing and removing them, several as one thread-pool job; others
 get the crash loaded in the pool and save it on the reactor. Either way each
@@ -23,6 +25,7 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import cast
 
 import attr
@@ -55,6 +58,7 @@ class Outcome(enum.Enum):
     LOAD_FAILED = "load failed"  # the spool could not be read: retried
     SAVE_FAILED = "save failed"  # storage refused it: retried
     REMOVE_FAILED = "remove failed"  # stored, but its spool entry remains
+    MARK_FAILED = "mark failed"  # stored, but its stored marker could not be written
     SKIPPED = "skipped"  # not tried: an earlier save in its batch failed; queued again
 
 
@@ -83,6 +87,9 @@ class CrashMover:
     ``threadpool`` runs whole moves for an ``IFileCrashStorage`` backend;
     ``batch_wait`` is how long such a move waits for more crashes to join its
     batch when fewer than ``MOVE_BATCH`` are queued (0: it starts at once).
+    ``stored``, when given, takes each stored crash's entry (the publish
+    queue's ``add``): entries are then marked stored instead of removed, and
+    entries found marked at start-up go to it without being stored again.
     """
 
     spool: Spool = attr.ib()
@@ -94,6 +101,7 @@ class CrashMover:
     threadpool: ThreadPool | None = attr.ib(default=None)
     outage_after: int = attr.ib(default=OUTAGE_AFTER)
     batch_wait: float = attr.ib(default=0.0)
+    stored: Callable[[SpoolEntry], None] | None = attr.ib(default=None)
     log = Logger(namespace="antenna.crashmover")
 
     def __attrs_post_init__(self) -> None:
@@ -117,7 +125,10 @@ class CrashMover:
     # -- what the rest of the collector sees --------------------------------
 
     def enqueue(self, entry: SpoolEntry) -> None:
-        """Queue a spooled crash for storage."""
+        """Queue a spooled crash for storage (one already stored: for publishing)."""
+        if entry.stored and self.stored is not None:
+            self.stored(entry)
+            return
         self._pending[entry.filename] = entry
         self._queue.put(entry)
         self._gauge()
@@ -248,12 +259,18 @@ class CrashMover:
         if outcome is Outcome.REMOVE_FAILED:
             self.log.failure("{crash_id}: stored but its spool entry remains", cast(Failure, error),
                              crash_id=entry.crash_id)
+        if outcome is Outcome.MARK_FAILED:
+            self.log.failure("{crash_id}: stored but not marked so (a restart before it is "
+                             "published stores it again)", cast(Failure, error),
+                             crash_id=entry.crash_id)
         self.metrics.timing(metricnames.CRASH_SAVE_TIME, milliseconds)
         self.metrics.incr(metricnames.SAVE_CRASH_COUNT)
         handling = max(0.0, self.reactor.seconds() - entry.created) * 1000
         self.metrics.timing(metricnames.CRASH_HANDLING_TIME, handling)
         self.log.info("{crash_id} saved", crash_id=entry.crash_id)
         self._done(entry)
+        if self.stored is not None:
+            self.stored(entry)
 
     def _move_files(self, storage: IFileCrashStorage, batch: list[SpoolEntry]) -> list[Moved]:
         """
@@ -281,6 +298,12 @@ class CrashMover:
             storage.save_spooled_blocking(spooled)
         except Exception as error:
             return Moved(Outcome.SAVE_FAILED, error)
+        if self.stored is not None:
+            try:
+                self.spool.mark_stored_blocking(entry)
+            except Exception:
+                return Moved(Outcome.MARK_FAILED, Failure())
+            return STORED
         try:
             self.spool.remove_blocking(entry)
         except Exception:
@@ -304,6 +327,14 @@ class CrashMover:
             raise
         except Exception as error:
             return Moved(Outcome.SAVE_FAILED, error)
+        if self.stored is not None:
+            try:
+                await self.spool.mark_stored(entry)
+            except defer.CancelledError:
+                pass  # stored; the thread writes the marker all the same
+            except Exception:
+                return Moved(Outcome.MARK_FAILED, Failure())
+            return STORED
         try:
             await self.spool.remove(entry)
         except defer.CancelledError:

@@ -62,6 +62,9 @@ class HealthHandler:
     # tells about every crash waiting on this node, the bytes they take and
     # how many are retrying. None: this process's spool is the node's.
     other_shards = attr.ib(default=None)
+    # The PublishQueue of a collector that publishes crash ids, else None
+    # (the heartbeat then says nothing of publishing).
+    publish_queue = attr.ib(default=None)
     log = Logger(namespace="antenna.health")
 
     def add_routes(self, app: Klein) -> None:
@@ -122,7 +125,24 @@ class HealthHandler:
             "storage": self.storage.name,
         }
         self.metrics.gauge(metricnames.SAVE_QUEUE_SIZE, mover.queue_length())
+        if self.publish_queue is not None:
+            errors += await self._publishing(info)
         return json_answer(request, 503 if errors else 200, {"errors": errors, "info": info})
+
+    async def _publishing(self, info: dict[str, object]) -> list[dict[str, str]]:
+        """The publisher's errors, and its backlog into ``info``."""
+        queue = self.publish_queue
+        errors = [{"name": "publisher", "msg": message}
+                  for message in await queue.publisher.check_health()]
+        backlog, oldest = queue.backlog(), queue.oldest_age()
+        if oldest > self.max_age:
+            errors.append({"name": "publisher",
+                           "msg": f"oldest unpublished crash is {oldest:.0f} s old"})
+        info.update(publisher=queue.publisher.name, publish_queue_length=backlog,
+                    publish_oldest_age_seconds=round(oldest, 3),
+                    publish_failures_in_a_row=queue.failures_in_a_row())
+        self.metrics.gauge(metricnames.PUBLISH_QUEUE_SIZE, backlog)
+        return errors
 
     def _read_version(self):
         path = os.path.join(self.basedir, "version.json")

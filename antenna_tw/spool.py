@@ -7,6 +7,8 @@ An accepted crash is a few files sharing a stem, ``<nanoseconds>-<crash id>``:
     <stem>.crash              the raw crash exactly as storage keeps it
                               (JSON, sorted keys); written under a temporary
                               name and renamed last: it commits the entry
+  <stem>.stored             empty, with a crash publisher only: the crash is
+                              stored and its id waits to be published
 
 all in place before the client gets its answer, so a crash answered with an
 id survives a crash of the process. Dumps without their ``.crash`` file were
@@ -14,9 +16,10 @@ never answered. Stems sort oldest first. The crash movers store entries and
 remove them; a filesystem backend links the files into place instead of
 copying them. Disk work runs in a thread pool, never on the reactor thread:
 each verb has a ``_blocking`` form that does the work in the calling thread
-(``load_blocking``, ``remove_blocking``, ``quarantine_blocking``) and a form
-that runs it in the pool and returns a Deferred (``load``, ``remove``,
-``quarantine``). The spool alone counts its bytes, whichever form removed them.
+(``load_blocking``, ``remove_blocking``, ``quarantine_blocking``,
+``mark_stored_blocking``) and a form that runs it in the pool and returns a
+Deferred (``load``, ``remove``, ``quarantine``, ``mark_stored``). The spool
+alone counts its bytes, whichever form removed them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from antenna_tw.logs import Logger
 
 SUFFIX = ".crash"
 DUMP_SUFFIX = ".dump"
+STORED_SUFFIX = ".stored"
 TEMP_PREFIX = ".tmp-"
 PROBE_PREFIX = ".probe-"
 CORRUPT_DIR = "corrupt"
@@ -74,9 +78,10 @@ def _names(names: Iterable[str]) -> tuple[str, ...]:
 class SpoolEntry:
     """
     One spooled crash: its ``.crash`` file name, id, size in bytes (all its
-    files), when it was accepted, its dump names, and whether it was found
+    files), when it was accepted, its dump names, whether it was found
     at start-up (its dumps are then checked against their checksums before
-    they are stored).
+    they are stored), and whether it is already stored (its ``.stored``
+    marker was found: only its id is still to be published).
     """
 
     filename: str = attr.ib()
@@ -85,6 +90,7 @@ class SpoolEntry:
     created: float = attr.ib()  # seconds since the epoch
     dump_names: tuple[str, ...] = attr.ib(default=(), converter=_names)
     recovered: bool = attr.ib(default=False)
+    stored: bool = attr.ib(default=False)
 
     @classmethod
     def from_filename(cls, filename: str, size: int, dump_names: Iterable[str] = (),
@@ -98,6 +104,11 @@ class SpoolEntry:
     def stem(self) -> str:
         """The name its files share."""
         return self.filename[: -len(SUFFIX)]
+
+    @property
+    def stored_filename(self) -> str:
+        """The file name of its stored marker."""
+        return self.stem + STORED_SUFFIX
 
     def dump_filename(self, name: str) -> str:
         """The file name of its dump ``name``."""
@@ -304,6 +315,7 @@ class Spool:
         os.makedirs(os.path.join(self.directory, CORRUPT_DIR), exist_ok=True)
         crash_files: list[str] = []
         dump_files: dict[str, dict[str, str]] = {}
+        stored: set[str] = set()  # stems with a stored marker
         for filename in sorted(os.listdir(self.directory)):
             if filename.startswith(PROBE_PREFIX):
                 _unlink(os.path.join(self.directory, filename))  # a health probe cut short
@@ -314,6 +326,8 @@ class Spool:
             elif filename.endswith(DUMP_SUFFIX):
                 stem, name = split_dump_filename(filename)
                 dump_files.setdefault(stem, {})[name] = filename
+            elif filename.endswith(STORED_SUFFIX):
+                stored.add(filename[: -len(STORED_SUFFIX)])
         entries = []
         for filename in crash_files:
             dumps = dump_files.pop(filename[: -len(SUFFIX)], {})
@@ -324,7 +338,13 @@ class Spool:
                     self._move_aside(dump, f"its crash {filename} is unusable")
                 self._move_aside(filename, str(error))
                 continue
+            if entry.stem in stored:
+                stored.discard(entry.stem)
+                entry = attr.evolve(entry, stored=True)
             entries.append(entry)
+        for stem in stored:
+            # The marker of an entry whose removal was cut short: nothing left to do.
+            _unlink(os.path.join(self.directory, stem + STORED_SUFFIX))
         for dumps in dump_files.values():
             for dump in dumps.values():
                 self._move_aside(dump, "a dump without its crash file: its write, or its "
@@ -501,16 +521,35 @@ class Spool:
     def remove_blocking(self, entry: SpoolEntry) -> None:
         """
         Delete a stored crash's files in the calling thread, the raw crash
-        first, then the dumps, and stop counting its bytes.
+        first, then the dumps and its stored marker, and stop counting its
+        bytes.
         """
         _unlink(os.path.join(self.directory, entry.filename))
         for name in entry.dump_names:
             _unlink(os.path.join(self.directory, entry.dump_filename(name)))
+        _unlink(os.path.join(self.directory, entry.stored_filename))
         self._count(-entry.size)
 
     def remove(self, entry: SpoolEntry) -> defer.Deferred[None]:
         """``remove_blocking`` in the thread pool; a Deferred."""
         return deferToThreadPool(self.reactor, self.threadpool, self.remove_blocking, entry)
+
+    def mark_stored_blocking(self, entry: SpoolEntry) -> None:
+        """
+        Record in the calling thread that ``entry`` is stored (its
+        ``.stored`` marker), so that a restart publishes its id without
+        storing it again. With ``fsync``, the marker is made durable.
+        """
+        path = os.path.join(self.directory, entry.stored_filename)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+        if self.fsync:
+            _fsync_directory(self.directory)
+
+    def mark_stored(self, entry: SpoolEntry) -> defer.Deferred[None]:
+        """``mark_stored_blocking`` in the thread pool; a Deferred."""
+        return deferToThreadPool(self.reactor, self.threadpool, self.mark_stored_blocking,
+                                 entry)
 
     def quarantine_blocking(self, entry: SpoolEntry, reason: str) -> None:
         """

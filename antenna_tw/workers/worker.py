@@ -50,7 +50,7 @@ def adopt_orphan_shards(spool_dir: str, index: int, count: int,
     Returns how many entries were moved. Runs at start-up, before the reactor.
     """
     # not imported by the parent, which needs none of the spool
-    from antenna_tw.spool import DUMP_SUFFIX, SUFFIX
+    from antenna_tw.spool import DUMP_SUFFIX, STORED_SUFFIX, SUFFIX
 
     own = shard_directory(spool_dir, index)
     os.makedirs(own, exist_ok=True)
@@ -63,8 +63,9 @@ def adopt_orphan_shards(spool_dir: str, index: int, count: int,
     moved = 0
     for source in sources:
         names = [name for name in os.listdir(source) if not name.startswith(".")]
-        # Dumps before the .crash file that commits them, as when they were written.
-        for suffix in (DUMP_SUFFIX, SUFFIX):
+        # Dumps (and stored markers) before the .crash file that commits them,
+        # as when they were written.
+        for suffix in (DUMP_SUFFIX, STORED_SUFFIX, SUFFIX):
             for filename in names:
                 if filename.endswith(suffix):
                     os.replace(os.path.join(source, filename), os.path.join(own, filename))
