@@ -535,3 +535,71 @@ def test_the_spool_counts_its_bytes_down_whichever_way_crashes_move(tmp_path, fi
     assert sorted(os.listdir(spool.directory)) == [CORRUPT_DIR]
     # One batch, or each crash loaded, then removed or quarantined.
     assert pool.jobs == (1 if files else 4)
+
+
+# -- with a crash publisher: mark stored, hand over -------------------------
+
+
+@pytest.mark.parametrize("files", [True, False])
+def test_with_a_publisher_stored_entries_are_marked_and_handed_over_not_removed(
+        tmp_path, files):
+    clock = ImmediateReactor()
+    pool = ImmediatePool()
+    spool = Spool(str(tmp_path / "spool"), clock, pool)
+    spool.open()
+    storage = (FSCrashStorage(str(tmp_path / "crashes"), clock, pool) if files
+               else NoOpCrashStorage())
+    [entry] = fired(spool.put(Crash("good", {"uuid": "good"}, {"upload_file_minidump": b"M"})))
+    handed = []
+    mover = CrashMover(spool, storage, clock, RecordingMetrics(), threadpool=pool,
+                       stored=handed.append)
+    mover.enqueue(entry)
+    mover.start()
+    assert handed == [entry]
+    assert mover.queue_length() == 0
+    assert spool.total_bytes == entry.size  # still spooled, until published
+    assert sorted(os.listdir(spool.directory)) == sorted(
+        [CORRUPT_DIR, entry.filename, entry.dump_filename("upload_file_minidump"),
+         entry.stored_filename])
+    # A restart finds it stored: it goes straight to the publisher, not to storage.
+    again = Spool(str(tmp_path / "spool"), clock, pool)
+    [found] = again.open()
+    assert found.stored and found.crash_id == "good"
+    attempts = []
+    storage.save_crash = attempts.append  # would be called if it were stored again
+    restarted = CrashMover(again, storage, clock, RecordingMetrics(), threadpool=pool,
+                           stored=handed.append)
+    restarted.enqueue(found)
+    restarted.start()
+    assert handed[-1] == found and attempts == []
+    assert restarted.queue_length() == 0
+
+
+def test_a_marker_that_cannot_be_written_still_hands_the_crash_over(tmp_path):
+    clock = ImmediateReactor()
+    pool = ImmediatePool()
+    spool = Spool(str(tmp_path / "spool"), clock, pool)
+    spool.open()
+    [entry] = fired(spool.put(Crash("good", {"uuid": "good"}, {})))
+
+    def refuse(entry):
+        raise OSError("read-only")
+
+    spool.mark_stored_blocking = refuse
+    handed = []
+    mover = CrashMover(spool, NoOpCrashStorage(), clock, RecordingMetrics(), threadpool=pool,
+                       stored=handed.append)
+    mover.enqueue(entry)
+    mover.start()
+    assert handed == [entry]
+
+
+def test_without_a_publisher_a_marked_entry_is_stored_again():
+    clock = task.Clock()
+    storage = FlakyStorage(clock)
+    mover, spool, _ = make_mover(clock, storage)
+    entry = attr.evolve(spool.add("a"), stored=True)
+    mover.enqueue(entry)
+    mover.start()
+    assert storage.saved == ["a"]
+    assert spool.removed == [entry.filename]

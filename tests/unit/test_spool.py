@@ -14,7 +14,7 @@ from twisted.python.threadpool import ThreadPool
 
 from antenna_tw import spool as spool_module
 from antenna_tw.crash import Crash
-from antenna_tw.spool import CORRUPT_DIR, CorruptEntry, Spool
+from antenna_tw.spool import CORRUPT_DIR, STORED_SUFFIX, CorruptEntry, Spool
 
 CRASH_ID = "de1bb258-cbbf-4589-a673-34f800160918"
 DUMPS = ["browser", "memory_report", "upload_file_minidump"]
@@ -411,3 +411,21 @@ def test_a_filesystem_refusing_o_direct_gets_page_cache_writes(tmp_path, monkeyp
             assert dump.read() == crash.dump_bytes(name)
     assert sorted(os.listdir(spool.directory)) == sorted(
         [CORRUPT_DIR, entry.filename] + [entry.dump_filename(name) for name in DUMPS])
+
+
+def test_stored_markers_are_read_at_start_up_and_removed_with_their_entry(tmp_path):
+    directory = tmp_path / "spool"
+    writer = Spool(str(directory), None, None)
+    writer.open()
+    marked = writer._put(Crash("marked", {"uuid": "marked"}, {"upload_file_minidump": b"M"}),
+                         f"{1:020d}-marked")
+    plain = writer._put(Crash("plain", {"uuid": "plain"}, {}), f"{2:020d}-plain")
+    writer.mark_stored_blocking(marked)
+    (directory / f"{3:020d}-gone{STORED_SUFFIX}").touch()  # its entry was removed
+    spool = Spool(str(directory), None, None)
+    found = {entry.crash_id: entry for entry in spool.open()}
+    assert found["marked"].stored and not found["plain"].stored
+    assert not (directory / f"{3:020d}-gone{STORED_SUFFIX}").exists()
+    spool.remove_blocking(found["marked"])
+    assert sorted(os.listdir(directory)) == sorted([CORRUPT_DIR, plain.filename])
+    assert spool.total_bytes == plain.size
