@@ -8,7 +8,10 @@ is marked stored, so a restart publishes it without storing it again; see
 from the spool only the entries whose ids the publisher confirmed. The
 others go back to the front of the queue and the loops wait a capped,
 jittered back-off (``antenna_tw.backoff.Backoff`` on the injected reactor)
-that grows with the failures in a row: an id is never dropped.
+that grows with the failures in a row: an id is never dropped. After a
+failure, ids go out again only once the publisher's health check passes
+(``_probe``), so that an outage is probed, not filled with batches that a
+hung queue may still deliver when it wakes.
 
 Delivery is at least once: an id whose confirmation was lost (a timeout
 after SQS accepted it), or whose spool entry could not be removed, or that
@@ -75,6 +78,8 @@ class PublishQueue:
         self._in_flight = 0  # entries in a publish() or a removal
         self._wakeup: list[Deferred[None]] = []
         self._failed_in_a_row = 0
+        self._probed = 0  # the failures in a row when a probe last found it healthy
+        self._probe_lock = defer.DeferredLock()
         self._resume_at = 0.0  # no publish before this reactor time (backing off)
         self._loops: list[Deferred[None]] = []
         self._stopping = False
@@ -154,8 +159,10 @@ class PublishQueue:
         wait = self._resume_at - self.reactor.seconds()
         if wait > 0:
             await task.deferLater(self.reactor, wait)
-            if not self._queue:
-                return []
+            return []
+        if self._failed_in_a_row and self._probed != self._failed_in_a_row:
+            await self._probe()
+            return []
         size = max(1, int(self.publisher.batch_size))
         batch: list[SpoolEntry] = []
         while self._queue and len(batch) < size:
@@ -168,6 +175,33 @@ class PublishQueue:
             batch = await self._next_batch()
             if batch:
                 await self._publish(batch)
+
+    async def _probe(self) -> None:
+        """
+        After a failed publish, ask the publisher's health check (which has
+        no side effect) before sending ids again: a request that hangs in a
+        stopped queue may still be delivered when it wakes, so sending batch
+        after batch into an outage would come out as duplicates. One loop
+        probes at a time; a failed probe backs off further.
+        """
+        async with self._probe_lock:
+            failures = self._failed_in_a_row
+            if not failures or self._probed == failures:
+                return  # the other loop probed meanwhile, or a publish succeeded
+            try:
+                errors = await self.publisher.check_health()
+            except Exception as error:  # a publisher's bug counts as unreachable
+                errors = [f"{type(error).__name__}: {error}"]
+            if self._failed_in_a_row != failures:
+                return  # a publish settled meanwhile: start over from its state
+            if not errors:
+                self._probed = failures
+                return
+            self._failed_in_a_row += 1
+            delay = self.backoff.delay(self._failed_in_a_row)
+            self._resume_at = self.reactor.seconds() + delay
+            self.log.warn("{count} crash ids wait: {reason}; next try in {delay:.1f} s",
+                          count=self.backlog(), reason=errors[0], delay=delay)
 
     async def _publish(self, batch: list[SpoolEntry]) -> None:
         ids = [entry.crash_id for entry in batch]
@@ -193,6 +227,7 @@ class PublishQueue:
             self._failed(again, reason)
         else:
             self._failed_in_a_row = 0
+            self._probed = 0
             self._resume_at = 0.0
         for entry in done:
             self.log.info("{crash_id} published", crash_id=entry.crash_id)

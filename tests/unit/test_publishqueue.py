@@ -216,3 +216,21 @@ def test_two_loops_keep_two_batches_in_flight():
     for index in range(5):
         queue.add(entry(crash_id(index)))
     assert [len(call[0]) for call in publisher.calls] == [1, 1]
+
+
+def test_after_a_failure_ids_are_sent_again_only_once_the_health_check_passes():
+    queue, publisher, spool, reactor, _ = make()
+    health = [["queue unreachable"]] * 3 + [[]]
+    publisher.check_health = lambda: defer.succeed(health.pop(0))
+    queue.start()
+    queue.add(entry(crash_id(1)))
+    publisher.answer(failed=[crash_id(1)])
+    for _ in range(3):  # three failed probes: no batch goes out meanwhile
+        reactor.advance(61)
+        assert len(publisher.calls) == 1
+    assert queue.failures_in_a_row() == 4
+    reactor.advance(61)  # the probe passes: the id goes out again
+    assert len(publisher.calls) == 2 and health == []
+    publisher.answer()
+    assert spool.removed == [crash_id(1)]
+    assert queue.failures_in_a_row() == 0
