@@ -5,10 +5,12 @@ one against the registry (antenna_tw.metricnames).
 """
 
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
+from zope.interface import implementer
 
 from antenna_tw import metricnames
 from antenna_tw.ext.fs import FSCrashStorage
+from antenna_tw.publisher import ICrashPublisher, PublishFailed
 from antenna_tw.send_crash import build_multipart
 from tests.helpers import StatsdListener, http_request, minidump, raw_request
 
@@ -84,6 +86,36 @@ class FailOnceStorage(FSCrashStorage):
         return super().save_spooled_blocking(spooled)
 
 
+@implementer(ICrashPublisher)
+class FailOncePublisher:
+    """A publisher that publishes nothing anywhere, and fails its first call."""
+
+    name = "fail-once"
+    batch_size = 10
+
+    def __init__(self):
+        self.calls = 0
+
+    @classmethod
+    def from_settings(cls, publish_settings, storage_settings, reactor, threadpool):
+        return cls()
+
+    def verify(self):
+        pass
+
+    def check_health(self):
+        return defer.succeed([])
+
+    def close(self):
+        return defer.succeed(None)
+
+    def publish(self, crash_ids):
+        self.calls += 1
+        if self.calls == 1:
+            return defer.fail(PublishFailed(crash_ids, "the first publish fails"))
+        return defer.succeed(None)
+
+
 class CheckingBackend:
     """A markus-style backend that keeps every record and what the registry says of it."""
 
@@ -143,7 +175,20 @@ async def test_every_metric_the_collector_emits_is_registered(collector_with, tm
         collector_with, tmp_path, "full", SPOOL_MIN_FREE_BYTES=str(1 << 60))
     assert (await send(full, BODY, crash))[2] == b"Discarded=busy"
 
-    backends = (backend, throttled_backend, full_backend)
+    publishing, publishing_backend = await checked_collector(
+        collector_with, tmp_path, "publishing",
+        CRASHPUBLISH_CLASS="tests.integration.test_metrics_statsd.FailOncePublisher",
+        CRASHMOVER_RETRY_BASE_DELAY="0.05", CRASHMOVER_RETRY_MAX_DELAY="0.1")
+    assert (await send(publishing, BODY, crash))[0] == 200
+    for _ in range(200):  # published after one failure, then out of the spool
+        if publishing.collector.publisher.calls == 2 and \
+                not publishing.collector.publish_queue.backlog():
+            break
+        await task.deferLater(reactor, 0.02, lambda: None)
+    assert publishing.collector.publisher.calls == 2
+    assert (await send(publishing, b"", [], path="/__heartbeat__", method="GET"))[0] == 200
+
+    backends = (backend, throttled_backend, full_backend, publishing_backend)
     assert [problem for each in backends for problem in each.problems] == []
     emitted = {record.key for each in backends for record in each.records}
     assert sorted(set(metricnames.REGISTRY) - emitted) == []
