@@ -124,25 +124,24 @@ class Rule:
         return bool(self.condition(throttler, text(crash, self.key)))
 
 
+def _list_of(value: Any, item: type, what: str, not_item: str) -> list[Any]:
+    """``value`` as a list of ``item``; RuleError in one line (a dotted path may name anything)."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise RuleError(f"{what}, not {type(value).__name__}")
+    items = list(value)
+    for one in items:
+        if not isinstance(one, item):
+            raise RuleError(not_item.format(one))
+    return items
+
+
 def _rule_list(rules: Any) -> list[Rule]:
-    # A dotted path may name anything; say what is wrong in one line.
-    if isinstance(rules, (str, bytes, Mapping)) or not hasattr(rules, "__iter__"):
-        raise RuleError(f"a rule set is a list of Rule, not {type(rules).__name__}")
-    rules = list(rules)
-    for rule in rules:
-        if not isinstance(rule, Rule):
-            raise RuleError(f"{rule!r} is not a Rule")
-    return rules
+    return _list_of(rules, Rule, "a rule set is a list of Rule", "{!r} is not a Rule")
 
 
 def _product_list(products: Any) -> list[str]:
-    if isinstance(products, (str, bytes, Mapping)) or not hasattr(products, "__iter__"):
-        raise RuleError(f"products are a list of product names, not {type(products).__name__}")
-    products = list(products)
-    for product in products:
-        if not isinstance(product, str):
-            raise RuleError(f"product name {product!r} is not a string")
-    return products
+    return _list_of(products, str, "products are a list of product names",
+                    "product name {!r} is not a string")
 
 
 def _packagename_map(mapping: Any) -> dict[str, list[str]]:
