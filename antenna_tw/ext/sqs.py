@@ -33,11 +33,13 @@ from zope.interface import implementer
 
 from antenna_tw.ext.s3.client import (
     TRANSPORT_ERRORS,
+    CachedHealth,
     CredentialSource,
     NoCredentials,
     QuietConnectionPool,
     SingleFlight,
     Timeouts,
+    check_endpoint_url,
     describe_transport_error,
     in_threads,
     one_line,
@@ -88,11 +90,7 @@ class QueueLocation:
     def __attrs_post_init__(self) -> None:
         if not self.queue_name:
             raise ValueError("CRASHPUBLISH_QUEUE_NAME is required for SQS publishing")
-        if self.endpoint_url:
-            parts = urlsplit(self.endpoint_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(
-                    f"CRASHPUBLISH_ENDPOINT_URL={self.endpoint_url!r} is not an http(s) URL")
+        check_endpoint_url(self.endpoint_url, "CRASHPUBLISH_ENDPOINT_URL")
 
     @property
     def endpoint(self) -> str:
@@ -246,10 +244,7 @@ class SQSCrashPublisher:
     health_ttl: float = attr.ib(default=5.0)
     queue_url: str | None = attr.ib(default=None)
     _url_flight: SingleFlight[str] = attr.ib(factory=SingleFlight, init=False, repr=False)
-    _health_flight: SingleFlight[list[str]] = attr.ib(factory=SingleFlight, init=False,
-                                                      repr=False)
-    _health: list[str] = attr.ib(factory=list, init=False, repr=False)
-    _health_at: float | None = attr.ib(default=None, init=False, repr=False)
+    _health: CachedHealth = attr.ib(init=False, repr=False)
     name = "sqs"
     batch_size = BATCH_SIZE
     log = Logger(namespace="antenna.sqs")
@@ -385,16 +380,15 @@ class SQSCrashPublisher:
             errors = [queue_problem(self.location, error)]
         except Exception as error:  # credentials: botocore may raise anything
             errors = [f"{self.location.describe()}: {one_line(error) or type(error).__name__}"]
-        self._health, self._health_at = errors, self.reactor.seconds()
         return errors
+
+    @_health.default
+    def _cached_health(self) -> CachedHealth:
+        return CachedHealth(self.reactor, self._health_check)
 
     def check_health(self) -> Deferred[list[str]]:
         """A Deferred of the queue's problems (none: healthy), cached ``health_ttl`` s."""
-        if self._health_at is not None and \
-                self.reactor.seconds() - self._health_at < self.health_ttl:
-            return defer.succeed(list(self._health))
-        return self._health_flight.run(
-            lambda: defer.ensureDeferred(self._health_check())).addCallback(list)
+        return self._health(self.health_ttl)
 
     def close(self) -> Deferred[None]:
         """Close pooled connections; a Deferred."""

@@ -27,7 +27,7 @@ import functools
 import hashlib
 import http.client
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
@@ -103,6 +103,40 @@ class SingleFlight(Generic[T]):
                 waiter.callback(cast(T, result))
 
 
+@attr.s
+class CachedHealth:
+    """
+    A health check (``check``: an async function of the error strings) run at
+    most once every ``ttl`` seconds of ``clock``, and one at a time: the
+    heartbeat may be polled often; S3 and SQS are asked once per ``ttl``.
+    """
+
+    clock: IReactorTime = attr.ib()
+    check: Callable[[], Awaitable[list[str]]] = attr.ib()
+    _errors: list[str] = attr.ib(factory=list, init=False, repr=False)
+    _at: float | None = attr.ib(default=None, init=False, repr=False)
+    _flight: SingleFlight[list[str]] = attr.ib(factory=SingleFlight, init=False, repr=False)
+
+    def __call__(self, ttl: float) -> Deferred[list[str]]:
+        """A Deferred of the errors (none: healthy), from the last check if under ``ttl`` s old."""
+        if self._at is not None and self.clock.seconds() - self._at < ttl:
+            return defer.succeed(list(self._errors))
+        return self._flight.run(lambda: defer.ensureDeferred(self._refresh())).addCallback(list)
+
+    async def _refresh(self) -> list[str]:
+        errors = await self.check()
+        self._errors, self._at = errors, self.clock.seconds()
+        return errors
+
+
+def check_endpoint_url(url: str, option: str) -> None:
+    """ValueError naming ``option`` unless ``url`` is empty or an http(s) URL with a host."""
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{option}={url!r} is not an http(s) URL")
+
+
 # -- where the bucket is ------------------------------------------------------
 
 
@@ -133,11 +167,7 @@ class BucketLocation:
             raise ValueError("CRASHSTORAGE_BUCKET_NAME is required for S3 storage")
         if "/" in self.bucket:
             raise ValueError(f"CRASHSTORAGE_BUCKET_NAME={self.bucket!r} is not a bucket name")
-        if self.endpoint_url:
-            parts = urlsplit(self.endpoint_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(
-                    f"CRASHSTORAGE_ENDPOINT_URL={self.endpoint_url!r} is not an http(s) URL")
+        check_endpoint_url(self.endpoint_url, "CRASHSTORAGE_ENDPOINT_URL")
 
     @property
     def path_style(self) -> bool:

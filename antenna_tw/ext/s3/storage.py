@@ -19,10 +19,10 @@ from antenna_tw.crashid import date_from_crash_id
 from antenna_tw.ext.s3.client import (
     Answer,
     BucketLocation,
+    CachedHealth,
     NoCredentials,
     S3Connection,
     S3Unreachable,
-    SingleFlight,
     build_connection,
     head_bucket_blocking,
     one_line,
@@ -118,10 +118,7 @@ class S3CrashStorage:
     health_ttl: float = attr.ib(default=5.0)
     raw_crash_layout: str = attr.ib(default="v2",
                                     validator=attr.validators.in_(RAW_CRASH_LAYOUTS))
-    _health: list[str] = attr.ib(factory=list, init=False, repr=False)
-    _health_at: float | None = attr.ib(default=None, init=False, repr=False)
-    _health_flight: SingleFlight[list[str]] = attr.ib(factory=SingleFlight, init=False,
-                                                      repr=False)
+    _health: CachedHealth = attr.ib(init=False, repr=False)
     name = "s3"
 
     @classmethod
@@ -180,17 +177,15 @@ class S3CrashStorage:
         except S3Unreachable as error:
             answer = error
         problem = bucket_problem(self.location, answer)
-        errors = [] if problem is None else [problem]
-        self._health, self._health_at = errors, self.reactor.seconds()
-        return errors
+        return [] if problem is None else [problem]
+
+    @_health.default
+    def _cached_health(self) -> CachedHealth:
+        return CachedHealth(self.reactor, self._health_check)
 
     def check_health(self) -> Deferred[list[str]]:
         """A Deferred of the bucket's problems (none: healthy), cached ``health_ttl`` s."""
-        if self._health_at is not None and \
-                self.reactor.seconds() - self._health_at < self.health_ttl:
-            return defer.succeed(list(self._health))
-        return self._health_flight.run(
-            lambda: defer.ensureDeferred(self._health_check())).addCallback(list)
+        return self._health(self.health_ttl)
 
     def close(self) -> Deferred[None]:
         """Close pooled connections; a Deferred."""
