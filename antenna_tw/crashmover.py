@@ -298,16 +298,15 @@ class CrashMover:
             storage.save_spooled_blocking(spooled)
         except Exception as error:
             return Moved(Outcome.SAVE_FAILED, error)
+        # Stored: the entry is marked for the publisher, or it leaves the spool.
         if self.stored is not None:
-            try:
-                self.spool.mark_stored_blocking(entry)
-            except Exception:
-                return Moved(Outcome.MARK_FAILED, Failure())
-            return STORED
+            finish, failed = self.spool.mark_stored_blocking, Outcome.MARK_FAILED
+        else:
+            finish, failed = self.spool.remove_blocking, Outcome.REMOVE_FAILED
         try:
-            self.spool.remove_blocking(entry)
+            finish(entry)
         except Exception:
-            return Moved(Outcome.REMOVE_FAILED, Failure())
+            return Moved(failed, Failure())
         return STORED
 
     async def _move_on_reactor(self, entry: SpoolEntry) -> Moved:
@@ -328,19 +327,15 @@ class CrashMover:
         except Exception as error:
             return Moved(Outcome.SAVE_FAILED, error)
         if self.stored is not None:
-            try:
-                await self.spool.mark_stored(entry)
-            except defer.CancelledError:
-                pass  # stored; the thread writes the marker all the same
-            except Exception:
-                return Moved(Outcome.MARK_FAILED, Failure())
-            return STORED
+            finish, failed = self.spool.mark_stored, Outcome.MARK_FAILED
+        else:
+            finish, failed = self.spool.remove, Outcome.REMOVE_FAILED
         try:
-            await self.spool.remove(entry)
+            await finish(entry)
         except defer.CancelledError:
-            pass  # stored; the thread removes the file all the same
+            pass  # stored; the pool thread finishes the marker or the removal all the same
         except Exception:
-            return Moved(Outcome.REMOVE_FAILED, Failure())
+            return Moved(failed, Failure())
         return STORED
 
     def _retry(self, entry: SpoolEntry) -> None:

@@ -39,6 +39,7 @@ from antenna_tw.ext.s3.client import (
     QuietConnectionPool,
     SingleFlight,
     Timeouts,
+    cached_health,
     check_endpoint_url,
     describe_transport_error,
     in_threads,
@@ -244,7 +245,7 @@ class SQSCrashPublisher:
     health_ttl: float = attr.ib(default=5.0)
     queue_url: str | None = attr.ib(default=None)
     _url_flight: SingleFlight[str] = attr.ib(factory=SingleFlight, init=False, repr=False)
-    _health: CachedHealth = attr.ib(init=False, repr=False)
+    _health: CachedHealth = cached_health()
     name = "sqs"
     batch_size = BATCH_SIZE
     log = Logger(namespace="antenna.sqs")
@@ -381,10 +382,6 @@ class SQSCrashPublisher:
         except Exception as error:  # credentials: botocore may raise anything
             errors = [f"{self.location.describe()}: {one_line(error) or type(error).__name__}"]
         return errors
-
-    @_health.default
-    def _cached_health(self) -> CachedHealth:
-        return CachedHealth(self.reactor, self._health_check)
 
     def check_health(self) -> Deferred[list[str]]:
         """A Deferred of the queue's problems (none: healthy), cached ``health_ttl`` s."""

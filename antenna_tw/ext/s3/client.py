@@ -129,6 +129,12 @@ class CachedHealth:
         return errors
 
 
+def cached_health() -> Any:
+    """An attrs field holding the CachedHealth of its class's ``reactor`` and ``_health_check``."""
+    return attr.ib(init=False, repr=False, default=attr.Factory(
+        lambda self: CachedHealth(self.reactor, self._health_check), takes_self=True))
+
+
 def check_endpoint_url(url: str, option: str) -> None:
     """ValueError naming ``option`` unless ``url`` is empty or an http(s) URL with a host."""
     if url:

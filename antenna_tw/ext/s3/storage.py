@@ -24,6 +24,7 @@ from antenna_tw.ext.s3.client import (
     S3Connection,
     S3Unreachable,
     build_connection,
+    cached_health,
     head_bucket_blocking,
     one_line,
 )
@@ -118,7 +119,7 @@ class S3CrashStorage:
     health_ttl: float = attr.ib(default=5.0)
     raw_crash_layout: str = attr.ib(default="v2",
                                     validator=attr.validators.in_(RAW_CRASH_LAYOUTS))
-    _health: CachedHealth = attr.ib(init=False, repr=False)
+    _health: CachedHealth = cached_health()
     name = "s3"
 
     @classmethod
@@ -178,10 +179,6 @@ class S3CrashStorage:
             answer = error
         problem = bucket_problem(self.location, answer)
         return [] if problem is None else [problem]
-
-    @_health.default
-    def _cached_health(self) -> CachedHealth:
-        return CachedHealth(self.reactor, self._health_check)
 
     def check_health(self) -> Deferred[list[str]]:
         """A Deferred of the bucket's problems (none: healthy), cached ``health_ttl`` s."""
