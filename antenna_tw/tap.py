@@ -22,6 +22,7 @@ from antenna_tw.workers import (
     builtin_storage,
     check_port,
     forbid_pyopenssl,
+    open_listener,
     publisher_checks_without_tls,
     publisher_needs_tls,
     storage_needs_tls,
@@ -61,10 +62,6 @@ class Options(usage.Options):
         ["worker-index", None, None, "internal: this process is worker N", int],
         ["parent-pid", None, None, "internal: the supervising parent's pid", int],
     ]
-    optFlags = [
-        ["no-balance", None, "workers keep every connection the kernel gives them "
-         "(by default a busier worker passes new ones to a less busy one)"],
-    ]
 
 
 def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
@@ -74,8 +71,6 @@ def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
                 "--parent-pid", str(os.getpid())]
         if options["env"]:
             argv += ["--env", options["env"]]
-        if options["no-balance"]:
-            argv.append("--no-balance")
         return argv
     return args
 
@@ -88,6 +83,8 @@ def _supervisor(options: usage.Options, config: Config,
     the web stack nor pyOpenSSL. The start-up checks of our storage classes
     need no pyOpenSSL either (S3's uses http.client and the standard
     library's ``ssl``); another storage class is checked outside the block.
+    Then it opens the one listening socket that every worker serves, with
+    the plain ``socket`` module (Twisted's endpoints would load pyOpenSSL).
     """
     check_port(options["port"])
     storage = config.storage
@@ -109,7 +106,8 @@ def _supervisor(options: usage.Options, config: Config,
             publish, storage, reactor, None).verify()
     return WorkerSupervisor(
         reactor, options["workers"], _worker_args(options),
-        stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer)
+        stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer,
+        listener=open_listener(options["port"]))
 
 
 def makeService(options: usage.Options, environ: Mapping[str, str] | None = None,
@@ -129,19 +127,19 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
         if options["workers"] > 0 and index is None:
             return _supervisor(options, config, observer)
         if index is not None:
-            # A worker listens on plain TCP (ReusePortEndpoint); it needs
-            # TLS only for the storage's and the publisher's own connections.
+            # A worker serves the parent's plain TCP socket; it needs TLS
+            # only for the storage's and the publisher's own connections.
             if not (storage_needs_tls(config.storage)
                     or publisher_needs_tls(config.publish)):
                 forbid_pyopenssl()
             from twisted.internet import reactor
 
             worker = Worker(index, options["workers"], options["parent-pid"],
-                            config.spool.spool_dir, balance=not options["no-balance"])
+                            config.spool.spool_dir)
             worker.start()
             # Each worker gets its shard and its share of the size limits.
             config = worker.configure(config)
-            endpoint = worker.endpoint(reactor, options["port"])
+            endpoint = worker.endpoint(reactor)
         else:
             # One process, any strports description (ssl: included).
             from twisted.internet import reactor

@@ -7,12 +7,9 @@ tests in ``tests/unit/test_adapters_twisted.py`` pin that behaviour.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from twisted.web.http import HTTPChannel
-
-if TYPE_CHECKING:
-    from twisted.internet import tcp
 
 # -- twisted.application: services -------------------------------------------
 
@@ -52,24 +49,3 @@ def request_line(channel: HTTPChannel) -> tuple[bytes, bytes]:
 
 
 # -- twisted.web: the HTTP client (S3) ---------------------------------------
-
-
-# -- twisted.internet: transports and ports (workers) ------------------------
-
-
-def close_without_shutdown(transport: tcp.Connection) -> None:
-    """
-    Close this process's descriptor of the TCP connection ``transport``
-    without ending the connection: another process holds it now (its
-    descriptor went over SCM_RIGHTS, ``antenna_tw.workers.balance``).
-
-    ``loseConnection`` calls ``shutdown(SHUT_RDWR)`` before ``close()``,
-    which would end the connection for every process holding it; Twisted
-    skips it when ``tcp._SocketCloser._shouldShutdown`` is false, as it does
-    itself for a port adopted with ``adoptStreamPort``. There is no public
-    way: ``abortConnection`` sets SO_LINGER to 0, which resets the
-    connection at the other process's close. Pinned by
-    ``tests/unit/test_adapters_twisted_workers.py``.
-    """
-    transport._shouldShutdown = False
-    transport.loseConnection()

@@ -8,10 +8,11 @@ use it, and only through the names below (``tests/unit/test_workers_seam.py``):
 - ``WorkerSupervisor``: the parent, which keeps N workers running and stops
   them in order (``supervisor.py``);
 - ``Worker``: this process as one of them: its spool shard and share of the
-  limits, its SO_REUSEPORT endpoint balanced between the workers
-  (``reuseport.py``, ``balance.py``), and what its heartbeat learns of the
-  other shards (``shardstatus.py``, an ``antenna_tw.health.IOtherShards``);
-- ``check_port``: whether a port description can be shared (``tcp:`` only);
+  limits, the parent's listening socket that it adopts (``listener.py``),
+  and what its heartbeat learns of the other shards (``shardstatus.py``, an
+  ``antenna_tw.health.IOtherShards``);
+- ``check_port`` and ``open_listener``: whether a port description can be
+  shared (``tcp:`` and ``tcp6:``), and the parent's one listening socket;
 - the footprint functions: what keeps the parent and TLS-free workers
   without pyOpenSSL (``footprint.py``).
 
@@ -30,7 +31,8 @@ from antenna_tw.workers.footprint import (
     storage_needs_tls,
     without_pyopenssl,
 )
-from antenna_tw.workers.reuseport import parse_tcp_description as check_port
+from antenna_tw.workers.listener import open_listener
+from antenna_tw.workers.listener import parse_port as check_port
 from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import Worker
 
@@ -40,6 +42,7 @@ __all__ = [
     "builtin_storage",
     "check_port",
     "forbid_pyopenssl",
+    "open_listener",
     "publisher_checks_without_tls",
     "publisher_needs_tls",
     "storage_needs_tls",

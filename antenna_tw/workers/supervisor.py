@@ -7,13 +7,16 @@ dying young (``antenna_tw.backoff.Backoff``). On stop the parent passes
 SIGTERM on and waits for every worker to finish draining (SIGKILL past the
 stop timeout), then lets its error reporter (Sentry) send what it still
 holds. The workers write their logs straight to the parent's stdout and
-stderr. Why this is not ``twisted.runner.procmon.ProcessMonitor``:
+stderr, and serve the parent's one listening socket (``listener.py``): it
+stays open while a worker restarts, so connections wait in its queue
+instead of being refused. Why this is not ``twisted.runner.procmon.ProcessMonitor``:
 docs/architecture.rst, *Choices worth knowing*.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +33,7 @@ from antenna_tw.backoff import Backoff
 from antenna_tw.logs import Logger
 from antenna_tw.sentry import flush
 from antenna_tw.workers.footprint import worker_environment
+from antenna_tw.workers.listener import WORKER_FD
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 # A worker that ran this long before it died starts again from the shortest delay.
@@ -53,7 +57,12 @@ class _WorkerProtocol(protocol.ProcessProtocol):
 
 @attr.s
 class WorkerSupervisor(Service):
-    """Keeps ``count`` worker processes running; stops them on stopService."""
+    """
+    Keeps ``count`` worker processes running; stops them on stopService.
+    ``listener``: the listening socket every worker gets as descriptor
+    ``WORKER_FD``; this service closes it on stopService (the workers'
+    copies keep it open until the last of them stops listening).
+    """
 
     # IReactorProcess and IReactorTime, and a thread pool for the flush.
     reactor: Any = attr.ib()
@@ -64,6 +73,7 @@ class WorkerSupervisor(Service):
     stop_timeout: float = attr.ib(default=60.0)
     log_observer: ILogObserver | None = attr.ib(default=None)
     restart_backoff: Backoff = attr.ib(factory=_restart_backoff)
+    listener: socket.socket | None = attr.ib(default=None)
     log = Logger(namespace="antenna.workers")
 
     def __attrs_post_init__(self) -> None:
@@ -93,9 +103,12 @@ class WorkerSupervisor(Service):
         # so a worker imports the same modules as its parent.
         args = [sys.executable, "-P", "-c", TWISTD] + self.worker_args(index)
         # childFDs 1 and 2: a worker's log lines go out as it wrote them.
+        child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        if self.listener is not None:
+            child_fds[WORKER_FD] = self.listener.fileno()
         self._processes[index] = self.reactor.spawnProcess(
             _WorkerProtocol(self, index), sys.executable, args, env=self.environ,
-            childFDs={0: "w", 1: 1, 2: 2})
+            childFDs=child_fds)
         self._started_at[index] = self.reactor.seconds()
         self.log.info("worker {index} started, pid {pid}", index=index,
                       pid=self._processes[index].pid)
@@ -137,6 +150,10 @@ class WorkerSupervisor(Service):
                 call.cancel()
         self._respawns.clear()
         d = self._stop_workers()
+        if self.listener is not None:
+            # No worker starts again; the socket closes when the last worker's
+            # copy does, as each stops listening before it drains.
+            self.listener.close()
         d.addCallback(lambda _: flush(self.log_observer, self.reactor))
         return d
 

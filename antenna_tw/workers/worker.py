@@ -2,10 +2,10 @@
 One worker of ``--workers N``: its spool shard, its share of the node's
 limits, its listening endpoint, and what it knows of the other shards.
 
-Each worker is a ``twistd antenna`` child with its own SO_REUSEPORT socket on
-the shared port (``reuseport.py``, balanced by ``balance.py``) and its own
-spool shard (``SPOOL_DIR/worker-<i>``). A worker stops by itself when the
-parent dies, even by SIGKILL (PR_SET_PDEATHSIG), so no orphan keeps the port.
+Each worker is a ``twistd antenna`` child that serves the parent's listening
+socket, inherited as descriptor 3 (``listener.py``), and has its own spool
+shard (``SPOOL_DIR/worker-<i>``). A worker stops by itself when the parent
+dies, even by SIGKILL (PR_SET_PDEATHSIG), so no orphan keeps the port.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attr
 
 from antenna_tw.logs import Logger
-from antenna_tw.workers.reuseport import ReusePortEndpoint
+from antenna_tw.workers.listener import WORKER_FD, AdoptedPortEndpoint
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamServerEndpoint
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 SHARD = re.compile(r"^worker-(\d+)$")
 PR_SET_PDEATHSIG = 1
-# In SPOOL_DIR: how many connections each worker holds (balance.LoadBoard).
-CONNECTIONS_FILE = ".connections"
 
 
 def shard_directory(spool_dir: str, index: int) -> str:
@@ -91,14 +89,12 @@ class Worker:
     """
     This process as worker ``index`` of ``count``, started by the parent
     ``parent_pid``, with its shard under the node's ``spool_dir``.
-    ``balance``: pass new connections to a less busy sibling (``balance.py``).
     """
 
     index: int = attr.ib()
     count: int = attr.ib()
     parent_pid: int = attr.ib()
     spool_dir: str = attr.ib()
-    balance: bool = attr.ib(default=True)
 
     @property
     def shard(self) -> str:
@@ -125,22 +121,13 @@ class Worker:
                 config.intake,
                 max_inflight_bytes=config.intake.max_inflight_bytes // self.count))
 
-    def endpoint(self, reactor: Any, description: str) -> IStreamServerEndpoint:
+    def endpoint(self, reactor: Any) -> IStreamServerEndpoint:
         """
-        This worker's listening endpoint for the strports ``tcp:`` ``description``
-        (ValueError for another kind): SO_REUSEPORT, balanced between the workers.
+        This worker's listening endpoint: the parent's listening socket,
+        inherited as descriptor ``WORKER_FD`` and shared with the other
+        workers, adopted with ``reactor.adoptStreamPort``.
         """
-        endpoint: IStreamServerEndpoint = ReusePortEndpoint.from_description(
-            reactor, description)
-        if self.count > 1 and self.balance:
-            from antenna_tw.workers.balance import balanced
-
-            # The hand-off channels are named after the parent: one collector's
-            # workers never take another's connections.
-            endpoint = balanced(endpoint, reactor,
-                                os.path.join(self.spool_dir, CONNECTIONS_FILE),
-                                self.count, self.index, str(self.parent_pid))
-        return endpoint
+        return AdoptedPortEndpoint(reactor, WORKER_FD)
 
     def other_shards(self) -> IOtherShards | None:
         """The other workers' shards, for this worker's heartbeat; None when it is alone."""

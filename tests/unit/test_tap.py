@@ -1,6 +1,11 @@
+import os
+import socket
+
 import pytest
+from twisted.python import usage
 
 from antenna_tw.tap import Options, makeService
+from tests.helpers import test_environ
 
 
 def test_options_defaults_and_env():
@@ -21,12 +26,38 @@ def test_env_option_file_is_read(tmp_path):
         makeService(options, environ={})
 
 
-def test_workers_are_started_with_the_parent_s_balance_choice():
+def test_workers_are_started_as_workers_of_this_parent():
     from antenna_tw.tap import _worker_args
 
-    for given, passed in (([], False), (["--no-balance"], True)):
+    options = Options()
+    options.parseOptions(["--workers", "2", "--port", "tcp:8000", "--env", "x.env"])
+    argv = _worker_args(options)(1)
+    assert argv[argv.index("--worker-index") + 1] == "1"
+    assert argv[argv.index("--parent-pid") + 1] == str(os.getpid())
+    assert argv[argv.index("--env") + 1] == "x.env"
+    assert argv[argv.index("--port") + 1] == "tcp:8000"
+
+
+def test_no_balance_is_gone():
+    # The workers share one accept queue; there is nothing left to balance.
+    with pytest.raises(usage.UsageError, match="no-balance"):
+        Options().parseOptions(["--workers", "2", "--no-balance"])
+
+
+@pytest.mark.parametrize("port", ["ssl:8443", "unix:/tmp/antenna.sock"])
+def test_the_parent_refuses_a_port_it_cannot_share(tmp_path, port):
+    options = Options()
+    options.parseOptions(["--workers", "2", "--port", port])
+    with pytest.raises(SystemExit, match="--workers needs a tcp: or tcp6: port"):
+        makeService(options, environ=test_environ(tmp_path))
+
+
+def test_the_parent_cannot_start_on_a_port_that_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
         options = Options()
-        options.parseOptions(["--workers", "2", "--port", "tcp:8000"] + given)
-        argv = _worker_args(options)(1)
-        assert ("--no-balance" in argv) is passed
-        assert argv[argv.index("--worker-index") + 1] == "1"
+        options.parseOptions(["--workers", "2", "--port",
+                              f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"])
+        with pytest.raises(SystemExit, match="antenna: cannot start: .*[Aa]ddress already in use"):
+            makeService(options, environ=test_environ(tmp_path))

@@ -1,4 +1,5 @@
 import os
+import socket
 
 import pytest
 from twisted.internet import task
@@ -10,8 +11,13 @@ from zope.interface.verify import verifyObject
 from antenna_tw.config import load_config
 from antenna_tw.health import IOtherShards, ShardState
 from antenna_tw.workers import Worker
-from antenna_tw.workers.balance import BalancingEndpoint
-from antenna_tw.workers.reuseport import ReusePortEndpoint, parse_tcp_description
+from antenna_tw.workers.listener import (
+    WORKER_FD,
+    AdoptedPortEndpoint,
+    ListenAddress,
+    open_listener,
+    parse_port,
+)
 from antenna_tw.workers.shardstatus import write_status
 from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import adopt_orphan_shards, shard_directory
@@ -48,19 +54,45 @@ def test_live_shards_are_left_alone(tmp_path):
     assert os.listdir(shard_directory(spool, 1)) == ["1-a.crash"]
 
 
+IPV4, IPV6 = socket.AF_INET, socket.AF_INET6
+
+
 @pytest.mark.parametrize("description,parsed", [
-    ("tcp:8000", (8000, "", 50)),
-    ("tcp:8000:interface=127.0.0.1", (8000, "127.0.0.1", 50)),
-    ("tcp:port=9000:backlog=1024:interface=0.0.0.0", (9000, "0.0.0.0", 1024)),
+    ("tcp:8000", (IPV4, 8000, "", 50)),
+    ("tcp:8000:interface=127.0.0.1", (IPV4, 8000, "127.0.0.1", 50)),
+    ("tcp:port=9000:backlog=1024:interface=0.0.0.0", (IPV4, 9000, "0.0.0.0", 1024)),
+    # as Twisted's tcp: ports, an IPv6 interface (colons escaped) makes it IPv6
+    (r"tcp:8000:interface=\:\:1", (IPV6, 8000, "::1", 50)),
+    ("tcp6:8000", (IPV6, 8000, "::", 50)),
+    (r"tcp6:port=8001:interface=\:\:1:backlog=7", (IPV6, 8001, "::1", 7)),
 ])
-def test_parse_tcp(description, parsed):
-    assert parse_tcp_description(description) == parsed
+def test_parse_port(description, parsed):
+    assert parse_port(description) == ListenAddress(*parsed)
 
 
-@pytest.mark.parametrize("description", ["unix:/tmp/x", "ssl:443", "tcp:", "tcp:80:x=1"])
-def test_parse_tcp_refuses(description):
+@pytest.mark.parametrize("description", ["unix:/tmp/x", "ssl:443", "systemd:domain=INET:index=0",
+                                         "tcp:", "tcp6:", "tcp:80:x=1", "tcp:port=x"])
+def test_parse_port_refuses(description):
     with pytest.raises(ValueError):
-        parse_tcp_description(description)
+        parse_port(description)
+
+
+def test_the_parent_s_listener_is_bound_listening_and_non_blocking():
+    with open_listener("tcp:0:interface=127.0.0.1:backlog=5") as listener:
+        assert listener.family == IPV4
+        assert listener.getsockname()[0] == "127.0.0.1"
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        assert listener.getblocking() is False
+        taken = listener.getsockname()[1]
+        with pytest.raises(OSError):  # the port is ours alone: no SO_REUSEPORT
+            open_listener(f"tcp:{taken}:interface=127.0.0.1")
+    if socket.has_ipv6:
+        try:
+            listener = open_listener(r"tcp6:0:interface=\:\:1")
+        except OSError:
+            return  # no IPv6 loopback here
+        with listener:
+            assert (listener.family, listener.getsockname()[0]) == (IPV6, "::1")
 
 
 class Process:
@@ -90,8 +122,8 @@ class ProcessReactor(task.Clock):
         self.processes = []
 
     def spawnProcess(self, protocol, executable, args, env, childFDs):
-        assert childFDs == {0: "w", 1: 1, 2: 2}  # its logs go out as it wrote them
         process = Process(protocol, 1000 + len(self.processes))
+        process.child_fds = childFDs
         self.processes.append(process)
         return process
 
@@ -186,16 +218,65 @@ def test_other_shards_are_read_from_their_files(tmp_path):
     assert states == [ShardState("worker-1", 1, 7.0, 6, 1), ShardState("worker-2", 0, 0.0, 0, 0)]
 
 
-def test_a_worker_listens_on_its_own_reuseport_socket_balanced_when_it_has_siblings(tmp_path):
-    description = "tcp:8000:interface=127.0.0.1"
-    alone = Worker(0, 1, os.getpid(), str(tmp_path)).endpoint(None, description)
-    assert isinstance(alone, ReusePortEndpoint)
-    assert (alone.port, alone.interface) == (8000, "127.0.0.1")
-    unbalanced = Worker(0, 2, os.getpid(), str(tmp_path), balance=False)
-    assert isinstance(unbalanced.endpoint(None, description), ReusePortEndpoint)
-    balanced = Worker(1, 2, os.getpid(), str(tmp_path)).endpoint(None, description)
-    assert isinstance(balanced, BalancingEndpoint)
-    assert (balanced.board.path, balanced.board.index) == (str(tmp_path / ".connections"), 1)
-    assert balanced.channel.name == str(os.getpid())
-    with pytest.raises(ValueError):
-        Worker(0, 1, os.getpid(), str(tmp_path)).endpoint(None, "ssl:443")
+def test_workers_get_the_parent_s_listener_across_restarts_and_the_stop_closes_it():
+    listener = open_listener("tcp:0:interface=127.0.0.1")
+    reactor = ProcessReactor()
+    supervisor = WorkerSupervisor(reactor, 2, lambda index: ["antenna"], listener=listener)
+    supervisor.startService()
+    reactor.processes[0].end()
+    reactor.advance(0.5)
+    assert len(reactor.processes) == 3
+    # fds 1 and 2: its logs go out as it wrote them; 3: the one listening socket
+    for process in reactor.processes:
+        assert process.child_fds == {0: "w", 1: 1, 2: 2, WORKER_FD: listener.fileno()}
+    assert listener.fileno() != -1  # a restart leaves it open
+    supervisor.stopService()
+    assert listener.fileno() == -1
+
+
+def test_workers_without_a_listener_get_only_their_output():
+    reactor = ProcessReactor()
+    WorkerSupervisor(reactor, 1, lambda index: ["antenna"]).startService()
+    assert reactor.processes[0].child_fds == {0: "w", 1: 1, 2: 2}
+
+
+class AdoptingReactor:
+    """Records what ``adoptStreamPort`` was given, and dup()s as the real one does."""
+
+    def __init__(self):
+        self.adopted = []
+
+    def adoptStreamPort(self, fd, family, factory):
+        self.adopted.append((os.dup(fd), family, factory))
+        return "port"
+
+
+def test_a_worker_adopts_the_inherited_listener(tmp_path):
+    endpoint = Worker(1, 2, os.getpid(), str(tmp_path)).endpoint(None)
+    assert endpoint == AdoptedPortEndpoint(None, WORKER_FD)
+    reactor = AdoptingReactor()
+    with open_listener("tcp:0:interface=127.0.0.1") as listener:
+        inherited = os.dup(listener.fileno())
+        ports = []
+        AdoptedPortEndpoint(reactor, inherited).listen("factory").addCallback(ports.append)
+        assert ports == ["port"]
+        [(adopted, family, factory)] = reactor.adopted
+        with socket.socket(fileno=adopted) as sock:
+            assert (family, factory) == (IPV4, "factory")
+            assert sock.getsockname() == listener.getsockname()
+        with pytest.raises(OSError):  # the inherited descriptor is closed: the port has its own
+            os.fstat(inherited)
+
+
+def test_a_worker_without_a_listening_socket_does_not_start(tmp_path):
+    failures = []
+    with open(tmp_path / "file", "w") as file, socket.socket() as unbound:
+        for fd in (file.fileno(), unbound.fileno()):
+            AdoptedPortEndpoint(AdoptingReactor(), os.dup(fd)).listen("factory").addErrback(
+                failures.append)
+    closed = os.open(tmp_path / "file", os.O_RDONLY)
+    os.close(closed)
+    AdoptedPortEndpoint(AdoptingReactor(), closed).listen("factory").addErrback(failures.append)
+    assert [failure.check(OSError) for failure in failures] == [OSError] * 3
+    assert "not a listening TCP socket" in str(failures[1].value)
+    assert "a worker is started by its --workers parent" in str(failures[2].value)

@@ -8,6 +8,7 @@ nothing of workers.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import pathlib
 import subprocess
@@ -55,14 +56,14 @@ def test_the_seam_is_used(tmp_path: pathlib.Path) -> None:
     assert workers_imports(PACKAGE / "app.py")
     assert workers_imports(PACKAGE / "tap.py")
     planted = tmp_path / "planted.py"
-    planted.write_text("import antenna_tw.workers.balance\n"
+    planted.write_text("import antenna_tw.workers.listener\n"
                        "from antenna_tw import workers\n"
                        "from antenna_tw.workers.shardstatus import waiting_in\n"
                        "from antenna_tw.workersish import x\n"
                        "def f():\n"
                        "    from antenna_tw.workers import Worker\n")
     assert workers_imports(planted) == [
-        "1: antenna_tw.workers.balance", "2: antenna_tw.workers",
+        "1: antenna_tw.workers.listener", "2: antenna_tw.workers",
         "3: antenna_tw.workers.shardstatus", "6: antenna_tw.workers"]
 
 
@@ -72,8 +73,33 @@ def test_importing_the_seam_loads_neither_the_reactor_nor_the_web_stack() -> Non
             "print(' '.join(sorted(name for name in sys.modules if name in {"
             "'twisted.internet.reactor', 'twisted.internet.posixbase', 'OpenSSL', "
             "'twisted.web.server', 'klein', 'antenna_tw.health', 'antenna_tw.spool', "
-            "'antenna_tw.workers.balance', 'antenna_tw.workers.shardstatus'})))\n")
+            "'twisted.internet.endpoints', 'antenna_tw.workers.shardstatus'})))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == []
+
+
+def test_the_parent_opens_its_listening_socket_without_endpoints_or_pyopenssl(tmp_path) -> None:
+    # The --workers parent, as twistd builds it: it checks the storage, opens
+    # the one listening socket its workers share, and still has loaded
+    # neither Twisted's endpoints (they import pyOpenSSL) nor pyOpenSSL.
+    code = (
+        "import json, sys\n"
+        "from antenna_tw.tap import Options, makeService\n"
+        "options = Options()\n"
+        "options.parseOptions(['--workers', '2', '--port', 'tcp:0:interface=127.0.0.1'])\n"
+        "service = makeService(options, environ=json.loads(sys.argv[1]))\n"
+        "print(json.dumps({'listening': service.listener.getsockname()[0],\n"
+        "                  'loaded': sorted(name for name in sys.modules if name in {\n"
+        "                      'twisted.internet.endpoints', 'OpenSSL', 'twisted.web.server',\n"
+        "                      'antenna_tw.spool', 'antenna_tw.workers.shardstatus'})}))\n")
+    # (not tests.helpers: it imports the web stack)
+    environ = {"CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"), "METRICS_CLASS": "none",
+               "SPOOL_DIR": str(tmp_path / "spool"), "SPOOL_MIN_FREE_BYTES": "0"}
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(environ)], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"listening": "127.0.0.1",
+                                                          "loaded": []}
