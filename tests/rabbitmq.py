@@ -55,6 +55,30 @@ def require_rabbitmq():
     return command
 
 
+def session_members(session_id):
+    """Pids of the processes in session ``session_id`` (Linux /proc)."""
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session_id:  # stat field 6: the session id
+                members.append(int(name))
+    return members
+
+
+def alive(pid):
+    """True while ``pid`` exists and is not a zombie (a zombie has let go of everything)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def distinct_free_ports(count):
     ports = set()
     while len(ports) < count:
@@ -187,15 +211,25 @@ class RabbitMQServer:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def kill(self):
-        """SIGKILL to the node and everything it started in its session."""
+    def kill(self, timeout=30.0):
+        """
+        SIGKILL to the node and everything it started in its session; returns
+        once the Erlang VM itself is gone (the start script dies first, and a
+        VM still exiting could confirm a message or hold the node's files).
+        """
         if self.process is None:
             return
+        members = session_members(self.process.pid)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.process.wait()
+        deadline = time.monotonic() + timeout
+        while any(alive(pid) for pid in members):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq-server processes {members} outlived SIGKILL")
+            time.sleep(0.02)
 
     def pause(self):
         """SIGSTOP: connections stay open and nothing answers (a hung broker)."""
