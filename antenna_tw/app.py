@@ -31,6 +31,7 @@ from antenna_tw.metrics import IMetrics, build_metrics
 from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, is_noop, publisher_class
 from antenna_tw.publishqueue import PublishQueue
 from antenna_tw.spool import Spool, SpoolEntry
+from antenna_tw.startup import start_up_check
 from antenna_tw.storage import ICrashStorage, StorageUnavailable, check_storage, storage_class
 from antenna_tw.submit import SubmitHandler, SubmitResource, takes_body
 from antenna_tw.throttler import RuleError, Throttler, build_throttler
@@ -47,6 +48,12 @@ class StatusPublisher(Protocol):
 
 class StartupError(Exception):
     """The collector cannot start; the message is one line for the operator."""
+
+
+# How long past SHUTDOWN_TIMEOUT a stop may take to let go of storage and the
+# publisher: a step that still has not finished is left behind, so the
+# process exits in time whatever a backend does (docs/spool.rst, *Shutdown*).
+STOP_GRACE = 1.0
 
 
 @attr.s
@@ -72,17 +79,21 @@ class Collector:
     publish_queue: PublishQueue | None = attr.ib(default=None)
     log = Logger(namespace="antenna.app")
 
-    def prepare(self) -> list[SpoolEntry]:
+    def prepare(self, check: bool = True) -> list[SpoolEntry]:
         """
-        Start-up checks that may block, run before the reactor: storage
-        must be usable, the spool readable. Returns the spooled entries.
+        Start-up checks that may block, run before the reactor: storage and
+        the publisher must not be misconfigured (``check``; a worker skips
+        it: its parent checked), the spool readable. Returns the spooled
+        entries. Storage or a publisher that does not answer does not stop
+        the start: crashes wait in the spool meanwhile.
         """
-        try:
-            self.storage.verify()
-            if self.publisher is not None:
-                self.publisher.verify()
-        except (StorageUnavailable, PublisherUnavailable) as error:
-            raise StartupError(str(error)) from None
+        if check:
+            try:
+                start_up_check(self.storage.verify, self.log)
+                if self.publisher is not None:
+                    start_up_check(self.publisher.verify, self.log)
+            except (StorageUnavailable, PublisherUnavailable) as error:
+                raise StartupError(str(error)) from None
         try:
             return self.spool.open()
         except OSError as error:
@@ -112,6 +123,8 @@ class Collector:
         stays in the spool for the next start.
         """
         deadline = self.reactor.seconds() + self.config.spool.shutdown_timeout
+        # No step may hold the process past this, whatever storage does.
+        last = deadline + STOP_GRACE
         self.admission.close()
         try:
             writes = self.spool.idle()
@@ -120,16 +133,49 @@ class Collector:
                 await writes
             except defer.TimeoutError:
                 self.log.warn("spool writes still in flight at the shutdown deadline")
-            await self.mover.stop(max(0.0, deadline - self.reactor.seconds()))
+            await self._by(self.mover.stop(max(0.0, deadline - self.reactor.seconds())),
+                           last, "the crash movers")
             if self.publish_queue is not None:
-                await self.publish_queue.stop(max(0.0, deadline - self.reactor.seconds()))
-            await self.storage.close()  # S3 lets go of its pooled connections
+                await self._by(
+                    self.publish_queue.stop(max(0.0, deadline - self.reactor.seconds())),
+                    last, "the publish queue")
+            # S3 lets go of its pooled connections.
+            await self._by(self.storage.close(), last, "closing the storage")
             if self.publisher is not None:
-                await self.publisher.close()
+                await self._by(self.publisher.close(), last, "closing the publisher")
         finally:
             if self.status is not None:
                 await self.status.stop()
             self.threadpool.stop()
+
+
+    def _by(self, step: defer.Deferred[Any], last: float, what: str) -> defer.Deferred[None]:
+        """
+        ``step``'s outcome, or None at reactor time ``last`` if it has not
+        finished by then: the stop goes on without it (it is not cancelled;
+        what it did not store stays in the spool).
+        """
+        result: defer.Deferred[None] = defer.Deferred()
+
+        def late() -> None:
+            self.log.warn("{what} had not finished {grace:.0f} s after the shutdown deadline; "
+                          "stopping without waiting for it", what=what, grace=STOP_GRACE)
+            result.callback(None)
+
+        timer = self.reactor.callLater(max(0.0, last - self.reactor.seconds()), late)
+
+        def settle(outcome: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if result.called:
+                return  # too late: the stop went on; a failure is dropped with it
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(None)
+
+        step.addBoth(settle)
+        return result
 
 
 def _plain_error(answer: answers.Answer):  # klein's handler Protocol: mypy-zope rejects it

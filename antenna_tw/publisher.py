@@ -25,6 +25,14 @@ class PublisherUnavailable(Exception):
     """Cannot publish; the message is one line for the operator."""
 
 
+class PublisherUnreachable(PublisherUnavailable):
+    """
+    The queue or broker did not answer the start-up check (refused, timed
+    out, a server error): the collector starts all the same and publishes
+    once it answers (``antenna_tw.startup``).
+    """
+
+
 class PublishFailed(Exception):
     """
     Some ids of a ``publish()`` call were not confirmed: ``crash_ids`` names
@@ -56,7 +64,8 @@ class ICrashPublisher(Interface):
         Check at start-up that ids can be published. Runs before the reactor
         starts, so it may block; raise PublisherUnavailable with one line on
         a definitive misconfiguration (no such queue, bad credentials,
-        refused authentication).
+        refused authentication), PublisherUnreachable when nothing answered
+        (refused connection, timeout, a server error: the start goes on).
         """
 
     def publish(crash_ids: Sequence[str]) -> Deferred[None]:

@@ -29,7 +29,11 @@ class ICrashStorage(Interface):
     def verify() -> None:
         """
         Check at start-up that crashes can be saved. Runs before the reactor
-        starts, so it may block; raise StorageUnavailable with one line.
+        starts, so it may block. Raise StorageUnavailable with one line on a
+        definitive misconfiguration (no such bucket, access denied, bad
+        credentials): the start stops. Raise StorageUnreachable when storage
+        did not answer (refused, timed out, a server error): the collector
+        starts all the same and spools crashes until it answers.
         """
 
     def save_crash(crash: Crash) -> Deferred[None]:
@@ -60,6 +64,15 @@ class IFileCrashStorage(ICrashStorage):
 
 class StorageUnavailable(Exception):
     """Storage cannot be used; the message is one line for the operator."""
+
+
+class StorageUnreachable(StorageUnavailable):
+    """
+    Storage did not answer the start-up check (refused, timed out, a server
+    error): not a reason to refuse the start, since the spool takes crashes
+    meanwhile (``antenna_tw.startup``). A StorageUnavailable, so that a
+    caller that knows only that one still refuses.
+    """
 
 
 def check_storage(storage: object) -> None:

@@ -15,6 +15,7 @@ from antenna_tw.config import ConfigError, load_config
 from antenna_tw.logs import Logger, make_observer
 from antenna_tw.publisher import PublisherUnavailable, publisher_class
 from antenna_tw.sentry import with_sentry
+from antenna_tw.startup import start_up_check
 from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.workers import (
     Worker,
@@ -89,21 +90,24 @@ def _supervisor(options: usage.Options, config: Config,
     check_port(options["port"])
     storage = config.storage
     publish = config.publish
+    # Only the parent checks: its workers, restarted or not, never wait for
+    # storage. What does not answer is a warning, not a refusal (startup.py).
+    log = Logger(namespace="antenna.startup", observer=observer)
     with without_pyopenssl():
         from twisted.internet import reactor
 
         if builtin_storage(storage):
-            storage_class(storage.crashstorage_class).from_settings(
-                storage, reactor, None).verify()
+            start_up_check(storage_class(storage.crashstorage_class).from_settings(
+                storage, reactor, None).verify, log)
         if publisher_checks_without_tls(publish):
-            publisher_class(publish.crashpublish_class).from_settings(
-                publish, storage, reactor, None).verify()
+            start_up_check(publisher_class(publish.crashpublish_class).from_settings(
+                publish, storage, reactor, None).verify, log)
     if not builtin_storage(storage):
-        storage_class(storage.crashstorage_class).from_settings(
-            storage, reactor, None).verify()
+        start_up_check(storage_class(storage.crashstorage_class).from_settings(
+            storage, reactor, None).verify, log)
     if not publisher_checks_without_tls(publish):
-        publisher_class(publish.crashpublish_class).from_settings(
-            publish, storage, reactor, None).verify()
+        start_up_check(publisher_class(publish.crashpublish_class).from_settings(
+            publish, storage, reactor, None).verify, log)
     return WorkerSupervisor(
         reactor, options["workers"], _worker_args(options),
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer,
@@ -152,7 +156,9 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
 
         try:
             collector = build_collector(config, reactor, worker=worker)
-            entries = collector.prepare()
+            # A worker skips the storage and publisher checks: its parent
+            # ran them, and a restarted worker must serve at once.
+            entries = collector.prepare(check=worker is None)
         except StartupError as error:
             raise ConfigError(str(error)) from None
     except (ConfigError, StorageUnavailable, PublisherUnavailable, ValueError,

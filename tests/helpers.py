@@ -17,7 +17,7 @@ from zope.interface import implementer, implementer_only
 from antenna_tw.app import build_collector
 from antenna_tw.config import load_config
 from antenna_tw.ext.fs import FSCrashStorage
-from antenna_tw.storage import ICrashStorage
+from antenna_tw.storage import ICrashStorage, StorageUnreachable
 
 # Real dumps and captured uploads, kept in the repository (tests/data/README.md).
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -228,6 +228,39 @@ class NeverStorage:
 
     def close(self):
         return defer.succeed(None)
+
+
+class StubbornStorage(NeverStorage):
+    """
+    Storage that misbehaves at shutdown: a save shrugs off its cancellation
+    (as a request retried after being cancelled would) and ``close`` never
+    fires. The stop must end by its deadline all the same.
+    """
+
+    name = "stubborn"
+
+    def save_crash(self, crash):
+        async def save():
+            while True:
+                try:
+                    await task.deferLater(reactor, 3600, lambda: None)
+                except defer.CancelledError:
+                    continue
+        return defer.ensureDeferred(save())
+
+    def close(self):
+        return defer.Deferred()
+
+
+class UnreachableStorage(NeverStorage):
+    """Storage whose start-up check finds nothing answering; ``checks`` counts the checks."""
+
+    name = "unreachable"
+    checks = 0
+
+    def verify(self):
+        type(self).checks += 1
+        raise StorageUnreachable("storage at http://127.0.0.1:9: no answer (Connection refused)")
 
 
 @implementer_only(ICrashStorage)  # not IFileCrashStorage: the movers go through save_crash

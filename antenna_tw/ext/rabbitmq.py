@@ -37,7 +37,12 @@ from zope.interface import implementer
 from antenna_tw.backoff import Backoff
 from antenna_tw.config import PublishSettings, StorageSettings
 from antenna_tw.logs import Logger
-from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
+from antenna_tw.publisher import (
+    ICrashPublisher,
+    PublisherUnavailable,
+    PublisherUnreachable,
+    PublishFailed,
+)
 
 # Socorro's processor queue (socorro.external.rabbitmq's routing key).
 SOCORRO_QUEUE = "socorro.normal"
@@ -162,6 +167,9 @@ class RabbitMQCrashPublisher:
         """
         Connect with pika's blocking client, declare the queue (durable) and
         check that the exchange exists; any failure is one line.
+        PublisherUnavailable when the broker refused the credentials or the
+        virtual host, or the queue or exchange is wrong; PublisherUnreachable
+        when it could not be reached or went away (the start goes on).
         """
         where = f"RabbitMQ at {self.shown_url}"
         try:
@@ -179,7 +187,8 @@ class RabbitMQCrashPublisher:
             raise PublisherUnavailable(
                 f"{where} refused access to the virtual host of CRASHPUBLISH_AMQP_URL") from None
         except (pika.exceptions.AMQPError, OSError) as error:
-            raise PublisherUnavailable(f"cannot connect to {where}: {describe(error)}") from None
+            # Refused, timed out, reset: the broker is away, not misconfigured.
+            raise PublisherUnreachable(f"cannot connect to {where}: {describe(error)}") from None
         try:
             channel = connection.channel()
             channel.queue_declare(self.queue, durable=True, passive=not self.declare_queue)
@@ -188,7 +197,7 @@ class RabbitMQCrashPublisher:
         except pika.exceptions.ChannelClosedByBroker as error:
             raise PublisherUnavailable(f"{where}: {self._channel_error(error)}") from None
         except (pika.exceptions.AMQPError, OSError) as error:
-            raise PublisherUnavailable(f"{where}: {describe(error)}") from None
+            raise PublisherUnreachable(f"{where}: {describe(error)}") from None
         finally:
             if connection.is_open:
                 connection.close()

@@ -32,6 +32,7 @@ from twisted.web.client import Agent
 from zope.interface import implementer
 
 from antenna_tw.ext.s3.client import (
+    CREDENTIALS_UNREACHABLE,
     TRANSPORT_ERRORS,
     CachedHealth,
     CredentialSource,
@@ -40,6 +41,7 @@ from antenna_tw.ext.s3.client import (
     SingleFlight,
     Timeouts,
     cached_health,
+    cancelled,
     check_endpoint_url,
     describe_transport_error,
     in_threads,
@@ -47,7 +49,12 @@ from antenna_tw.ext.s3.client import (
     signed_headers,
 )
 from antenna_tw.logs import Logger
-from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
+from antenna_tw.publisher import (
+    ICrashPublisher,
+    PublisherUnavailable,
+    PublisherUnreachable,
+    PublishFailed,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -139,6 +146,11 @@ class SQSError(Exception):
     def needs_new_credentials(self) -> bool:
         """The session token expired: resolve the credentials again."""
         return self.code in REFRESH_CODES
+
+    @property
+    def unwell(self) -> bool:
+        """SQS is unwell (a server error, throttling), not misconfigured: start all the same."""
+        return self.status >= 500 or self.status in (408, 429) or self.code in THROTTLING_CODES
 
 
 class SQSUnreachable(Exception):
@@ -272,13 +284,19 @@ class SQSCrashPublisher:
         """
         Resolve the queue's URL with ``GetQueueUrl``, then send Antenna's
         ``test`` message unless ``verify_message`` is off; blocking, before
-        the reactor runs. PublisherUnavailable with one line otherwise.
+        the reactor runs. PublisherUnavailable with one line when the
+        settings are wrong (no such queue, credentials refused);
+        PublisherUnreachable when SQS did not answer or answered a server
+        error (the start goes on; the first publish resolves the URL).
         """
         where = self.location.describe()
         try:
             frozen = self.credentials.resolve_blocking()
         except NoCredentials as error:
             raise PublisherUnavailable(f"{where}: {error}") from None
+        except CREDENTIALS_UNREACHABLE as error:
+            raise PublisherUnreachable(
+                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
         except botocore.exceptions.BotoCoreError as error:
             raise PublisherUnavailable(
                 f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
@@ -290,7 +308,11 @@ class SQSCrashPublisher:
             if self.verify_message:
                 call_blocking(self.location, frozen, "SendMessage",
                               {"QueueUrl": queue_url, "MessageBody": VERIFY_MESSAGE}, timeout)
-        except (SQSError, SQSUnreachable) as error:
+        except SQSUnreachable as error:
+            raise PublisherUnreachable(queue_problem(self.location, error)) from None
+        except SQSError as error:
+            if error.unwell and not (error.no_queue or error.bad_credentials):
+                raise PublisherUnreachable(queue_problem(self.location, error)) from None
             raise PublisherUnavailable(queue_problem(self.location, error)) from None
         except (KeyError, TypeError):
             raise PublisherUnavailable(
@@ -306,8 +328,14 @@ class SQSCrashPublisher:
         exchange.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
         try:
             return await exchange
-        except TRANSPORT_ERRORS as failure:
-            raise SQSUnreachable(action, describe_transport_error(failure)) from None
+        except Exception as failure:
+            # Cancelled (the publish loops stopping at the shutdown deadline):
+            # final, not an unreachable queue to report and retry.
+            if cancelled(failure):
+                raise defer.CancelledError(f"SQS {action} cancelled") from None
+            if isinstance(failure, TRANSPORT_ERRORS):
+                raise SQSUnreachable(action, describe_transport_error(failure)) from None
+            raise
         except SQSError as failure:
             if failure.needs_new_credentials:
                 self.credentials.invalidate()

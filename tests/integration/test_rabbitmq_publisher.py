@@ -17,7 +17,12 @@ from twisted.internet import reactor, task
 from antenna_tw.backoff import Backoff
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.ext.rabbitmq import RabbitMQCrashPublisher, masked_url
-from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, PublishFailed
+from antenna_tw.publisher import (
+    ICrashPublisher,
+    PublisherUnavailable,
+    PublisherUnreachable,
+    PublishFailed,
+)
 from tests.s3server import free_port
 
 
@@ -207,7 +212,7 @@ def test_verify_accepts_a_working_broker_and_declares_the_queue(rabbitmq):
 
 @pytest.mark.parametrize("case", ["password", "vhost", "port", "queue-args", "exchange",
                                   "passive-missing"])
-def test_verify_refuses_with_one_line(rabbitmq, case):
+def test_verify_fails_with_one_line(rabbitmq, case):
     queue = rabbitmq.declare_queue()
     options = {}
     if case == "password":
@@ -235,6 +240,8 @@ def test_verify_refuses_with_one_line(rabbitmq, case):
                 "exchange": "no exchange 'no-such-exchange'",
                 "passive-missing": f"no queue {queue!r}"}[case]
     assert expected in message
+    # Only a broker that is not there lets the start go on (antenna_tw/startup.py).
+    assert isinstance(raised.value, PublisherUnreachable) is (case == "port")
 
 
 @pytest_twisted.ensureDeferred

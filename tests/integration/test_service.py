@@ -79,3 +79,18 @@ async def test_stopping_a_service_never_started_stops_the_collector(tmp_path):
     stops = watch_stop(service, 0)
     await service.stopService()
     assert stops == [False]
+
+
+def test_storage_that_does_not_answer_is_a_warning_and_a_worker_does_not_check(tmp_path,
+                                                                              log_messages):
+    from tests.helpers import UnreachableStorage
+
+    environ = dict(environ_for(tmp_path), CRASHSTORAGE_CLASS="tests.helpers.UnreachableStorage")
+    UnreachableStorage.checks = 0
+    collector = build_collector(load_config(environ, None), reactor)
+    assert collector.prepare() == []  # no StartupError: the spool takes crashes meanwhile
+    assert UnreachableStorage.checks == 1
+    assert any("no answer (Connection refused); starting all the same" in message
+               for message in log_messages), log_messages
+    assert collector.prepare(check=False) == []  # a worker: its parent checked
+    assert UnreachableStorage.checks == 1

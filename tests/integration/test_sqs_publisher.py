@@ -15,7 +15,12 @@ from twisted.python.threadpool import ThreadPool
 
 from antenna_tw.config import StorageSettings
 from antenna_tw.ext.sqs import SQSCrashPublisher
-from antenna_tw.publisher import PublisherUnavailable, PublishFailed, publisher_class
+from antenna_tw.publisher import (
+    PublisherUnavailable,
+    PublisherUnreachable,
+    PublishFailed,
+    publisher_class,
+)
 from tests.helpers import in_thread
 from tests.s3server import Keys
 from tests.sqs_helpers import create_queue, publish_settings, receive_all
@@ -100,18 +105,19 @@ def test_a_missing_queue_refuses_the_start_in_one_line(moto, threadpool):
         publish_settings(moto, "no-such-queue"), StorageSettings(), reactor, threadpool)
     with pytest.raises(PublisherUnavailable) as caught:
         publisher.verify()
+    assert not isinstance(caught.value, PublisherUnreachable)  # refuses the start
     assert str(caught.value) == (
         f"SQS queue 'no-such-queue' at {moto.endpoint}: no such queue (SQS GetQueueUrl "
         "answered 400 QueueDoesNotExist: The specified queue does not exist.)")
 
 
-def test_an_unreachable_endpoint_refuses_the_start_in_one_line(threadpool):
+def test_an_unreachable_endpoint_is_one_line_and_does_not_refuse_the_start(threadpool):
     settings = publish_settings(
         type("Server", (), {"endpoint": f"http://127.0.0.1:{closed_port()}",
                             "keys": Keys("AKIATESTTESTTESTTEST", "secret")})(), "q")
     publisher = SQSCrashPublisher.from_settings(settings, StorageSettings(), reactor,
                                                 threadpool)
-    with pytest.raises(PublisherUnavailable) as caught:
+    with pytest.raises(PublisherUnreachable) as caught:
         publisher.verify()
     message = str(caught.value)
     assert message.startswith(f"SQS queue 'q' at {settings.endpoint_url}: SQS GetQueueUrl: "
@@ -193,6 +199,7 @@ async def test_the_documented_permissions_are_enough_and_bad_keys_are_refused(
     refused = publishers(publish_settings(server, name, keys=wrong))
     with pytest.raises(PublisherUnavailable) as caught:
         refused.verify()
+    assert not isinstance(caught.value, PublisherUnreachable)  # refuses the start
     message = str(caught.value)
     assert message.startswith(f"SQS queue {name!r} at {server.endpoint}: credentials refused")
     assert wrong.secret_key not in message

@@ -8,6 +8,7 @@ tests/integration and tests/system run both against moto.
 import http.server
 import threading
 
+import botocore.exceptions
 import pytest
 from twisted.internet import defer, task
 
@@ -15,7 +16,7 @@ from antenna_tw.ext.s3 import S3CrashStorage, storage
 from antenna_tw.ext.s3.client import (
     Answer, BucketLocation, CredentialSource, S3Connection, S3Unreachable, head_bucket_blocking,
 )
-from antenna_tw.storage import StorageUnavailable
+from antenna_tw.storage import StorageUnavailable, StorageUnreachable
 from tests.s3server import free_port
 from tests.unit.test_s3_connection import FakeHTTP, FakeResponse
 
@@ -42,12 +43,17 @@ def answering(answer):
     return head
 
 
-def reason_for(monkeypatch, head, credentials=None):
+def reason_for(monkeypatch, head, credentials=None, unreachable=False):
+    """
+    The one line of the failed start-up check; ``unreachable``: whether it
+    must let the start go on (StorageUnreachable) rather than refuse it.
+    """
     monkeypatch.setattr(storage, "head_bucket_blocking", head)
     with pytest.raises(StorageUnavailable) as caught:
         s3_storage(credentials).verify()
     message = str(caught.value)
     assert "\n" not in message and SECRET not in message
+    assert isinstance(caught.value, StorageUnreachable) is unreachable, caught.value
     return message
 
 
@@ -71,7 +77,7 @@ def test_another_region_is_named(monkeypatch):
 
 def test_no_answer(monkeypatch):
     head = answering(S3Unreachable("HEAD", "bucket", "timed out"))
-    assert reason_for(monkeypatch, head) == (
+    assert reason_for(monkeypatch, head, unreachable=True) == (
         "S3 bucket 'crashes' at http://127.0.0.1:9: no answer to HEAD bucket (timed out)")
 
 
@@ -83,6 +89,36 @@ def test_no_credentials(monkeypatch):
     credentials = CredentialSource(None, make_session=NoSession)
     message = reason_for(monkeypatch, answering(Answer(200, "OK")), credentials)
     assert "no AWS credentials" in message
+
+
+@pytest.mark.parametrize("status, phrase", [
+    (404, "Not Found"), (403, "Forbidden"), (400, "Bad Request"), (301, "Moved Permanently"),
+    (405, "Method Not Allowed"),
+])
+def test_what_says_the_settings_are_wrong_refuses_the_start(monkeypatch, status, phrase):
+    reason_for(monkeypatch, answering(Answer(status, phrase)), unreachable=False)
+
+
+@pytest.mark.parametrize("status, phrase", [
+    (500, "Internal Server Error"), (502, "Bad Gateway"), (503, "Slow Down"),
+    (504, "Gateway Timeout"), (429, "Too Many Requests"), (408, "Request Timeout"),
+    (307, "Temporary Redirect"),
+])
+def test_an_unwell_s3_does_not_refuse_the_start(monkeypatch, status, phrase):
+    message = reason_for(monkeypatch, answering(Answer(status, phrase)), unreachable=True)
+    assert message.startswith(f"S3 bucket 'crashes' at http://127.0.0.1:9: HEAD bucket "
+                              f"answered {status} {phrase}")
+
+
+def test_a_credential_provider_that_does_not_answer_does_not_refuse_the_start(monkeypatch):
+    class Unreachable:
+        def get_credentials(self):
+            raise botocore.exceptions.ConnectTimeoutError(endpoint_url="http://169.254.169.254")
+
+    credentials = CredentialSource(None, make_session=Unreachable)
+    message = reason_for(monkeypatch, answering(Answer(200, "OK")), credentials,
+                         unreachable=True)
+    assert "cannot resolve AWS credentials" in message
 
 
 def test_the_heartbeat_line_has_the_status_alone():

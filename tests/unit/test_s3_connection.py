@@ -53,13 +53,15 @@ class FakeHTTP:
 
     def __init__(self):
         self.sent = []
+        # What a cancelled request fails with (treq's, when the answer never came).
+        self.cancel_error = ResponseNeverReceived([Failure(defer.CancelledError())])
 
     def request(self, method, url, data=None, headers=None):
         sent = Sent(method, url, headers, data, None)
 
         def cancel(d):
             sent.cancelled = True
-            d.errback(ResponseNeverReceived([Failure(defer.CancelledError())]))
+            d.errback(Failure(self.cancel_error))
 
         sent.deferred = defer.Deferred(cancel)
         self.sent.append(sent)
@@ -207,6 +209,43 @@ def test_a_request_without_answer_times_out_and_is_retried(clock, http):
     assert len(http.sent) == 2
     http.answer(200)
     assert results == [None]
+
+
+@pytest.mark.parametrize("cancel_error", [
+    ResponseNeverReceived([Failure(defer.CancelledError())]),  # treq, waiting for the answer
+    error.ConnectingCancelledError(("127.0.0.1", 9)),  # still connecting
+    defer.CancelledError(),
+])
+def test_a_cancelled_request_is_final_and_never_retried(clock, http, cancel_error):
+    # At the shutdown deadline the crash movers cancel their saves: the
+    # cancellation must end the request, not count as a network error.
+    http.cancel_error = cancel_error
+    connection = make_connection(clock, http)
+    results = []
+    d = defer.ensureDeferred(connection.put_object("v1/dump/x", b"dump"))
+    d.addBoth(results.append)
+    d.cancel()
+    [failure] = results
+    assert failure.check(defer.CancelledError)
+    assert http.sent[0].cancelled
+    assert not clock.getDelayedCalls()  # no retry pending, no timeout left behind
+    clock.advance(60)
+    assert len(http.sent) == 1
+
+
+def test_a_request_cancelled_during_its_backoff_is_final(clock, http):
+    connection = make_connection(clock, http)
+    results = []
+    d = defer.ensureDeferred(connection.put_object("v1/dump/x", b"dump"))
+    d.addBoth(results.append)
+    http.answer(503, SLOWDOWN)
+    assert clock.getDelayedCalls()  # waiting before the second try
+    d.cancel()
+    [failure] = results
+    assert failure.check(defer.CancelledError)
+    assert not clock.getDelayedCalls()
+    clock.advance(60)
+    assert len(http.sent) == 1
 
 
 def test_timeout_grows_with_the_body():

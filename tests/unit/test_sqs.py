@@ -4,6 +4,8 @@ import json
 
 import pytest
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 from twisted.web.http_headers import Headers
 
 from antenna_tw.ext.s3.client import CredentialSource, in_threads
@@ -129,3 +131,27 @@ def test_the_endpoint_must_be_a_url():
         QueueLocation("q", "us-west-2", "localhost:4566")
     assert str(caught.value) == (
         "CRASHPUBLISH_ENDPOINT_URL='localhost:4566' is not an http(s) URL")
+
+
+class HangingHTTP:
+    """Never answers; a cancelled request fails as treq's does (ResponseNeverReceived)."""
+
+    def __init__(self):
+        self.sent = 0
+
+    def request(self, method, url, data=None, headers=None):
+        self.sent += 1
+        return defer.Deferred(lambda d: d.errback(
+            ResponseNeverReceived([Failure(defer.CancelledError())])))
+
+
+def test_a_cancelled_publish_is_cancelled_not_unpublished():
+    # The publish queue stops its loops at the shutdown deadline: the ids go
+    # back to its queue as they were, with no "not published" warning.
+    http = HangingHTTP()
+    d = publisher(http).publish(["a", "b"])
+    d.cancel()
+    failure = d.result
+    d.addErrback(lambda _: None)
+    assert isinstance(failure.value, defer.CancelledError)
+    assert http.sent == 1

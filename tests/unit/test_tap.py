@@ -61,3 +61,19 @@ def test_the_parent_cannot_start_on_a_port_that_is_taken(tmp_path):
                               f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"])
         with pytest.raises(SystemExit, match="antenna: cannot start: .*[Aa]ddress already in use"):
             makeService(options, environ=test_environ(tmp_path))
+
+
+def test_the_parent_starts_its_workers_when_storage_does_not_answer(tmp_path, capsys):
+    from tests.helpers import UnreachableStorage
+
+    UnreachableStorage.checks = 0
+    options = Options()
+    options.parseOptions(["--workers", "2", "--port", "tcp:0:interface=127.0.0.1"])
+    environ = dict(test_environ(tmp_path), CRASHSTORAGE_CLASS="tests.helpers.UnreachableStorage")
+    supervisor = makeService(options, environ=environ)
+    try:
+        assert supervisor.count == 2
+        assert UnreachableStorage.checks == 1  # the parent checks, once
+        assert "no answer (Connection refused); starting all the same" in capsys.readouterr().out
+    finally:
+        supervisor.listener.close()

@@ -10,7 +10,8 @@ Throttling (429, 503 SlowDown), server errors (5xx), 408 and S3's
 timeout) are retried a few times with ``antenna_tw.backoff.Backoff``'s
 delays; an expired session token makes the next try re-resolve credentials.
 What still fails raises, and the caller (the crash mover) puts the crash back
-on its queue.
+on its queue. A cancelled request (the crash movers stopping at the shutdown
+deadline) raises ``CancelledError`` at once: it is never retried.
 
 The HEAD of the bucket has two transports and one request: treq on the
 reactor (``S3Connection.head_bucket``, the heartbeat) and ``http.client``,
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import attr
+import botocore.exceptions
 import botocore.session
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -220,6 +222,13 @@ class BucketLocation:
 
 class NoCredentials(Exception):
     """No credentials in the settings nor in botocore's chain."""
+
+
+# botocore's errors for a credential provider that did not answer (the
+# instance metadata service, STS, a container's endpoint), not a bad setting:
+# the start-up checks let the collector start on them.
+CREDENTIALS_UNREACHABLE = (botocore.exceptions.ConnectionError,
+                           botocore.exceptions.HTTPClientError)
 
 
 def _needs_refresh(credentials: Credentials) -> bool:
@@ -431,6 +440,21 @@ class S3Unreachable(Exception):
         super().__init__(f"S3 {method} {what}: no answer ({reason})")
 
 
+def cancelled(exc: BaseException | None) -> bool:
+    """
+    Whether ``exc`` is how a cancelled request fails: ``CancelledError``,
+    ``ConnectingCancelledError``, or treq's ``ResponseNeverReceived`` (and
+    its kin) whose ``reasons`` hold one. The per-request timeout turns its
+    own cancellation into a ``TimeoutError`` first (``_timed_out``), so what
+    is left is the caller's cancel (shutdown at its deadline): final, never
+    retried as a network error.
+    """
+    if isinstance(exc, (defer.CancelledError, error.ConnectingCancelledError)):
+        return True
+    reasons = getattr(exc, "reasons", None) or []
+    return any(isinstance(reason, Failure) and cancelled(reason.value) for reason in reasons)
+
+
 def describe_transport_error(exc: BaseException) -> str:
     """A short reason for a transport error, one line, no secrets."""
     if isinstance(exc, (ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed)):
@@ -487,7 +511,8 @@ class S3Connection:
     ``request`` method); ``run_in_thread(function, *args)`` returns a
     Deferred and is used to sign large bodies off the reactor thread.
     ``pool`` is the HTTPConnectionPool behind ``http``, closed by ``close``.
-    A request is tried ``attempts`` times in all, ``backoff`` apart.
+    A request is tried ``attempts`` times in all, ``backoff`` apart;
+    cancelling it (shutdown) ends it at once with ``CancelledError``.
     """
 
     location: BucketLocation = attr.ib()
@@ -554,7 +579,12 @@ class S3Connection:
             url, headers = signed_request(self.location, credentials, method, key, body)
         exchange = defer.ensureDeferred(self._exchange(method, url, body, headers))
         exchange.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
-        return await exchange
+        try:
+            return await exchange
+        except Exception as failure:
+            if cancelled(failure):
+                raise defer.CancelledError(f"S3 {method} cancelled") from None
+            raise
 
     async def _exchange(self, method: str, url: str, body: bytes,
                         headers: dict[str, str]) -> Answer:

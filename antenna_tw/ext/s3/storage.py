@@ -17,6 +17,8 @@ from zope.interface import implementer
 from antenna_tw.crash import Crash, serialize_dump_names
 from antenna_tw.crashid import date_from_crash_id
 from antenna_tw.ext.s3.client import (
+    CREDENTIALS_UNREACHABLE,
+    RETRY_STATUSES,
     Answer,
     BucketLocation,
     CachedHealth,
@@ -28,7 +30,7 @@ from antenna_tw.ext.s3.client import (
     head_bucket_blocking,
     one_line,
 )
-from antenna_tw.storage import ICrashStorage, StorageUnavailable
+from antenna_tw.storage import ICrashStorage, StorageUnavailable, StorageUnreachable
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -75,6 +77,18 @@ HINTS = {
     403: "wrong credentials, or no s3:ListBucket permission on the bucket",
     404: "no such bucket",
 }
+
+
+def refuses(answer: Answer) -> bool:
+    """
+    Whether a HEAD of the bucket that did not answer 200 says the settings
+    are wrong, so that the start is refused: a 301 (another region) and any
+    4xx but 408 and 429 (no such bucket, access denied, bad credentials, a
+    malformed request). A server error, throttling or another redirect
+    says S3 is unwell, not misconfigured.
+    """
+    return answer.status == 301 or (
+        400 <= answer.status < 500 and answer.status not in RETRY_STATUSES)
 
 
 def bucket_problem(location: BucketLocation, answer: Answer | S3Unreachable,
@@ -136,15 +150,20 @@ class S3CrashStorage:
 
     def verify(self) -> None:
         """
-        The start-up check, blocking, before the reactor runs: raise
-        StorageUnavailable unless a signed HEAD of the bucket answers 200.
-        HEAD bucket needs only ``s3:ListBucket``, as in Antenna.
+        The start-up check, blocking, before the reactor runs: a signed HEAD
+        of the bucket (it needs only ``s3:ListBucket``, as in Antenna).
+        StorageUnavailable when it says the settings are wrong (``refuses``)
+        or there are no credentials; StorageUnreachable when nothing usable
+        answered (refused, timed out, a 5xx), which does not stop the start.
         """
         where = f"S3 {self.location.describe()}"
         try:
             frozen = self.connection.credentials.resolve_blocking()
         except NoCredentials as error:
             raise StorageUnavailable(f"{where}: {error}") from None
+        except CREDENTIALS_UNREACHABLE as error:
+            raise StorageUnreachable(
+                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
         except botocore.exceptions.BotoCoreError as error:
             raise StorageUnavailable(
                 f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
@@ -155,8 +174,11 @@ class S3CrashStorage:
         except S3Unreachable as error:
             answer = error
         problem = bucket_problem(self.location, answer, detailed=True)
-        if problem is not None:
+        if problem is None:
+            return
+        if isinstance(answer, Answer) and refuses(answer):
             raise StorageUnavailable(problem)
+        raise StorageUnreachable(problem)
 
     async def _save(self, crash: Crash) -> None:
         crash_id = crash.crash_id
