@@ -84,8 +84,8 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, log_dir, timeout=30.0):
-        port = free_port()
+    def start(cls, log_dir, timeout=30.0, port=None):
+        port = port or free_port()
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
                    AWS_ACCESS_KEY_ID=TEST_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=TEST_SECRET_KEY)
         log_path = os.path.join(log_dir, f"moto-{port}.log")

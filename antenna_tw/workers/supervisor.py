@@ -169,7 +169,12 @@ class WorkerSupervisor(Service):
         self._all_ended.append(d)
 
         def kill_stragglers(result: object, timeout: float) -> None:
-            for process in list(self._processes.values()):
+            # A last resort: a worker stops within SHUTDOWN_TIMEOUT plus a
+            # second (app.STOP_GRACE) whatever storage does.
+            for index, process in list(self._processes.items()):
+                self.log.error("worker {index} (pid {pid}) still running {timeout:.0f} s after "
+                               "SIGTERM; SIGKILL", index=index, pid=process.pid,
+                               timeout=timeout)
                 try:
                     process.signalProcess("KILL")
                 except (OSError, ProcessExitedAlready):

@@ -168,9 +168,13 @@ def test_stopping_passes_sigterm_on_and_kills_what_is_left_at_the_timeout():
     second.end(status=0, signal=None)
     reactor.advance(59.0)
     assert not stopped and third.signals == ["TERM"]
-    reactor.advance(1.0)
+    with capturedLogs() as log_events:
+        reactor.advance(1.0)
     assert third.signals == ["TERM", "KILL"]
     assert stopped == [None]
+    # Said, so that an overrun shows in the log (tests/system/test_storage_outage.py).
+    [killed] = [formatEvent(event) for event in log_events]
+    assert killed == "worker 2 (pid 1002) still running 60 s after SIGTERM; SIGKILL"
     assert len(reactor.processes) == 3  # nothing was restarted
 
 
