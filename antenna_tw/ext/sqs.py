@@ -328,6 +328,10 @@ class SQSCrashPublisher:
         exchange.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
         try:
             return await exchange
+        except SQSError as failure:
+            if failure.needs_new_credentials:
+                self.credentials.invalidate()
+            raise
         except Exception as failure:
             # Cancelled (the publish loops stopping at the shutdown deadline):
             # final, not an unreachable queue to report and retry.
@@ -335,10 +339,6 @@ class SQSCrashPublisher:
                 raise defer.CancelledError(f"SQS {action} cancelled") from None
             if isinstance(failure, TRANSPORT_ERRORS):
                 raise SQSUnreachable(action, describe_transport_error(failure)) from None
-            raise
-        except SQSError as failure:
-            if failure.needs_new_credentials:
-                self.credentials.invalidate()
             raise
 
     async def _exchange(self, action: str, url: str, headers: dict[str, str],

@@ -155,3 +155,27 @@ def test_a_cancelled_publish_is_cancelled_not_unpublished():
     d.addErrback(lambda _: None)
     assert isinstance(failure.value, defer.CancelledError)
     assert http.sent == 1
+
+
+def test_an_expired_token_makes_the_next_call_resolve_credentials_again():
+    class Credentials:
+        invalidated = 0
+
+        def __init__(self):
+            self.real = credentials()
+
+        def frozen(self):
+            return self.real.frozen()
+
+        def invalidate(self):
+            self.invalidated += 1
+
+    source = Credentials()
+    http = FakeHTTP((400, {"__type": "com.amazonaws.sqs#ExpiredToken", "message": "expired"}))
+    sqs = SQSCrashPublisher(LOCATION, source, http, task.Clock(),
+                            queue_url="https://sqs.eu-west-1.amazonaws.com/1/crash-ids")
+    d = sqs.publish(["a"])
+    failure = d.result
+    d.addErrback(lambda _: None)
+    assert isinstance(failure.value, PublishFailed)
+    assert source.invalidated == 1
