@@ -148,7 +148,6 @@ class Collector:
                 await self.status.stop()
             self.threadpool.stop()
 
-
     def _by(self, step: defer.Deferred[Any], last: float, what: str) -> defer.Deferred[None]:
         """
         ``step``'s outcome, or None at reactor time ``last`` if it has not

@@ -8,15 +8,17 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseNeverReceived
 from twisted.web.http_headers import Headers
 
+from antenna_tw.ext import sqs
 from antenna_tw.ext.s3.client import CredentialSource, in_threads
 from antenna_tw.ext.sqs import (
     QueueLocation,
     SQSCrashPublisher,
     SQSError,
+    SQSUnreachable,
     parse_answer,
     signed_call,
 )
-from antenna_tw.publisher import PublishFailed
+from antenna_tw.publisher import PublisherUnavailable, PublisherUnreachable, PublishFailed
 
 LOCATION = QueueLocation("crash-ids", "eu-west-1")
 
@@ -179,3 +181,23 @@ def test_an_expired_token_makes_the_next_call_resolve_credentials_again():
     d.addErrback(lambda _: None)
     assert isinstance(failure.value, PublishFailed)
     assert source.invalidated == 1
+
+
+@pytest.mark.parametrize("error, unreachable", [
+    (SQSError("GetQueueUrl", 500, "InternalError"), True),
+    (SQSError("GetQueueUrl", 400, "RequestThrottled"), True),
+    (SQSUnreachable("GetQueueUrl", "ConnectionRefusedError"), True),
+    (SQSError("GetQueueUrl", 400, "QueueDoesNotExist"), False),
+    (SQSError("GetQueueUrl", 403, "InvalidClientTokenId"), False),
+    (SQSError("GetQueueUrl", 400, "InvalidParameterValue"), False),
+])
+def test_the_start_up_check_refuses_only_a_misconfiguration(monkeypatch, error, unreachable):
+    def call(*args):
+        raise error
+
+    monkeypatch.setattr(sqs, "call_blocking", call)
+    checked = SQSCrashPublisher(LOCATION, credentials(), FakeHTTP(), task.Clock())
+    with pytest.raises(PublisherUnavailable) as caught:
+        checked.verify()
+    assert isinstance(caught.value, PublisherUnreachable) is unreachable
+    assert "\n" not in str(caught.value)
