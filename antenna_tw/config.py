@@ -71,6 +71,14 @@ def parse_positive_int(value: str) -> int:
     return number
 
 
+def parse_count(value: str) -> int:
+    """An integer, at least 0."""
+    number = int(value)
+    if number < 0:
+        raise ValueError("cannot be negative")
+    return number
+
+
 def parse_log_level(value: str) -> str:
     """A log level's name, upper case; ``WARN`` is ``WARNING``."""
     level = value.strip().upper()
@@ -145,6 +153,7 @@ PARSER_TYPES: dict[Callable[[str], Any], str] = {
     str: "string",
     int: "integer",
     parse_positive_int: "integer, at least 1",
+    parse_count: "integer, at least 0",
     parse_bool: "boolean: true/false, yes/no, on/off or 1/0",
     parse_bytes: "size in bytes: 26214400, 25m or 25MiB",
     parse_seconds: "duration in seconds: 60, 1.5, 500ms or 10m",
@@ -259,6 +268,25 @@ class IntakeSettings:
         "REQUEST_TIMEOUT", parse_seconds,
         doc="How long a connection may stay silent, in the headers or mid-body, before it is "
             "closed and nothing of it kept; ``0`` turns the timeout off."))
+    header_timeout: float = attr.ib(15.0, metadata=option_metadata(
+        "REQUEST_HEADER_TIMEOUT", parse_seconds,
+        doc="How long a client may take to send a request's line and headers, counted from "
+            "the connection (or from the first byte of a later request on it), however "
+            "steadily it sends; past it the connection is closed. ``0`` turns it off."))
+    min_body_rate: int = attr.ib(1024, metadata=option_metadata(
+        "REQUEST_MIN_BODY_RATE", parse_bytes,
+        doc="Bytes per second a request's body must average, counted from the end of its "
+            "headers once :envvar:`REQUEST_BODY_GRACE` has passed; a slower body's connection "
+            "is closed and nothing of it kept. ``0`` turns the check off."))
+    body_rate_grace: float = attr.ib(20.0, metadata=option_metadata(
+        "REQUEST_BODY_GRACE", parse_seconds,
+        doc="Seconds a body may take before :envvar:`REQUEST_MIN_BODY_RATE` is checked."))
+    max_connections: int = attr.ib(0, metadata=option_metadata(
+        "MAX_CONNECTIONS", parse_count,
+        doc="Connections one process serves at once; a connection past it is answered 503 "
+            "``Discarded=busy`` with ``Retry-After`` and closed. ``0`` (the default) takes "
+            "the process's descriptor limit (its soft limit, raised to the hard limit at "
+            "start) less an eighth of it, at least 64, kept for spool, storage and log files."))
     max_inflight_bytes: int = attr.ib(1024 * 1024 * 1024, metadata=option_metadata(
         "MAX_INFLIGHT_BYTES", parse_bytes,
         doc="Bytes all the uploads being received may hold at once, split evenly between the "

@@ -152,6 +152,9 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             endpoint = serverFromString(reactor, options["port"])
             worker = None
         from antenna_tw.app import StartupError, build_collector
+        from antenna_tw.intake.connections import raise_descriptor_limit
+
+        raise_descriptor_limit()  # this process serves: connections, then files (MAX_CONNECTIONS)
         from antenna_tw.service import CollectorService
 
         try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attr
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import connectionDone
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -33,6 +34,13 @@ from antenna_tw.adapters.twisted import (
 )
 from antenna_tw.admission import Admission, Hold
 from antenna_tw.intake import heap
+from antenna_tw.intake.connections import (
+    BusyProtocol,
+    ConnectionWatch,
+    Watched,
+    connection_cap,
+    descriptor_limit,
+)
 from antenna_tw.intake.payload import CrashReport, MalformedCrashReport, UploadReader
 from antenna_tw.logs import Logger
 
@@ -43,7 +51,8 @@ HEAD_SPLIT_MIN = 1024
 
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+    from twisted.internet.protocol import Protocol as TwistedProtocol
 
     from antenna_tw.config import IntakeSettings
     from antenna_tw.metrics import Metrics
@@ -157,6 +166,9 @@ class CrashRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         site = self._site = self.channel.site
         self._arrived = site.clock.seconds()
+        channel = self.channel
+        if length != 0:  # the body's average rate is checked from now (ConnectionWatch)
+            channel.body_since, channel.body_bytes = self._arrived, 0
         self.content = io.BytesIO()  # stays empty: the body goes to the reader
         # Fewer, larger reads: each read costs a trip through the HTTP parser.
         _connection(self.channel).bufferSize = UPLOAD_READ_SIZE
@@ -180,6 +192,7 @@ class CrashRequest(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         reader = self._reader
         assert reader is not None and self._hold is not None  # set by gotLength
+        self.channel.body_bytes += len(data)
         reader.feed(data)
         if self.answered_early:
             return
@@ -203,6 +216,7 @@ class CrashRequest(server.Request):
             self._site.free_memory()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.channel.body_since = None
         if self.answered_early:
             # The answer is out and the body is drained: close the connection.
             self._cancel_linger()
@@ -237,6 +251,7 @@ class CrashRequest(server.Request):
     def _answer_early(self, answer: answers.Answer) -> None:
         """Answer before the body is in, then drop what the client sends for a bounded time."""
         self.answered_early = True
+        self.channel.body_since = None  # what is left is bounded by the linger instead
         # Twisted would otherwise send "100 Continue" after our answer.
         self.requestHeaders.removeHeader(b"expect")
         transport = _connection(self.channel)
@@ -286,18 +301,51 @@ def _header(headers: http.Headers, name: bytes) -> str | None:
 
 
 @implementer(IHalfCloseableProtocol)
-class CrashChannel(http.HTTPChannel):
+class CrashChannel(http.HTTPChannel, Watched):
     """
     An HTTPChannel that hears a client shut down its sending side (a TCP
     half-close) instead of taking it for a lost connection, so the client
     still reads an answer: the usual one to a complete request, and 400
     ``malformed_invalid_payload_structure`` to a body that ended before its
     declared end (docs/intake.rst, *The order of checks*, row 9). The connection closes after it.
+
+    The site's ``ConnectionWatch`` reads ``head_since``, ``body_since`` and
+    ``body_bytes`` (``Watched``) to close it past ``REQUEST_HEADER_TIMEOUT`` or under
+    ``REQUEST_MIN_BODY_RATE``.
     """
 
     site: CrashSite
+    _between_requests = True  # no request line has arrived since the last request's end
+
+    def connectionMade(self) -> None:
+        site = self.site
+        self.head_since = site.clock.seconds()
+        site.channels.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.channels.discard(self)
+        self.head_since = self.body_since = None
+        super().connectionLost(reason)
+
+    def allHeadersReceived(self) -> None:
+        self.head_since = None
+        self._between_requests = False
+        super().allHeadersReceived()
+
+    def requestDone(self, request: http.Request) -> None:
+        self._between_requests = True
+        super().requestDone(request)
+
+    def close_now(self) -> None:
+        """Close at once (a missed deadline): nothing of the request is kept."""
+        self.head_since = self.body_since = None
+        _connection(self).abortConnection()
 
     def dataReceived(self, data: bytes) -> Any:
+        if self.head_since is None and self._between_requests:
+            # The first byte of a later request: its header deadline starts.
+            self.head_since = self.site.clock.seconds()
         # LineReceiver takes one line at a time with split(b"\r\n", 1),
         # copying everything after the line each time: a read that brings
         # the headers and 64 KiB of body copied the body once per header
@@ -345,7 +393,8 @@ class CrashSite(server.Site):
                  clock: IReactorTime, admission: Admission,
                  takes_body: Callable[[bytes, bytes], bool],
                  linger_seconds: float = 30.0,
-                 free_memory: Callable[[], object] | None = None) -> None:
+                 free_memory: Callable[[], object] | None = None,
+                 max_connections: int | None = None) -> None:
         super().__init__(
             resource,
             requestFactory=CrashRequest,
@@ -361,6 +410,34 @@ class CrashSite(server.Site):
         # Called after a large upload is refused part way (antenna_tw.intake.heap).
         self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
+        #: The open connections, for the cap and the deadlines.
+        self.channels: set[CrashChannel] = set()
+        #: How many of them this process serves at once (MAX_CONNECTIONS).
+        self.max_connections = max_connections or connection_cap(
+            limits.max_connections, descriptor_limit())
+        self.watch = ConnectionWatch(
+            lambda: self.channels, clock, header_timeout=limits.header_timeout,
+            min_body_rate=limits.min_body_rate, body_rate_grace=limits.body_rate_grace,
+            cap=self.max_connections)
+
+    # HTTPFactory narrows buildProtocol's return to its channel; IProtocolFactory,
+    # which the reactor calls it through, allows any protocol.
+    def buildProtocol(  # type: ignore[override]
+            self, addr: IAddress | None) -> TwistedProtocol | None:
+        """A channel, or past the cap a ``BusyProtocol`` that answers busy and closes."""
+        if len(self.channels) >= self.max_connections:
+            self.watch.turned_away += 1
+            self.metrics.incr(metricnames.BUSY)
+            return BusyProtocol(self.clock)
+        return super().buildProtocol(addr)
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        self.watch.start()
+
+    def stopFactory(self) -> None:
+        self.watch.stop()
+        super().stopFactory()
 
     def log(self, request: http.Request) -> None:
         pass
