@@ -44,8 +44,12 @@ class CollectorProcess:
         return self.url + "/submit"
 
     @classmethod
-    def spawn(cls, directory, environ, args=()):
-        """Start it; it may still be starting (or failing) when this returns."""
+    def spawn(cls, directory, environ, args=(), preexec_fn=None, port_options=""):
+        """
+        Start it; it may still be starting (or failing) when this returns.
+        ``preexec_fn`` runs in the child before twistd (e.g. to set rlimits);
+        ``port_options`` are added to its ``--port`` (e.g. ``:backlog=2048``).
+        """
         port = free_port()
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
                    SPOOL_DIR=str(directory / "spool"), BASEDIR=str(directory),
@@ -54,8 +58,8 @@ class CollectorProcess:
         with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
             process = subprocess.Popen(
                 [TWISTD, "-n", "--pidfile=", "antenna",
-                 "--port", f"tcp:{port}:interface=127.0.0.1", *args],
-                cwd=directory, env=env, stdout=out, stderr=err)
+                 "--port", f"tcp:{port}:interface=127.0.0.1{port_options}", *args],
+                cwd=directory, env=env, stdout=out, stderr=err, preexec_fn=preexec_fn)
         return cls(process, port, directory)
 
     @classmethod
@@ -156,13 +160,14 @@ class Collectors:
 
     started = attr.ib(factory=list)
 
-    def spawn(self, directory, environ, args=()):
-        collector = CollectorProcess.spawn(directory, environ, args)
+    def spawn(self, directory, environ, args=(), preexec_fn=None, port_options=""):
+        collector = CollectorProcess.spawn(directory, environ, args, preexec_fn, port_options)
         self.started.append(collector)
         return collector
 
-    def start(self, directory, environ, timeout=20.0, args=()):
-        collector = self.spawn(directory, environ, args)
+    def start(self, directory, environ, timeout=20.0, args=(), preexec_fn=None,
+              port_options=""):
+        collector = self.spawn(directory, environ, args, preexec_fn, port_options)
         collector.wait_listening(timeout)
         return collector
 
