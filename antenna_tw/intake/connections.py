@@ -188,7 +188,8 @@ class ConnectionWatch:
             connection.close_now()
         if slow_heads or slow_bodies:
             self.log.info("closed {heads} connections past REQUEST_HEADER_TIMEOUT and {bodies} "
-                          "under REQUEST_MIN_BODY_RATE", heads=len(slow_heads), bodies=len(slow_bodies))
+                          "under REQUEST_MIN_BODY_RATE",
+                          heads=len(slow_heads), bodies=len(slow_bodies))
         if self.turned_away:
             self.log.warn("answered {count} connections busy: MAX_CONNECTIONS ({cap}) reached",
                           count=self.turned_away, cap=self.cap)

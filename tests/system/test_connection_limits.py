@@ -18,6 +18,7 @@ import urllib.request
 
 from antenna_tw.send_crash import build_multipart, post
 from tests.helpers import crash_id_from, minidump
+from tests.system.test_gzip_bomb_memory import memory_kib
 
 TRICKLERS = 1200
 HEADER_TIMEOUT = 8.0
@@ -113,6 +114,7 @@ def test_1200_trickling_connections_neither_starve_clients_nor_stay(tmp_path, co
 
     body, content_type = build_multipart({"ProductName": "Test"},
                                          {"upload_file_minidump": minidump()})
+    idle_kib, _ = memory_kib(collector.process.pid)
     started = time.monotonic()
     tricklers = Tricklers(collector.port, TRICKLERS)
     assert tricklers.all_open.wait(HEADER_TIMEOUT / 2)
@@ -130,6 +132,7 @@ def test_1200_trickling_connections_neither_starve_clients_nor_stay(tmp_path, co
     with urllib.request.urlopen(collector.url + "/__lbheartbeat__", timeout=5) as answer:
         heartbeat = answer.status
     served = time.monotonic() - started
+    busy_kib, _ = memory_kib(collector.process.pid)
     still_open = TRICKLERS - len(tricklers.closed)
 
     tricklers.wait(HEADER_TIMEOUT + 15)
@@ -139,7 +142,9 @@ def test_1200_trickling_connections_neither_starve_clients_nor_stay(tmp_path, co
           f"served {served:.1f} s after the first connection with {still_open} open; "
           f"{statuses.count(200)} of 30 crash ids; {len(lifetimes)} closed by the server after "
           f"{lifetimes[0]:.1f} to {lifetimes[-1]:.1f} s (REQUEST_HEADER_TIMEOUT "
-          f"{HEADER_TIMEOUT:.0f} s)", file=sys.stderr)
+          f"{HEADER_TIMEOUT:.0f} s); RSS {idle_kib / 1024:.0f} MiB before, "
+          f"{busy_kib / 1024:.0f} MiB with them open "
+          f"({(busy_kib - idle_kib) / TRICKLERS:.1f} KiB a connection)", file=sys.stderr)
     assert served < HEADER_TIMEOUT  # they were all open while the client was served
     assert statuses.count(200) >= 29
     assert heartbeat == 200
