@@ -1,5 +1,5 @@
 """
-The memory ceiling on the real ``twistd -n antenna`` (issue 21, acceptance 4):
+The memory ceiling on the real ``twistd -n antenna``:
 eight gzip bombs and eight 25 MiB bodies at once against one worker, while
 valid crashes are sent. The worker's peak RSS (VmHWM) stays within the bound
 docs/intake.rst (*A memory ceiling*) derives from the options, and every
