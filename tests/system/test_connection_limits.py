@@ -1,6 +1,6 @@
 """
-Trickling clients against the real ``twistd -n antenna`` process,
-one process started with descriptors soft 1,024 / hard 4,096
+Trickling clients against the real ``twistd -n antenna`` process:
+one process, started with descriptors soft 1,024 / hard 4,096
 holds 1,200 connections that send a header line every two seconds, so
 REQUEST_TIMEOUT (silence) never ends them. The process raises its soft limit
 to the hard one, so a normal client still gets its crash ids and
