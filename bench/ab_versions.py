@@ -56,6 +56,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_bench as rb  # noqa: E402
 
+MATCHED_LOAD = 10  # points of "other load" % between a pair's two runs
+
 FIGURES = [  # (key, heading, format, better when)
     ("rps", "crashes/s", "{:.0f}", "higher"),
     ("p50_ms", "p50 ms", "{:.1f}", "lower"),
@@ -207,6 +209,19 @@ def summarize(records: list[dict[str, Any]], noise: float) -> tuple[str, dict[st
         out["ratio_medians"][key] = statistics.median(ratios) if ratios else None
         lines.append(f"| {heading} | {med_range(a_vals, fmt)} | {med_range(b_vals, fmt)} "
                      f"| **{med_range(ratios, '{:.2f}')}** | {wins} of {len(ratios)} |")
+    # The machine's other load moves the figures more than anything else:
+    # the same ratios over the pairs whose two runs saw about the same.
+    matched = [row for row in out["pairs"]
+               if abs(row["other_cpu_pct"][0] - row["other_cpu_pct"][1]) <= MATCHED_LOAD]
+    out["matched_load"] = {"pairs": len(matched)}
+    cells = []
+    for key, heading, _f, _b in FIGURES:
+        ratios = [row[key][2] for row in matched if row[key][2] is not None]
+        out["matched_load"][key] = statistics.median(ratios) if ratios else None
+        cells.append(f"{heading} {med_range(ratios, '{:.2f}')}")
+    lines += ["", f"Pairs whose two runs' other load differed by <= {MATCHED_LOAD} points "
+              f"({len(matched)} of {len(out['pairs'])}), B/A median (min..max): "
+              + "; ".join(cells) + "."]
     runs_ok = sum(ok(rec) for rec in records)
     lost = {lab: sum(rec["lost"] for rec in records if rec["label"] == lab) for lab in "AB"}
     answered = {lab: sum(rec["answered"] for rec in records if rec["label"] == lab)
