@@ -201,6 +201,12 @@ class AppSettings:
     logging_level: str = attr.ib("INFO", metadata=option_metadata(
         "LOGGING_LEVEL", parse_log_level,
         doc="Lowest level of the JSON log lines written to stdout."))
+    logging_repeat_interval: float = attr.ib(60.0, metadata=option_metadata(
+        "LOGGING_REPEAT_INTERVAL", parse_seconds,
+        doc="A failure that repeats (a spool write refused by a full disk, a connection "
+            "refused for lack of file descriptors) is logged at once, then at most once per "
+            "this many seconds with how many times it happened meanwhile; a failure with a "
+            "traceback reaches Sentry as often as it is logged."))
     host_id: str = attr.ib("", metadata=option_metadata(
         "HOST_ID",
         doc="Name put into every log line (``Fields.host_id``) and given to Sentry as the "

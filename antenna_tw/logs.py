@@ -5,7 +5,9 @@ mozlog JSON lines (docs/architecture.rst, *Logs*).
 Every module logs through ``Logger`` (``log.info``, ``log.warn``, and
 ``log.failure(why, failure)`` for an error with its traceback, which also
 goes to Sentry), never through twisted's own Logger or the legacy
-``twisted.python.log`` (tests/unit/test_one_logging_api.py).
+``twisted.python.log`` (tests/unit/test_one_logging_api.py). A failure that
+may repeat many times a second goes through ``log.repeats(clock)``: logged
+once per interval with a count.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import IO, Any, cast
 
 import attr
 import twisted.logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 SEVERITY = {
@@ -93,6 +97,10 @@ class Logger(twisted.logger.Logger):
             return cast(Logger, super().__get__(instance, owner))  # it makes a self.__class__
         return self.__class__(self.namespace, owner if instance is None else instance,
                               observer=self.observer)
+
+    def repeats(self, clock: IReactorTime, interval: float = 60.0) -> Repeats:
+        """A ``Repeats`` logging through this logger: each keyed failure once per ``interval``."""
+        return Repeats(self, clock, interval)
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
         if level not in _ALL_LEVELS:
@@ -203,10 +211,13 @@ class LevelFilter:
             self.observer(event)
 
 
-def make_observer(stream: IO[str], level_name: str, host_id: str) -> LevelFilter:
+def make_observer(stream: IO[str], level_name: str, host_id: str,
+                  repeat_interval: float = 60.0) -> ILogObserver:
     """
     A filtered mozlog observer writing to ``stream``: one unbuffered write
-    per line, so lines reach the log even if the process is killed.
+    per line, so lines reach the log even if the process is killed. The
+    lines twisted logs for each connection refused for lack of file
+    descriptors come out as one warning per ``repeat_interval`` seconds.
     """
     try:
         fd = stream.fileno()
@@ -227,4 +238,145 @@ def make_observer(stream: IO[str], level_name: str, host_id: str) -> LevelFilter
             while data:
                 data = data[os.write(out, data):]
 
-    return LevelFilter(MozLogObserver(write, host_id), LEVELS[level_name])
+    return QuietAcceptErrors(LevelFilter(MozLogObserver(write, host_id), LEVELS[level_name]),
+                             repeat_interval)
+
+
+@attr.s
+class _Window:
+    """One key's current interval: when it opened, what it held back since."""
+
+    opened: float = attr.ib()
+    held: int = attr.ib(default=0)
+    last: Callable[[int, float], None] | None = attr.ib(default=None)
+    timer: IDelayedCall | None = attr.ib(default=None)
+
+
+class Repeats:
+    """
+    Logs a failure that repeats once per ``interval`` seconds, with a count.
+
+    The first time a ``key`` is seen its line is logged at once; further
+    calls with that key within the interval are only counted. When the
+    interval ends, the last of them is logged with the count (``repeats``,
+    and " (N times in the last S s)" in the text), and a new interval opens;
+    an interval in which the key was not seen again ends quietly, and the
+    next occurrence is logged at once. A failure reaches Sentry only as
+    often as its line is logged. ``clock`` is the reactor (``task.Clock`` in
+    tests).
+    """
+
+    def __init__(self, log: Logger, clock: IReactorTime, interval: float = 60.0) -> None:
+        self.log = log
+        self.clock = clock
+        self.interval = interval
+        self._windows: dict[str, _Window] = {}
+
+    def warn(self, key: str, format: str, **kwargs: Any) -> None:
+        """``log.warn(format, **kwargs)``, at most once per interval for ``key``."""
+        self._note(key, lambda count, seconds: self.log.warn(
+            _counted(format, count), repeats=count, repeat_seconds=seconds, **kwargs))
+
+    def failure(self, key: str, format: str, failure: Failure | None = None,
+                level: LogLevel = LogLevel.critical, **kwargs: Any) -> None:
+        """``log.failure(format, failure, level, **kwargs)``, once per interval for ``key``."""
+        if failure is None:
+            failure = Failure()
+        self._note(key, lambda count, seconds: self.log.failure(
+            _counted(format, count), failure, level, repeats=count, repeat_seconds=seconds,
+            **kwargs))
+
+    def _note(self, key: str, emit: Callable[[int, float], None]) -> None:
+        window = self._windows.get(key)
+        if window is not None:
+            window.held += 1
+            window.last = emit
+            return
+        emit(1, 0.0)
+        self._open(key)
+
+    def _open(self, key: str) -> None:
+        window = self._windows[key] = _Window(self.clock.seconds())
+        window.timer = self.clock.callLater(self.interval, self._close, key)
+
+    def _close(self, key: str) -> None:
+        window = self._windows.pop(key)
+        if window.held and window.last is not None:
+            window.last(window.held, self.clock.seconds() - window.opened)
+            self._open(key)  # still repeating: the next line comes an interval later
+
+    def flush(self) -> None:
+        """Log what every open interval holds back now, and stop their timers (at shutdown)."""
+        windows, self._windows = self._windows, {}
+        for window in windows.values():
+            if window.timer is not None and window.timer.active():
+                window.timer.cancel()
+            if window.held and window.last is not None:
+                window.last(window.held, self.clock.seconds() - window.opened)
+
+
+def _counted(format: str, count: int) -> str:
+    """``format``, saying how many times it happened when more than once."""
+    if count == 1:
+        return format
+    return format + " ({repeats} times in the last {repeat_seconds:.0f} s)"
+
+
+# What twisted.internet.tcp.Port logs (at info level, several lines for each
+# connection) when accept() finds no file descriptor free: matched by text,
+# the only public face of these events (pinned in tests/unit/test_logs_repeats.py).
+ACCEPT_ERROR_FORMATS = frozenset({
+    "EMFILE encountered; releasing reserved file descriptor.",
+    "EMFILE recovery: Closed socket from {address}",
+    "Re-reserving EMFILE recovery file descriptor.",
+    "Could not accept new connection ({acceptError})",
+})
+_REFUSED_FORMATS = frozenset({
+    "EMFILE recovery: Closed socket from {address}",
+    "Could not accept new connection ({acceptError})",
+})
+
+
+@implementer(ILogObserver)
+@attr.s
+class QuietAcceptErrors:
+    """
+    Passes every event on to ``observer`` except the lines twisted's TCP
+    port logs for each connection it cannot accept (no file descriptor
+    free): of those, one warning per ``interval`` seconds says how many
+    connections were refused. Times are the events' own ``log_time``, so it
+    needs no clock; the count of the last interval of a shortage is logged
+    with the first refusal after it, if any.
+    """
+
+    observer: ILogObserver = attr.ib()
+    interval: float = attr.ib(default=60.0)
+    _opened: float | None = attr.ib(default=None, init=False)
+    _refused: int = attr.ib(default=0, init=False)
+
+    def __call__(self, event: LogEvent) -> None:
+        if event.get("log_format") not in ACCEPT_ERROR_FORMATS:
+            self.observer(event)
+            return
+        if event.get("log_format") not in _REFUSED_FORMATS:
+            return  # the recovery's own steps: the refusal says enough
+        now = event.get("log_time", time.time())
+        reason = str(event.get("acceptError", "EMFILE"))
+        if self._opened is None:
+            self._opened = now
+            self._refused = 0
+            self._warn(event, now, "a connection was refused: no file descriptor free "
+                       "({reason}); more are counted and logged once per {interval:.0f} s",
+                       reason=reason, interval=self.interval)
+            return
+        self._refused += 1
+        if now - self._opened >= self.interval:
+            self._warn(event, now, "{refused} connections refused in the last {seconds:.0f} s: "
+                       "no file descriptor free ({reason})", refused=self._refused,
+                       seconds=now - self._opened, reason=reason)
+            self._opened, self._refused = now, 0
+
+    def _warn(self, event: LogEvent, now: float, format: str, **fields: Any) -> None:
+        self.observer(dict(fields, log_format=format, log_level=LogLevel.warn,
+                           log_namespace=event.get("log_namespace"), log_time=now,
+                           log_source=None, log_logger=event.get("log_logger")))

@@ -122,7 +122,8 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     try:
         config = load_config(environ, options["env"])
         observer = with_sentry(
-            make_observer(stream, config.app.logging_level, config.app.host_id),
+            make_observer(stream, config.app.logging_level, config.app.host_id,
+                          config.app.logging_repeat_interval),
             config.app.secret_sentry_dsn, config.app.host_id, __version__)
         if index is None:  # once, by the process the operator started
             log = Logger(namespace="antenna.config", observer=observer)
