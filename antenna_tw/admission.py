@@ -5,7 +5,8 @@ One ``Admission`` object per process holds every limit that turns an upload
 away: the memory the uploads being received hold (MAX_INFLIGHT_BYTES), and the
 spool's room (SPOOL_MAX_BYTES, SPOOL_MIN_FREE_BYTES) and whether the process is
 shutting down. ``CrashSite`` asks it while a body arrives, ``/submit`` before it
-spools a crash, and the heartbeat reads the same figures.
+spools a crash, and the heartbeat reads the same figures, and the last spool
+write that failed (a spool that cannot take crashes whatever the thresholds).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 import attr
+
+#: How long the heartbeat reports a failed spool write with no successful one since.
+RECENT_WRITE_FAILURE = 60.0
 
 if TYPE_CHECKING:  # for mypy only: nothing at run time refers to it
     from twisted.internet.interfaces import IReactorTime
@@ -49,6 +53,8 @@ class Admission:
     closing: bool = attr.ib(default=False, init=False)
     _checked_at: float | None = attr.ib(default=None, init=False)
     _free: int = attr.ib(default=0, init=False)
+    # (when, why) of the last spool write, if it failed.
+    _write_failure: tuple[float, str] | None = attr.ib(default=None, init=False)
 
     # -- uploads being received --------------------------------------------
 
@@ -76,6 +82,27 @@ class Admission:
     def used_bytes(self) -> int:
         """Bytes in the spool plus bytes being written to it."""
         return self.spool.total_bytes + self.spool.writing_bytes
+
+    def write_failed(self, reason: str) -> None:
+        """A spool write failed (``reason``: one line, e.g. the OS error)."""
+        self._write_failure = (self.clock.seconds(), reason)
+
+    def write_succeeded(self) -> None:
+        """A spool write succeeded: the spool takes crashes again."""
+        self._write_failure = None
+
+    def write_failure(self) -> str | None:
+        """
+        Why crashes are refused, when the last spool write failed within
+        RECENT_WRITE_FAILURE seconds; else None.
+        """
+        if self._write_failure is None:
+            return None
+        when, reason = self._write_failure
+        age = self.clock.seconds() - when
+        if age > RECENT_WRITE_FAILURE:
+            return None
+        return f"crashes are refused: the last spool write failed {age:.0f} s ago: {reason}"
 
     def close(self) -> None:
         """From now on every /submit is answered busy: the process is stopping."""

@@ -88,6 +88,9 @@ class HealthHandler:
         unwritable = await self.spool.check_writable()
         if unwritable:
             errors.append({"name": "spool", "msg": unwritable})
+        write_failure = self.admission.write_failure()
+        if write_failure:
+            errors.append({"name": "spool", "msg": write_failure})
         free = self.admission.free_bytes()
         if free < self.admission.min_free_bytes:
             errors.append({"name": "spool", "msg": f"only {free} bytes free under the spool"})

@@ -10,6 +10,7 @@ whether to take it, writes the crash to the spool and answers through
 
 from __future__ import annotations
 
+import errno
 import hmac
 import re
 import time
@@ -44,6 +45,8 @@ THROTTLE_DIGITS = {ACCEPT: crashid.ACCEPT_DIGIT, DEFER: crashid.DEFER_DIGIT,
 # The paths of the /submit routes, once klein has unquoted the path and
 # werkzeug has merged runs of slashes (SubmitHandler.add_routes).
 SUBMIT_PATHS = (b"/submit", b"/submit/")
+# A spool write that fails with one of these needs room, not a fix: a warning.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SLASHES = re.compile(rb"//+")
 
 
@@ -77,7 +80,12 @@ class SubmitHandler:
     metrics: Metrics = attr.ib()
     settings: IntakeSettings = attr.ib()
     make_uuid: Callable[[], UUID] | None = attr.ib(default=None)
+    #: Seconds between two log lines of the same repeated failure (LOGGING_REPEAT_INTERVAL).
+    repeat_interval: float = attr.ib(default=60.0)
     log = Logger(namespace="antenna.breakpad_resource")
+
+    def __attrs_post_init__(self) -> None:
+        self._repeats = self.log.repeats(self.admission.clock, self.repeat_interval)
 
     def add_routes(self, app: Klein) -> None:
         """Route ``POST /submit`` and ``/submit/`` of ``app`` to ``submit``."""
@@ -157,11 +165,36 @@ class SubmitHandler:
                           crash_id=crash_id)
             raise
         except Exception:
-            self.log.failure("{crash_id}: spool write failed; answered busy", crash_id=crash_id)
+            self._write_failed(crash_id, Failure())
             return self._busy()
         return self._crash_id_answer(crash_id)
 
+    def _write_failed(self, crash_id: str, failure: Failure) -> None:
+        """
+        Log a failed spool write, at most once per interval for each kind
+        of failure, with a count: a full disk fails every crash that arrives.
+        A full disk (or quota) is a warning without a traceback; anything
+        else, with its traceback (and to Sentry). The heartbeat reports it.
+        """
+        error = failure.value
+        if isinstance(error, OSError) and error.errno is not None:
+            reason = f"{error.strerror or error} ({errno.errorcode.get(error.errno, error.errno)})"
+            key = f"spool write: {reason}"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+            key = f"spool write: {type(error).__name__}"
+        self.admission.write_failed(reason)
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            self._repeats.warn(key,
+                               "{crash_id}: spool write failed ({reason}); answered busy",
+                               crash_id=crash_id, reason=reason)
+        else:
+            self._repeats.failure(key,
+                                  "{crash_id}: spool write failed; answered busy", failure,
+                                  crash_id=crash_id)
+
     def _queue(self, entry: SpoolEntry) -> SpoolEntry:
+        self.admission.write_succeeded()
         self.mover.enqueue(entry)
         self.log.debug("{crash_id} spooled", crash_id=entry.crash_id)
         return entry

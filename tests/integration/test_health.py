@@ -254,3 +254,50 @@ async def test_a_workers_heartbeat_adds_the_other_shards_bytes_and_retrying_coun
         assert answer["info"]["retrying"] == 3
     finally:
         await stop_collector(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spool_that_cannot_take_crashes_is_reported_and_logged_once(collector):
+    """
+    SPOOL_MIN_FREE_BYTES=0 (the test default) and every spool write failing
+    with ENOSPC, as on a disk with a few bytes free: each crash is answered
+    busy, one warning without a traceback says why, and the heartbeat
+    reports it until a write succeeds again.
+    """
+    import errno
+
+    from twisted.logger import globalLogPublisher
+
+    from antenna_tw.logs import format_message
+
+    spool = collector.collector.spool
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    put = spool._put
+
+    def disk_full(crash, stem):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    spool._put = disk_full
+    try:
+        for _ in range(5):
+            status, _, answer = await raw_request(
+                collector.port_number, http_request(BODY, [("Content-Type", CONTENT_TYPE)]))
+            assert (status, answer) == (503, b"Discarded=busy")
+        status, answer = await heartbeat(collector)
+    finally:
+        spool._put = put
+        globalLogPublisher.removeObserver(events.append)
+    failed = [event for event in events if "spool write failed" in format_message(event)]
+    assert len(failed) == 1, [format_message(event) for event in failed]
+    assert failed[0]["log_level"].name == "warn" and "log_failure" not in failed[0]
+    assert format_message(failed[0]).endswith(
+        ": spool write failed (No space left on device (ENOSPC)); answered busy")
+    assert status == 503
+    [error] = answer["errors"]
+    assert error["name"] == "spool"
+    assert error["msg"].startswith("crashes are refused: the last spool write failed ")
+    assert error["msg"].endswith(" s ago: No space left on device (ENOSPC)")
+    await submit(collector)  # a write that succeeds: the spool takes crashes again
+    status, answer = await heartbeat(collector)
+    assert (status, answer["errors"]) == (200, [])

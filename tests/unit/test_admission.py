@@ -6,7 +6,7 @@ spool's limits (max bytes, min free bytes, shutting down), in one object.
 import attr
 from twisted.internet import task
 
-from antenna_tw.admission import Admission
+from antenna_tw.admission import RECENT_WRITE_FAILURE, Admission
 
 
 @attr.s
@@ -93,3 +93,20 @@ def test_the_spool_limits_and_the_budget_are_independent():
     gate = admission(spool, max_inflight_bytes=100)
     assert gate.busy() == "spool is over SPOOL_MAX_BYTES"
     assert gate.hold().update(10) is False
+
+
+def test_the_last_failed_spool_write_is_reported_while_recent_and_until_a_write_succeeds():
+    clock = task.Clock()
+    gate = admission(clock=clock)
+    assert gate.write_failure() is None
+    gate.write_failed("No space left on device (ENOSPC)")
+    clock.advance(3)
+    assert gate.write_failure() == (
+        "crashes are refused: the last spool write failed 3 s ago: "
+        "No space left on device (ENOSPC)")
+    gate.write_succeeded()
+    assert gate.write_failure() is None
+    gate.write_failed("No space left on device (ENOSPC)")
+    clock.advance(RECENT_WRITE_FAILURE + 1)  # nothing written since: nothing known now
+    assert gate.write_failure() is None
+    assert gate.busy() is None  # a failed write alone does not turn crashes away
