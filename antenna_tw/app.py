@@ -224,13 +224,15 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,
                                        spool_settings.crashmover_retry_max_delay),
                        threadpool=threadpool, batch_wait=BATCH_WAIT,
-                       stored=publish_queue.add if publish_queue is not None else None)
+                       stored=publish_queue.add if publish_queue is not None else None,
+                       repeat_interval=config.app.logging_repeat_interval)
     admission = Admission(spool, reactor, spool_settings.spool_max_bytes,
                           spool_settings.spool_min_free_bytes, config.intake.max_inflight_bytes)
 
     app = Klein()
     submit = SubmitHandler(throttler, spool, mover, admission, metrics, config.intake,
-                           make_uuid=make_uuid)
+                           make_uuid=make_uuid,
+                           repeat_interval=config.app.logging_repeat_interval)
     submit.add_routes(app)
     HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
                   config.app.basedir, spool_settings.spool_max_age,

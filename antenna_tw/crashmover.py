@@ -102,9 +102,14 @@ class CrashMover:
     outage_after: int = attr.ib(default=OUTAGE_AFTER)
     batch_wait: float = attr.ib(default=0.0)
     stored: Callable[[SpoolEntry], None] | None = attr.ib(default=None)
+    #: Seconds between two log lines of the same repeated failure (LOGGING_REPEAT_INTERVAL).
+    repeat_interval: float = attr.ib(default=60.0)
     log = Logger(namespace="antenna.crashmover")
 
     def __attrs_post_init__(self) -> None:
+        # A failing disk fails every entry alike: each kind logged (and sent
+        # to Sentry) once per interval, with a count.
+        self._repeats = self.log.repeats(self.reactor, self.repeat_interval)
         self._queue: defer.DeferredQueue[SpoolEntry] = defer.DeferredQueue()
         self._pending: OrderedDict[str, SpoolEntry] = OrderedDict()  # by file name, oldest first
         self._failures: dict[str, int] = {}  # spool file name -> failures in a row
@@ -244,8 +249,9 @@ class CrashMover:
             return
         if outcome is Outcome.LOAD_FAILED:
             # LOAD_FAILED and REMOVE_FAILED carry the Failure of the error.
-            self.log.failure("{crash_id}: could not read spool entry", cast(Failure, error),
-                             crash_id=entry.crash_id)
+            failure = cast(Failure, error)
+            self._repeats.failure(_kind(outcome, failure), "{crash_id}: could not read spool entry",
+                                  failure, crash_id=entry.crash_id)
             self._retry(entry)
             return
         if outcome is Outcome.SAVE_FAILED:
@@ -257,12 +263,15 @@ class CrashMover:
             return
         self._failed_in_a_row = 0
         if outcome is Outcome.REMOVE_FAILED:
-            self.log.failure("{crash_id}: stored but its spool entry remains", cast(Failure, error),
-                             crash_id=entry.crash_id)
+            failure = cast(Failure, error)
+            self._repeats.failure(_kind(outcome, failure),
+                                  "{crash_id}: stored but its spool entry remains", failure,
+                                  crash_id=entry.crash_id)
         if outcome is Outcome.MARK_FAILED:
-            self.log.failure("{crash_id}: stored but not marked so (a restart before it is "
-                             "published stores it again)", cast(Failure, error),
-                             crash_id=entry.crash_id)
+            failure = cast(Failure, error)
+            self._repeats.failure(_kind(outcome, failure),
+                                  "{crash_id}: stored but not marked so (a restart before it is "
+                                  "published stores it again)", failure, crash_id=entry.crash_id)
         self.metrics.timing(metricnames.CRASH_SAVE_TIME, milliseconds)
         self.metrics.incr(metricnames.SAVE_CRASH_COUNT)
         handling = max(0.0, self.reactor.seconds() - entry.created) * 1000
@@ -383,3 +392,10 @@ class CrashMover:
 def _describe(error: BaseException | Failure | None) -> str:
     text = str(error) or type(error).__name__
     return text.splitlines()[0][:200]
+
+
+def _kind(outcome: Outcome, failure: Failure) -> str:
+    """The key under which failures alike are counted: the outcome, the error's type and errno."""
+    error = failure.value
+    number = getattr(error, "errno", None)
+    return f"{outcome.value}: {type(error).__name__} {number if number is not None else ''}"

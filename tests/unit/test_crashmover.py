@@ -294,6 +294,35 @@ def test_an_unreadable_entry_is_quarantined_never_saved():
     assert mover.queue_length() == 0
 
 
+def test_entries_that_cannot_be_read_log_once_per_interval_with_a_count():
+    from twisted.logger import globalLogPublisher
+
+    from antenna_tw.logs import format_message
+
+    clock = task.Clock()
+    storage = FlakyStorage(clock)
+    mover, spool, _ = make_mover(clock, storage)
+    entries = [spool.add(f"c{n}") for n in range(20)]
+    for entry in entries:
+        spool.crashes[entry.filename] = OSError(5, "Input/output error")  # a failing disk
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for entry in entries:
+            mover.enqueue(entry)
+        mover.start()
+        clock.advance(60)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failed = [event for event in events if "could not read spool entry" in format_message(event)]
+    # Each entry failed at least once (the first 20 tries), then again as it retries.
+    first, second = (format_message(event) for event in failed)
+    assert first == "c0: could not read spool entry"
+    assert second.endswith(" times in the last 60 s)") and failed[1]["repeats"] >= 19
+    assert all(event["log_failure"].value.errno == 5 for event in failed)
+    assert mover.retrying() == 20
+
+
 def test_queue_length_oldest_age_and_metrics():
     clock = task.Clock()
     clock.advance(1000.0)
