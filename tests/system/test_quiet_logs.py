@@ -1,8 +1,7 @@
 """
-Acceptance 5 of issue 21 on the real ``twistd -n antenna``: a spool disk
-that is full for FULL_SECONDS under load is logged in a few lines per
-LOGGING_REPEAT_INTERVAL, without a traceback, and the heartbeat says why
-crashes are refused (SPOOL_MIN_FREE_BYTES=0: no threshold would say it).
+On the real ``twistd -n antenna``: a spool disk that is full for
+FULL_SECONDS under load is logged in a few lines per LOGGING_REPEAT_INTERVAL,
+without a traceback, and the heartbeat says why crashes are refused (SPOOL_MIN_FREE_BYTES=0: no threshold would say it).
 
 The spool is a 4 MB tmpfs mounted for the test, so it needs root (and the
 right to mount); otherwise the test is skipped, saying so.
