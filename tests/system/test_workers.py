@@ -170,11 +170,14 @@ def heartbeats_answered_by(collector, workers):
     return answered
 
 
-def heartbeats_from_every_worker(collector, workers, each=6, most=80):
+def heartbeats_from_every_worker(collector, workers, each=3, most=500):
     """
     Heartbeats until every worker has answered ``each`` of them (new
     connections land on either worker); their ``(status, body)``. Needs
-    METRICS_CLASS=logging and LOGGING_LEVEL=DEBUG.
+    METRICS_CLASS=logging and LOGGING_LEVEL=DEBUG. The workers share one
+    listening socket and the one that wakes first takes the connection, so
+    on a busy machine one worker may take a long run of them: ``most`` is
+    generous.
     """
     answers = []
     while min(heartbeats_answered_by(collector, workers).values()) < each:
