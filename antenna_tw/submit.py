@@ -147,7 +147,10 @@ class SubmitHandler:
             return answers.discarded(f"rule_{rule_name}", code=200)
         busy = self.admission.busy()
         if busy:
-            self.log.warn("{crash_id}: {why}; answered busy", crash_id=crash_id, why=busy)
+            # One reason holds for every crash while it lasts (a full disk, a
+            # full spool): once per interval, with a count.
+            self._repeats.warn(f"busy: {busy}", "{crash_id}: {why}; answered busy",
+                               crash_id=crash_id, why=busy)
             return self._busy()
         if result == FAKEACCEPT:
             return self._crash_id_answer(crash_id)

@@ -301,3 +301,25 @@ async def test_a_spool_that_cannot_take_crashes_is_reported_and_logged_once(coll
     await submit(collector)  # a write that succeeds: the spool takes crashes again
     status, answer = await heartbeat(collector)
     assert (status, answer["errors"]) == (200, [])
+
+
+@pytest_twisted.ensureDeferred
+async def test_crashes_answered_busy_for_one_reason_log_one_line_per_interval(collector_with):
+    from twisted.logger import globalLogPublisher
+
+    from antenna_tw.logs import format_message
+
+    running = await collector_with(SPOOL_MIN_FREE_BYTES=str(1 << 60))
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(5):
+            status, _, _ = await raw_request(
+                running.port_number, http_request(BODY, [("Content-Type", CONTENT_TYPE)]))
+            assert status == 503
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    busy = [format_message(event) for event in events
+            if format_message(event).endswith("; answered busy")]
+    assert len(busy) == 1 and busy[0].endswith(
+        ": disk under the spool is nearly full; answered busy"), busy
