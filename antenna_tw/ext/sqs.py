@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attr
-import botocore.exceptions
 from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -32,11 +31,9 @@ from twisted.web.client import Agent
 from zope.interface import implementer
 
 from antenna_tw.ext.s3.client import (
-    CREDENTIALS_UNREACHABLE,
     TRANSPORT_ERRORS,
     CachedHealth,
     CredentialSource,
-    NoCredentials,
     QuietConnectionPool,
     SingleFlight,
     Timeouts,
@@ -290,16 +287,8 @@ class SQSCrashPublisher:
         error (the start goes on; the first publish resolves the URL).
         """
         where = self.location.describe()
-        try:
-            frozen = self.credentials.resolve_blocking()
-        except NoCredentials as error:
-            raise PublisherUnavailable(f"{where}: {error}") from None
-        except CREDENTIALS_UNREACHABLE as error:
-            raise PublisherUnreachable(
-                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
-        except botocore.exceptions.BotoCoreError as error:
-            raise PublisherUnavailable(
-                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
+        frozen = self.credentials.resolve_at_start_up(
+            where, PublisherUnavailable, PublisherUnreachable)
         timeout = self.timeouts.start_up
         try:
             answer = call_blocking(self.location, frozen, "GetQueueUrl",

@@ -292,6 +292,24 @@ class CredentialSource:
             self._credentials = self._resolve()
         return self._credentials.get_frozen_credentials()
 
+    def resolve_at_start_up(self, where: str, refused: type[Exception],
+                            unreachable: type[Exception]) -> Any:
+        """
+        ``resolve_blocking`` for a start-up check of ``where``: ``refused``
+        (stops the start) when there are no credentials or botocore calls
+        them unusable, ``unreachable`` (the start goes on) when their
+        provider did not answer; one line each.
+        """
+        try:
+            return self.resolve_blocking()
+        except NoCredentials as error:
+            raise refused(f"{where}: {error}") from None
+        except CREDENTIALS_UNREACHABLE as error:
+            raise unreachable(
+                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise refused(f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
+
     def _resolve_and_freeze(self, credentials: Credentials | None) -> tuple[Credentials, Any]:
         # In a worker thread: may do blocking HTTP.
         if credentials is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import attr
-import botocore.exceptions
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,12 +16,10 @@ from zope.interface import implementer
 from antenna_tw.crash import Crash, serialize_dump_names
 from antenna_tw.crashid import date_from_crash_id
 from antenna_tw.ext.s3.client import (
-    CREDENTIALS_UNREACHABLE,
     RETRY_STATUSES,
     Answer,
     BucketLocation,
     CachedHealth,
-    NoCredentials,
     S3Connection,
     S3Unreachable,
     build_connection,
@@ -157,16 +154,8 @@ class S3CrashStorage:
         answered (refused, timed out, a 5xx), which does not stop the start.
         """
         where = f"S3 {self.location.describe()}"
-        try:
-            frozen = self.connection.credentials.resolve_blocking()
-        except NoCredentials as error:
-            raise StorageUnavailable(f"{where}: {error}") from None
-        except CREDENTIALS_UNREACHABLE as error:
-            raise StorageUnreachable(
-                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
-        except botocore.exceptions.BotoCoreError as error:
-            raise StorageUnavailable(
-                f"{where}: cannot resolve AWS credentials: {one_line(error)}") from None
+        frozen = self.connection.credentials.resolve_at_start_up(
+            where, StorageUnavailable, StorageUnreachable)
         answer: Answer | S3Unreachable
         try:
             answer = head_bucket_blocking(self.location, frozen,
