@@ -27,6 +27,7 @@ from antenna_tw.workers import (
     publisher_checks_without_tls,
     publisher_needs_tls,
     storage_needs_tls,
+    usable_cpus,
     without_pyopenssl,
 )
 
@@ -58,11 +59,16 @@ class Options(usage.Options):
         ["port", "p", "tcp:8000:interface=127.0.0.1",
          "strports description of the listening port"],
         ["env", "e", None, "env file with KEY=value settings (the environment wins)"],
-        ["workers", "w", os.cpu_count() or 1,
-         "worker processes sharing the port (0: serve in this process)", _workers],
+        ["workers", "w", None,
+         "worker processes sharing the port (0: serve in this process; default: one "
+         "per CPU this process may use, after its affinity and cgroup quota)", _workers],
         ["worker-index", None, None, "internal: this process is worker N", int],
         ["parent-pid", None, None, "internal: the supervising parent's pid", int],
     ]
+
+    def postOptions(self) -> None:
+        if self["workers"] is None:
+            self["workers"] = usable_cpus()
 
 
 def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:

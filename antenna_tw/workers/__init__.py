@@ -14,7 +14,9 @@ use it, and only through the names below (``tests/unit/test_workers_seam.py``):
 - ``check_port`` and ``open_listener``: whether a port description can be
   shared (``tcp:`` and ``tcp6:``), and the parent's one listening socket;
 - the footprint functions: what keeps the parent and TLS-free workers
-  without pyOpenSSL (``footprint.py``).
+  without pyOpenSSL (``footprint.py``);
+- ``usable_cpus``: the CPUs this process may use (affinity, cgroup quota),
+  the default worker count (``cpus.py``).
 
 The rest of the collector (health, intake, spool, submit) knows nothing of
 workers. Importing this package imports neither the reactor nor the web
@@ -23,6 +25,7 @@ stack: the parent imports it before anything else.
 
 from __future__ import annotations
 
+from antenna_tw.workers.cpus import usable_cpus
 from antenna_tw.workers.footprint import (
     builtin_storage,
     forbid_pyopenssl,
@@ -46,5 +49,6 @@ __all__ = [
     "publisher_checks_without_tls",
     "publisher_needs_tls",
     "storage_needs_tls",
+    "usable_cpus",
     "without_pyopenssl",
 ]
