@@ -6,6 +6,7 @@ traffic to 127.0.0.1 only.
 
     bench/run_bench.sh [matrix] [options]     # every acceptance figure, ~13 min
     bench/run_bench.sh profile [options]      # py-spy profile of the hot path
+    bench/run_bench.sh s3 [options]           # S3 end to end on a stand-in (bench/s3_mode.py)
 
 Needs: ``make install`` (the .venv), wrk, nginx-light and
 libnginx-mod-http-echo (``apt-get install -y wrk nginx-light
@@ -1186,7 +1187,7 @@ def profile(args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="antenna-tw against the nginx floor; see the module docstring.")
-    parser.add_argument("mode", nargs="?", default="matrix", choices=["matrix", "profile"])
+    parser.add_argument("mode", nargs="?", default="matrix", choices=["matrix", "profile", "s3"])
     harness = os.environ.get("BENCH_HARNESS")
     parser.add_argument("--harness", type=Path, default=Path(harness) if harness else None,
                         help="the load harness folder (compare.sh, run_load.sh, "
@@ -1204,7 +1205,8 @@ def parse_args(argv):
                         help="antenna, +1 one worker, +2 spool-down, +3 profile, +80 floor")
     parser.add_argument("--blocks", nargs="+", default=BLOCKS, choices=BLOCKS)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--secs", type=int, default=10, help="measured seconds per run")
+    parser.add_argument("--secs", type=int, default=None,
+                        help="measured seconds per run (default 10; s3: 60)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--down-crashes", type=int, default=10000)
     parser.add_argument("--down-payload", default="100k")
@@ -1225,6 +1227,17 @@ def parse_args(argv):
                         "(deleting them slows the next minutes' runs on this machine)")
     parser.add_argument("--max-minutes", type=float, default=30,
                         help="watchdog: stop everything after this long")
+    s3 = parser.add_argument_group("s3 mode (bench/s3_mode.py)")
+    s3.add_argument("--run", dest="runs", action="append", metavar="LABEL=KIND[@TWISTD]",
+                    help="a collector to run: KIND fs or s3, another checkout's twistd "
+                    "optional (repeatable; default fs=fs s3=s3)")
+    s3.add_argument("--pairs", type=int, default=3, help="rounds of the --run collectors")
+    s3.add_argument("--payload", default="400k")
+    s3.add_argument("--sample", type=float, default=1.0, help="seconds between samples")
+    s3.add_argument("--drain-timeout", type=float, default=120.0,
+                    help="longest wait for the spool to empty after the load")
+    s3.add_argument("--standin-workers", type=int, default=1,
+                    help="nginx worker processes of the S3 stand-in")
     args = parser.parse_args(argv)
     args.settings = dict(s.split("=", 1) for s in args.settings)
     if "LOGGING_LEVEL" in args.settings:
@@ -1234,9 +1247,12 @@ def parse_args(argv):
     args.harness = args.harness.resolve()
     args.scratch = args.scratch.resolve()
     args.payloads = args.scratch / "payloads"
+    if args.secs is None:
+        args.secs = 60 if args.mode == "s3" else 10
     if args.out is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
         suffix = ("-profile" + ("-gil" if args.gil else "")) if args.mode == "profile" else ""
+        suffix = "-s3" if args.mode == "s3" else suffix
         args.out = ROOT / "bench" / "results" / (stamp + suffix)
     return args
 
@@ -1249,6 +1265,10 @@ def main(argv=None):
     if not (args.harness / "compare.sh").exists():
         raise SystemExit(f"bench: no load harness at {args.harness} (no compare.sh there; "
                          "pass --harness DIR or set BENCH_HARNESS)")
+    if args.mode == "s3":
+        from s3_standin import ensure_nginx
+
+        ensure_nginx()  # nginx-light with apt-get when missing
     for tool in ("wrk", "nginx", "ss"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench: {tool} not found (apt-get install -y wrk nginx-light "
@@ -1273,6 +1293,12 @@ def main(argv=None):
     try:
         if args.mode == "profile":
             profile(args)
+        elif args.mode == "s3":
+            # s3_mode imports run_bench: let it have this module, cleanups and all.
+            sys.modules.setdefault("run_bench", sys.modules[__name__])
+            from s3_mode import s3_mode
+
+            s3_mode(args)
         else:
             matrix(args)
     finally:
