@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from antenna_tw.crash import Crash, Piece, RawCrash, SpooledCrash
+from antenna_tw.files import absolute_path, unlink_if_present
 from antenna_tw.logs import Logger
 
 SUFFIX = ".crash"
@@ -265,11 +266,6 @@ def parse_raw_crash(data: bytes, crash_id: str) -> RawCrash:
     return raw_crash
 
 
-def _absolute_path(path: str) -> str:
-    # os.path.abspath's generic signature is more than mypy's attrs plugin can type.
-    return os.path.abspath(path)
-
-
 @attr.s
 class Spool:
     """
@@ -283,7 +279,7 @@ class Spool:
     lock), whichever form of the verb ran them.
     """
 
-    directory: str = attr.ib(converter=_absolute_path)
+    directory: str = attr.ib(converter=absolute_path)
     reactor: IReactorTimeAndThreads = attr.ib()
     threadpool: ThreadPool = attr.ib()
     fsync: bool = attr.ib(default=False)
@@ -318,7 +314,8 @@ class Spool:
         stored: set[str] = set()  # stems with a stored marker
         for filename in sorted(os.listdir(self.directory)):
             if filename.startswith(PROBE_PREFIX):
-                _unlink(os.path.join(self.directory, filename))  # a health probe cut short
+                # A health probe cut short.
+                unlink_if_present(os.path.join(self.directory, filename))
             elif filename.startswith(TEMP_PREFIX):
                 self._move_aside(filename, "half-written")
             elif filename.endswith(SUFFIX):
@@ -344,7 +341,7 @@ class Spool:
             entries.append(entry)
         for stem in stored:
             # The marker of an entry whose removal was cut short: nothing left to do.
-            _unlink(os.path.join(self.directory, stem + STORED_SUFFIX))
+            unlink_if_present(os.path.join(self.directory, stem + STORED_SUFFIX))
         for dumps in dump_files.values():
             for dump in dumps.values():
                 self._move_aside(dump, "a dump without its crash file: its write, or its "
@@ -404,7 +401,7 @@ class Spool:
                 _fsync_directory(directory)
         except BaseException:
             for path in written:
-                _unlink(path)
+                unlink_if_present(path)
             raise
         return SpoolEntry.from_filename(stem + SUFFIX, size + len(raw), crash.dump_names())
 
@@ -524,10 +521,10 @@ class Spool:
         first, then the dumps and its stored marker, and stop counting its
         bytes.
         """
-        _unlink(os.path.join(self.directory, entry.filename))
+        unlink_if_present(os.path.join(self.directory, entry.filename))
         for name in entry.dump_names:
-            _unlink(os.path.join(self.directory, entry.dump_filename(name)))
-        _unlink(os.path.join(self.directory, entry.stored_filename))
+            unlink_if_present(os.path.join(self.directory, entry.dump_filename(name)))
+        unlink_if_present(os.path.join(self.directory, entry.stored_filename))
         self._count(-entry.size)
 
     def remove(self, entry: SpoolEntry) -> defer.Deferred[None]:
@@ -588,13 +585,6 @@ class Spool:
         """Free bytes on the spool's filesystem (one statvfs call)."""
         stats = os.statvfs(self.directory)
         return stats.f_bavail * stats.f_frsize
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _fsync_directory(directory: str) -> None:

@@ -22,6 +22,7 @@ from zope.interface import implementer
 from antenna_tw.config import StorageSettings
 from antenna_tw.crash import Crash, SpooledCrash, serialize_dump_names
 from antenna_tw.crashid import date_from_crash_id
+from antenna_tw.files import absolute_path, unlink_if_present
 from antenna_tw.storage import IFileCrashStorage, StorageUnavailable
 
 
@@ -44,7 +45,7 @@ def write_atomically(path: str, data: bytes, fsync: bool = False) -> None:
             os.close(fd)
         os.replace(temp_path, path)
     except BaseException:
-        _unlink(temp_path)
+        unlink_if_present(temp_path)
         raise
 
 
@@ -79,12 +80,12 @@ def place_file(source: str, path: str) -> None:
             raise
         return _copy_into_place(source, path)
     temp_path = _temp_path(path)
-    _unlink(temp_path)
+    unlink_if_present(temp_path)
     os.link(source, temp_path)
     try:
         os.replace(temp_path, path)
     except BaseException:
-        _unlink(temp_path)
+        unlink_if_present(temp_path)
         raise
 
 
@@ -96,20 +97,8 @@ def _copy_into_place(source: str, path: str) -> None:
             shutil.copyfileobj(source_file, temp_file, 1024 * 1024)
         os.replace(temp_path, path)
     except BaseException:
-        _unlink(temp_path)
+        unlink_if_present(temp_path)
         raise
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _absolute_path(path: str) -> str:
-    # os.path.abspath's generic signature is more than mypy's attrs plugin can type.
-    return os.path.abspath(path)
 
 
 @implementer(IFileCrashStorage)
@@ -121,7 +110,7 @@ class FSCrashStorage:
     reactor; spooled crashes are linked into place (``save_spooled_blocking``).
     """
 
-    root: str = attr.ib(converter=_absolute_path)
+    root: str = attr.ib(converter=absolute_path)
     reactor: IReactorFromThreads = attr.ib()
     threadpool: ThreadPool = attr.ib()
     name = "fs"
