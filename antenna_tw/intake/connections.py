@@ -25,6 +25,7 @@ import resource
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, cast
 
+import attr
 from twisted.internet import task
 from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Protocol
@@ -130,6 +131,7 @@ class Watched:
         raise NotImplementedError
 
 
+@attr.s
 class ConnectionWatch:
     """
     Once a second, closes the connections past their header deadline or
@@ -139,18 +141,15 @@ class ConnectionWatch:
 
     log = Logger(namespace="antenna_tw.intake.connections")
 
-    def __init__(self, connections: Callable[[], Iterable[Watched]], clock: IReactorTime, *,
-                 header_timeout: float, min_body_rate: int, body_rate_grace: float,
-                 cap: int = 0) -> None:
-        self.connections = connections
-        self.cap = cap
-        self.clock = clock
-        self.header_timeout = header_timeout
-        self.min_body_rate = min_body_rate
-        self.body_rate_grace = body_rate_grace
-        self._loop: task.LoopingCall | None = None
-        #: Connections answered busy past the cap since the last tick.
-        self.turned_away = 0
+    connections: Callable[[], Iterable[Watched]] = attr.ib()
+    clock: IReactorTime = attr.ib()
+    header_timeout: float = attr.ib(kw_only=True)
+    min_body_rate: int = attr.ib(kw_only=True)
+    body_rate_grace: float = attr.ib(kw_only=True)
+    cap: int = attr.ib(default=0, kw_only=True)
+    #: Connections answered busy past the cap since the last tick.
+    turned_away: int = attr.ib(default=0, init=False)
+    _loop: task.LoopingCall | None = attr.ib(default=None, init=False)
 
     def start(self) -> None:
         """Tick once a second from now on."""
