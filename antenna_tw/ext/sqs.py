@@ -32,6 +32,8 @@ from zope.interface import implementer
 
 from antenna_tw.ext.s3.client import (
     TRANSPORT_ERRORS,
+    AwsAnswerError,
+    AwsUnreachable,
     CachedHealth,
     CredentialSource,
     QuietConnectionPool,
@@ -63,7 +65,6 @@ JSON_TYPE = "application/x-amz-json-1.0"
 VERIFY_MESSAGE = "test"
 # SendMessageBatch takes at most ten entries.
 BATCH_SIZE = 10
-KEY_NAMES = ("CRASHPUBLISH_ACCESS_KEY", "CRASHPUBLISH_SECRET_ACCESS_KEY")
 
 # Error codes (the part of ``__type`` after ``#``, or the query protocol's
 # code) that say the configuration is wrong: start-up stops on them.
@@ -117,17 +118,11 @@ def signed_call(location: QueueLocation, credentials: Any, action: str,
                                service="sqs", headers=headers), body
 
 
-class SQSError(Exception):
-    """SQS answered an error status. The message names no secret."""
+class SQSError(AwsAnswerError):
+    """SQS answered an error status to ``action``."""
 
     def __init__(self, action: str, status: int, code: str, message: str = "") -> None:
-        self.action = action
-        self.status = status
-        self.code = code
-        self.message = message
-        detail = f" {code}" if code else ""
-        detail += f": {one_line(message)[:200]}" if message else ""
-        super().__init__(f"SQS {action} answered {status}{detail}")
+        super().__init__("SQS", action, status, code, message)
 
     @property
     def no_queue(self) -> bool:
@@ -150,12 +145,11 @@ class SQSError(Exception):
         return self.status >= 500 or self.status in (408, 429) or self.code in THROTTLING_CODES
 
 
-class SQSUnreachable(Exception):
-    """No usable answer from SQS (refused, reset, timed out)."""
+class SQSUnreachable(AwsUnreachable):
+    """No usable answer from SQS to ``action``."""
 
     def __init__(self, action: str, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"SQS {action}: no answer ({reason})")
+        super().__init__("SQS", action, reason)
 
 
 _XML_CODE = re.compile(rb"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
@@ -264,11 +258,10 @@ class SQSCrashPublisher:
                       storage_settings: StorageSettings, reactor: Any,
                       threadpool: ThreadPool | None) -> SQSCrashPublisher:
         """A publisher for PublishSettings; ValueError (one line) when they cannot work."""
-        location = QueueLocation(publish_settings.queue_name, publish_settings.region,
-                                 publish_settings.endpoint_url)
-        credentials = CredentialSource(
-            in_threads(reactor, threadpool), publish_settings.access_key,
-            publish_settings.secret_access_key, option_names=KEY_NAMES)
+        aws = publish_settings.aws
+        location = QueueLocation(publish_settings.queue_name, aws.region, aws.endpoint_url)
+        credentials = CredentialSource(in_threads(reactor, threadpool), aws.access_key,
+                                       aws.secret_access_key, option_names=aws.key_names)
         pool = QuietConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 4
         client = HTTPClient(Agent(reactor, pool=pool))

@@ -429,15 +429,33 @@ class Answer:
         return 200 <= self.status < 300
 
 
-class S3Error(Exception):
-    """S3 answered with an error status. The message names no secret."""
+class AwsAnswerError(Exception):
+    """An AWS service answered an error status. The message names no secret."""
 
-    def __init__(self, method: str, what: str, status: int, code: str = "") -> None:
-        self.method = method
-        self.what = what
+    def __init__(self, service: str, operation: str, status: int, code: str = "",
+                 message: str = "") -> None:
+        self.operation = operation
         self.status = status
         self.code = code
-        super().__init__(f"S3 {method} {what} answered {status}{' ' + code if code else ''}")
+        self.message = message
+        detail = f" {code}" if code else ""
+        detail += f": {one_line(message)[:200]}" if message else ""
+        super().__init__(f"{service} {operation} answered {status}{detail}")
+
+
+class AwsUnreachable(Exception):
+    """No usable answer from an AWS service (refused, reset, timed out)."""
+
+    def __init__(self, service: str, operation: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{service} {operation}: no answer ({reason})")
+
+
+class S3Error(AwsAnswerError):
+    """S3 answered with an error status to ``method`` on ``what`` (a key or the bucket)."""
+
+    def __init__(self, method: str, what: str, status: int, code: str = "") -> None:
+        super().__init__("S3", f"{method} {what}", status, code)
 
     @property
     def retryable(self) -> bool:
@@ -450,12 +468,11 @@ class S3Error(Exception):
         return self.code in REFRESH_CODES
 
 
-class S3Unreachable(Exception):
-    """No usable answer from S3 (refused, reset, timed out)."""
+class S3Unreachable(AwsUnreachable):
+    """No usable answer from S3 to ``method`` on ``what``."""
 
     def __init__(self, method: str, what: str, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"S3 {method} {what}: no answer ({reason})")
+        super().__init__("S3", f"{method} {what}", reason)
 
 
 def cancelled(exc: BaseException | None) -> bool:
@@ -705,9 +722,10 @@ def build_connection(settings: StorageSettings, reactor: Any, threadpool: Thread
     running one (time, TCP, threads: no one interface says all three).
     """
     run_in_thread = in_threads(reactor, threadpool)
-    location = BucketLocation(settings.bucket_name, settings.region, settings.endpoint_url)
-    credentials = CredentialSource(run_in_thread, settings.access_key,
-                                   settings.secret_access_key)
+    aws = settings.aws
+    location = BucketLocation(settings.bucket_name, aws.region, aws.endpoint_url)
+    credentials = CredentialSource(run_in_thread, aws.access_key, aws.secret_access_key,
+                                   option_names=aws.key_names)
     pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = concurrency + 1
     client = HTTPClient(Agent(reactor, pool=pool))
