@@ -334,6 +334,72 @@ class ThrottleSettings:
 
 
 @attr.s(frozen=True)
+class AwsSettings:
+    """
+    How one AWS service is reached: its region, an endpoint of your own, the
+    key pair. Declared once; ``aws_settings`` names its options for a service
+    (``{prefix}`` is ``CRASHSTORAGE_`` for S3, ``CRASHPUBLISH_`` for SQS).
+    """
+
+    region: str = attr.ib("us-west-2", metadata=option_metadata(
+        "{prefix}REGION", type_name="AWS region name",
+        alternates=("CRASHMOVER_{prefix}REGION", "S3_REGION"),
+        doc="Region of the {service} {thing}, used to sign requests and to name the AWS "
+            "endpoint."))
+    endpoint_url: str = attr.ib("", metadata=option_metadata(
+        "{prefix}ENDPOINT_URL", type_name="http(s) URL",
+        alternates=("CRASHMOVER_{prefix}ENDPOINT_URL", "S3_ENDPOINT_URL"),
+        doc="Base URL of a {service}-compatible server ({servers}); empty means AWS."))
+    access_key: str = attr.ib("", repr=False, metadata=option_metadata(
+        "{prefix}ACCESS_KEY", secret=True,
+        alternates=("CRASHMOVER_{prefix}ACCESS_KEY",),
+        doc="{service} access key id, set together with :envvar:`{prefix}SECRET_ACCESS_KEY`; "
+            "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
+            "``~/.aws``, a container or instance role). One set without the other stops "
+            "start-up."))
+    secret_access_key: str = attr.ib("", repr=False, metadata=option_metadata(
+        "{prefix}SECRET_ACCESS_KEY", secret=True,
+        alternates=("CRASHMOVER_{prefix}SECRET_ACCESS_KEY",),
+        doc="{service} secret access key, the pair of :envvar:`{prefix}ACCESS_KEY`."))
+
+    @property
+    def key_names(self) -> tuple[str, str]:
+        """The names of the key pair's two options, for messages."""
+        fields = attr.fields(type(self))
+        return fields.access_key.metadata["key"], fields.secret_access_key.metadata["key"]
+
+
+def aws_settings(prefix: str, service: str, thing: str, servers: str) -> type[AwsSettings]:
+    """
+    AwsSettings whose options are named and documented for one service: its
+    option names begin with ``prefix``; ``thing`` is what it holds (bucket,
+    queue) and ``servers`` the compatible servers named in the docs.
+    """
+    words = {"prefix": prefix, "service": service, "thing": thing, "servers": servers}
+    these = {
+        field.name: attr.ib(default=field.default, repr=field.repr, metadata={
+            **field.metadata,
+            "key": field.metadata["key"].format(**words),
+            "alternates": tuple(name.format(**words) for name in field.metadata["alternates"]),
+            "doc": field.metadata["doc"].format(**words),
+        })
+        for field in attr.fields(AwsSettings)
+    }
+    named = type(f"{service}Settings", (AwsSettings,), {
+        "__doc__": f"How {service} is reached: options ``{prefix}*``."})
+    return attr.s(these=these, frozen=True)(named)
+
+
+S3Settings = aws_settings("CRASHSTORAGE_", "S3", "bucket", "MinIO, LocalStack, moto")
+SqsSettings = aws_settings("CRASHPUBLISH_", "SQS", "queue", "LocalStack, moto")
+
+
+def group_metadata(cls: type[attr.AttrsInstance]) -> dict[str, Any]:
+    """What makes an attrs field a group of options: those of the settings class ``cls``."""
+    return {"group": cls}
+
+
+@attr.s(frozen=True)
 class StorageSettings:
     """Where the crash movers save crashes: a directory, an S3 bucket, or a class of your own."""
 
@@ -351,27 +417,7 @@ class StorageSettings:
         "CRASHSTORAGE_FS_ROOT", type_name="directory path",
         alternates=("CRASHMOVER_CRASHSTORAGE_FS_ROOT",),
         doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``."))
-    access_key: str = attr.ib("", repr=False, metadata=option_metadata(
-        "CRASHSTORAGE_ACCESS_KEY", secret=True,
-        alternates=("CRASHMOVER_CRASHSTORAGE_ACCESS_KEY",),
-        doc="S3 access key id, set together with :envvar:`CRASHSTORAGE_SECRET_ACCESS_KEY`; "
-            "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
-            "``~/.aws``, a container or instance role). One set without the other stops "
-            "start-up."))
-    secret_access_key: str = attr.ib("", repr=False, metadata=option_metadata(
-        "CRASHSTORAGE_SECRET_ACCESS_KEY", secret=True,
-        alternates=("CRASHMOVER_CRASHSTORAGE_SECRET_ACCESS_KEY",),
-        doc="S3 secret access key, the pair of :envvar:`CRASHSTORAGE_ACCESS_KEY`."))
-    region: str = attr.ib("us-west-2", metadata=option_metadata(
-        "CRASHSTORAGE_REGION", type_name="AWS region name",
-        alternates=("CRASHMOVER_CRASHSTORAGE_REGION", "S3_REGION"),
-        doc="Region of the S3 bucket, used to sign requests and to name the AWS endpoint; a "
-            "bucket that answers from another region stops start-up."))
-    endpoint_url: str = attr.ib("", metadata=option_metadata(
-        "CRASHSTORAGE_ENDPOINT_URL", type_name="http(s) URL",
-        alternates=("CRASHMOVER_CRASHSTORAGE_ENDPOINT_URL", "S3_ENDPOINT_URL"),
-        doc="Base URL of an S3-compatible server (MinIO, LocalStack, moto), addressed path "
-            "style (``<endpoint>/<bucket>/<key>``); empty means AWS."))
+    aws: AwsSettings = attr.ib(factory=S3Settings, metadata=group_metadata(S3Settings))
     bucket_name: str = attr.ib("", metadata=option_metadata(
         "CRASHSTORAGE_BUCKET_NAME",
         alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
@@ -460,25 +506,7 @@ class PublishSettings:
         alternates=("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",),
         doc="Name of the SQS queue crash ids are sent to; required with ``sqs``, and "
             "resolved with ``GetQueueUrl`` before the port opens."))
-    region: str = attr.ib("us-west-2", metadata=option_metadata(
-        "CRASHPUBLISH_REGION", type_name="AWS region name",
-        alternates=("CRASHMOVER_CRASHPUBLISH_REGION", "S3_REGION"),
-        doc="Region of the SQS queue, used to sign requests and to name the AWS endpoint."))
-    endpoint_url: str = attr.ib("", metadata=option_metadata(
-        "CRASHPUBLISH_ENDPOINT_URL", type_name="http(s) URL",
-        alternates=("CRASHMOVER_CRASHPUBLISH_ENDPOINT_URL", "S3_ENDPOINT_URL"),
-        doc="Base URL of an SQS-compatible server (LocalStack, moto); empty means AWS."))
-    access_key: str = attr.ib("", repr=False, metadata=option_metadata(
-        "CRASHPUBLISH_ACCESS_KEY", secret=True,
-        alternates=("CRASHMOVER_CRASHPUBLISH_ACCESS_KEY",),
-        doc="SQS access key id, set together with :envvar:`CRASHPUBLISH_SECRET_ACCESS_KEY`; "
-            "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
-            "``~/.aws``, a container or instance role), as for S3. One set without the other "
-            "stops start-up."))
-    secret_access_key: str = attr.ib("", repr=False, metadata=option_metadata(
-        "CRASHPUBLISH_SECRET_ACCESS_KEY", secret=True,
-        alternates=("CRASHMOVER_CRASHPUBLISH_SECRET_ACCESS_KEY",),
-        doc="SQS secret access key, the pair of :envvar:`CRASHPUBLISH_ACCESS_KEY`."))
+    aws: AwsSettings = attr.ib(factory=SqsSettings, metadata=group_metadata(SqsSettings))
     verify_message: bool = attr.ib(True, metadata=option_metadata(
         "CRASHPUBLISH_VERIFY_MESSAGE", parse_bool,
         doc="Send Antenna's start-up verification message, the body ``test`` (which "
@@ -546,15 +574,20 @@ class Config:
     # One line per unknown name that looks like an option (unknown_name_messages).
     warnings: tuple[str, ...] = attr.ib(default=())
 
+    def value_of(self, path: str) -> Any:
+        """The value of the option at ``path`` (``storage.aws.region``), from ``all_options``."""
+        value: Any = self
+        for name in path.split("."):
+            value = getattr(value, name)
+        return value
+
     def log_lines(self) -> list[str]:
         """``KEY=value`` for every option, secrets masked, sorted by key."""
         lines = []
-        for name in SETTINGS_CLASSES:
-            settings = getattr(self, name)
-            for field in attr.fields(type(settings)):
-                value = getattr(settings, field.name)
-                shown = "*****" if field.metadata["secret"] and value else value
-                lines.append(f"{field.metadata['key']}={shown}")
+        for path, field in all_options():
+            value = self.value_of(path)
+            shown = "*****" if field.metadata["secret"] and value else value
+            lines.append(f"{field.metadata['key']}={shown}")
         return sorted(lines)
 
 
@@ -591,9 +624,32 @@ def option_names(field: attr.Attribute[Any]) -> tuple[str, ...]:
     return (field.metadata["key"], *field.metadata["alternates"])
 
 
+def fields_of(cls: type[attr.AttrsInstance]) -> list[attr.Attribute[Any]]:
+    """The option fields of a settings class, those of its groups (``aws``) included."""
+    return [field for _, field in _options_of(cls, "")]
+
+
+def _options_of(cls: type[attr.AttrsInstance],
+                prefix: str) -> list[tuple[str, attr.Attribute[Any]]]:
+    options = []
+    for field in attr.fields(cls):
+        path = prefix + field.name
+        if "group" in field.metadata:
+            options += _options_of(field.metadata["group"], path + ".")
+        else:
+            options.append((path, field))
+    return options
+
+
+def all_options() -> list[tuple[str, attr.Attribute[Any]]]:
+    """Every option as ``(path in Config, field)``: ``("storage.aws.region", <field>)``."""
+    return [option for name, cls in SETTINGS_CLASSES.items()
+            for option in _options_of(cls, name + ".")]
+
+
 def all_fields() -> list[attr.Attribute[Any]]:
     """Every option's field, of every settings class."""
-    return [field for cls in SETTINGS_CLASSES.values() for field in attr.fields(cls)]
+    return [field for _, field in all_options()]
 
 
 def known_names() -> set[str]:
@@ -657,6 +713,9 @@ def unknown_name_messages(source: Iterable[str]) -> list[str]:
 def _build(cls: type[attr.AttrsInstance], source: Mapping[str, str]) -> Any:
     kwargs = {}
     for field in attr.fields(cls):
+        if "group" in field.metadata:
+            kwargs[field.name] = _build(field.metadata["group"], source)
+            continue
         secret = field.metadata["secret"]
         given = [(name, source[name]) for name in option_names(field) if name in source]
         if not given:

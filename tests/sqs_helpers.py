@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from antenna_tw.config import PublishSettings
+import attr
+
+from antenna_tw.config import PublishSettings, SqsSettings
 
 
 def create_queue(server, name=None, keys=None):
@@ -54,8 +56,10 @@ def sqs_environ(server, queue_name, keys=None, **overrides):
 def publish_settings(server, queue_name, keys=None, **overrides):
     """PublishSettings for the SQS publisher on ``server``."""
     keys = keys or server.keys
-    values = dict(crashpublish_class="sqs", queue_name=queue_name, region="us-west-2",
-                  endpoint_url=server.endpoint, access_key=keys.access_key,
-                  secret_access_key=keys.secret_key)
-    values.update(overrides)
+    aws = dict(region="us-west-2", endpoint_url=server.endpoint,
+               access_key=keys.access_key, secret_access_key=keys.secret_key)
+    values = dict(crashpublish_class="sqs", queue_name=queue_name)
+    for name, value in overrides.items():
+        (aws if name in attr.fields_dict(SqsSettings) else values)[name] = value
+    values["aws"] = SqsSettings(**aws)
     return PublishSettings(**values)

@@ -65,7 +65,7 @@ def storage_needs_tls(storage: StorageSettings) -> bool:
     """
     backend = builtin_storage(storage)
     if backend == "s3":
-        return not storage.endpoint_url.strip().lower().startswith("http://")
+        return not storage.aws.endpoint_url.strip().lower().startswith("http://")
     return backend is None
 
 
@@ -86,7 +86,7 @@ def publisher_needs_tls(publish: PublishSettings) -> bool:
     if publish.crashpublish_class == "none":
         return False
     if publish.crashpublish_class == "sqs":
-        return not publish.endpoint_url.strip().lower().startswith("http://")
+        return not publish.aws.endpoint_url.strip().lower().startswith("http://")
     return True
 
 

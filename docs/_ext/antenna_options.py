@@ -50,7 +50,7 @@ def shown_default(field):
 def option_problems(cls):
     """What keeps an option of ``cls`` out of the reference, one line each."""
     problems = []
-    for field in attr.fields(cls):
+    for field in config.fields_of(cls):
         key = field.metadata["key"]
         if not field.metadata["doc"].strip():
             problems.append(f"{key} ({cls.__name__}) has no doc=")
@@ -90,7 +90,7 @@ def option_lines(field):
 def settings_lines(cls, title):
     """One section: the class docstring, then each of its options."""
     lines = [title, "-" * len(title), "", inspect.cleandoc(cls.__doc__ or ""), ""]
-    for field in attr.fields(cls):
+    for field in config.fields_of(cls):
         lines += option_lines(field)
     return lines
 

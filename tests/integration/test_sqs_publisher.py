@@ -120,7 +120,7 @@ def test_an_unreachable_endpoint_is_one_line_and_does_not_refuse_the_start(threa
     with pytest.raises(PublisherUnreachable) as caught:
         publisher.verify()
     message = str(caught.value)
-    assert message.startswith(f"SQS queue 'q' at {settings.endpoint_url}: SQS GetQueueUrl: "
+    assert message.startswith(f"SQS queue 'q' at {settings.aws.endpoint_url}: SQS GetQueueUrl: "
                               "no answer (")
     assert "\n" not in message
 

@@ -1,12 +1,10 @@
 import os
 import re
 
-import attr
 import pytest
 
 from antenna_tw import config as config_module
 from antenna_tw.config import (
-    SETTINGS_CLASSES,
     ConfigError,
     load_config,
     read_env_file,
@@ -110,10 +108,10 @@ def test_antenna_namespaced_names_are_read():
     storage = config.storage
     assert storage.crashstorage_class == "antenna.ext.s3.crashstorage.S3CrashStorage"
     assert storage.bucket_name == "org-myorg-crashes"
-    assert storage.region == "eu-central-1"
-    assert storage.endpoint_url == "http://127.0.0.1:9000"
-    assert storage.access_key == "AKIDEXAMPLE"
-    assert storage.secret_access_key == "wJalrXUtnFEMI"
+    assert storage.aws.region == "eu-central-1"
+    assert storage.aws.endpoint_url == "http://127.0.0.1:9000"
+    assert storage.aws.access_key == "AKIDEXAMPLE"
+    assert storage.aws.secret_access_key == "wJalrXUtnFEMI"
     assert storage.fs_root == "/srv/crashes"
     assert config.publish.crashpublish_class == "none"
     assert config.spool.concurrent_crashmovers == 7
@@ -128,26 +126,25 @@ def test_antenna_namespaced_names_are_read():
 
 def test_antennas_s3_fallback_names_are_read():
     config = load_config({"S3_REGION": "ca-central-1", "S3_ENDPOINT_URL": "http://minio:9000"})
-    assert config.storage.region == "ca-central-1"
-    assert config.storage.endpoint_url == "http://minio:9000"
+    assert config.storage.aws.region == "ca-central-1"
+    assert config.storage.aws.endpoint_url == "http://minio:9000"
 
 
-@pytest.mark.parametrize("field", [
-    field for cls in SETTINGS_CLASSES.values() for field in attr.fields(cls)
-    if field.metadata["alternates"]], ids=lambda field: field.metadata["key"])
-def test_every_alternate_is_read_in_order(field):
+@pytest.mark.parametrize(("path", "field"), [
+    (path, field) for path, field in config_module.all_options()
+    if field.metadata["alternates"]], ids=lambda option: getattr(option, "name", option))
+def test_every_alternate_is_read_in_order(path, field):
     """Each alternate alone sets the option; the primary name, then the earlier one, wins."""
     valid = {"CRASHSTORAGE_CLASS": "noop", "CONCURRENT_CRASHMOVERS": "5",
              "CRASHPUBLISH_CLASS": "none"}
     value = valid.get(field.metadata["key"], "some-value")
-    settings = next(name for name, cls in SETTINGS_CLASSES.items() if field in attr.fields(cls))
     names = config_module.option_names(field)
     for name in names[1:]:
-        read = getattr(getattr(load_config({name: value}), settings), field.name)
+        read = load_config({name: value}).value_of(path)
         assert read == field.metadata["parser"](value), name
     # The same value under every name is no conflict.
-    assert getattr(getattr(load_config(dict.fromkeys(names, value)), settings),
-                   field.name) == field.metadata["parser"](value)
+    assert load_config(dict.fromkeys(names, value)).value_of(path) == \
+        field.metadata["parser"](value)
 
 
 def test_an_alternate_in_the_env_file_is_read(tmp_path):
@@ -306,8 +303,9 @@ ANTENNA_2020_SQS = {
 def test_antennas_sqs_publisher_names_are_read(prefix):
     config = load_config({prefix + key: value for key, value in ANTENNA_2020_SQS.items()})
     publish = config.publish
-    assert (publish.crashpublish_class, publish.queue_name, publish.region,
-            publish.endpoint_url, publish.access_key, publish.secret_access_key) == (
+    assert (publish.crashpublish_class, publish.queue_name, publish.aws.region,
+            publish.aws.endpoint_url, publish.aws.access_key,
+            publish.aws.secret_access_key) == (
         "sqs", "socorro-standard", "us-east-1", "http://localstack:4566", "foo", "bar")
     assert publish.verify_message is True
     assert publish.accepted_only is False
@@ -316,7 +314,7 @@ def test_antennas_sqs_publisher_names_are_read(prefix):
 
 def test_the_publisher_falls_back_on_antennas_s3_names_like_antenna():
     publish = load_config({"S3_REGION": "eu-west-1", "S3_ENDPOINT_URL": "http://x:1"}).publish
-    assert (publish.region, publish.endpoint_url) == ("eu-west-1", "http://x:1")
+    assert (publish.aws.region, publish.aws.endpoint_url) == ("eu-west-1", "http://x:1")
 
 
 def test_pubsub_names_are_named_as_antennas():

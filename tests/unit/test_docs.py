@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(DOCS, "_ext"))
 
 import antenna_options  # noqa: E402  (docs/_ext is not a package)
 
-FIELDS = [field for cls in config.SETTINGS_CLASSES.values() for field in attr.fields(cls)]
+FIELDS = config.all_fields()
 KEYS = [field.metadata["key"] for field in FIELDS]
 OPTION_NAMES = set(KEYS) | {"ANTENNA_ENV"}
 

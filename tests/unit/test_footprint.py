@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from antenna_tw.config import StorageSettings
+from antenna_tw.config import S3Settings, StorageSettings
 from antenna_tw.workers.footprint import builtin_storage, storage_needs_tls, worker_environment
 from antenna_tw.workers.supervisor import WorkerSupervisor
 
@@ -24,7 +24,8 @@ from antenna_tw.workers.supervisor import WorkerSupervisor
     ("mycompany.storage.Elsewhere", "", True),  # not ours: it may need TLS
 ])
 def test_storage_needs_tls(storage_class, endpoint, needs_tls):
-    settings = StorageSettings(crashstorage_class=storage_class, endpoint_url=endpoint)
+    settings = StorageSettings(crashstorage_class=storage_class,
+                               aws=S3Settings(endpoint_url=endpoint))
     assert storage_needs_tls(settings) is needs_tls
     assert (builtin_storage(settings) is None) is (storage_class.startswith("mycompany"))
 

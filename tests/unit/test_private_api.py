@@ -106,7 +106,12 @@ def _class_body_names(cls: type) -> set[str]:
     The names the body of ``cls`` defines: not what its metaclass adds
     (an Enum's ``_member_map_``, a Protocol's ``_is_protocol``).
     """
-    [body] = ast.parse(textwrap.dedent(inspect.getsource(cls))).body
+    try:
+        source = inspect.getsource(cls)
+    except OSError:
+        # Made at run time (config.aws_settings): no body of its own is written anywhere.
+        return set()
+    [body] = ast.parse(textwrap.dedent(source)).body
     assert isinstance(body, ast.ClassDef)
     names = set()
     for node in body.body:
