@@ -25,8 +25,8 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
 import attr
 from twisted.internet import defer, task
@@ -68,6 +68,20 @@ class Moved:
 
     outcome: Outcome = attr.ib()
     error: BaseException | Failure | None = attr.ib(default=None)
+
+
+@attr.s(frozen=True, slots=True)
+class MoveVerbs:
+    """
+    The four calls one move makes, blocking ones or ones returning
+    Deferreds; ``finish`` marks the stored entry for the publisher, or
+    removes it when there is none.
+    """
+
+    load: Callable[[SpoolEntry], Any] = attr.ib()
+    quarantine: Callable[[SpoolEntry, str], Any] = attr.ib()
+    save: Callable[[Any], Any] = attr.ib()
+    finish: Callable[[SpoolEntry], Any] = attr.ib()
 
 
 # What stop() fires with: (ended normally, None) for each worker loop.
@@ -296,51 +310,52 @@ class CrashMover:
         return moves
 
     def _move_file(self, storage: IFileCrashStorage, entry: SpoolEntry) -> Moved:
+        spool = self.spool
+        finish = spool.remove_blocking if self.stored is None else spool.mark_stored_blocking
+        steps = self._move_steps(entry, MoveVerbs(
+            spool.load_files_blocking, spool.quarantine_blocking, storage.save_spooled_blocking,
+            finish))
         try:
-            spooled = self.spool.load_files_blocking(entry)
+            result = next(steps)
+            while True:  # blocking calls: each result is sent straight back
+                result = steps.send(result)
+        except StopIteration as stopped:
+            return cast(Moved, stopped.value)
+
+    def _move_on_reactor(self, entry: SpoolEntry) -> defer.Deferred[Moved]:
+        """The same steps for a backend that saves on the reactor: inlineCallbacks awaits each."""
+        spool = self.spool
+        finish = spool.remove if self.stored is None else spool.mark_stored
+        return defer.inlineCallbacks(self._move_steps)(entry, MoveVerbs(
+            spool.load, spool.quarantine, self.storage.save_crash, finish))
+
+    def _move_steps(self, entry: SpoolEntry,
+                    verbs: MoveVerbs) -> Generator[Any, Any, Moved]:
+        """
+        One crash's move, written once for both kinds of backend: each
+        verb's result is yielded, a value in a pool thread (``_move_file``)
+        or a Deferred that inlineCallbacks waits for on the reactor
+        (``_move_on_reactor``); an error is raised here either way.
+        """
+        try:
+            crash = yield verbs.load(entry)
         except CorruptEntry as error:
-            self.spool.quarantine_blocking(entry, str(error))
+            yield verbs.quarantine(entry, str(error))
             return Moved(Outcome.QUARANTINED, error)
+        except defer.CancelledError:
+            raise
         except Exception:
             return Moved(Outcome.LOAD_FAILED, Failure())
         try:
-            storage.save_spooled_blocking(spooled)
+            yield verbs.save(crash)
+        except defer.CancelledError:
+            raise
         except Exception as error:
             return Moved(Outcome.SAVE_FAILED, error)
         # Stored: the entry is marked for the publisher, or it leaves the spool.
-        if self.stored is not None:
-            finish, failed = self.spool.mark_stored_blocking, Outcome.MARK_FAILED
-        else:
-            finish, failed = self.spool.remove_blocking, Outcome.REMOVE_FAILED
+        failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
         try:
-            finish(entry)
-        except Exception:
-            return Moved(failed, Failure())
-        return STORED
-
-    async def _move_on_reactor(self, entry: SpoolEntry) -> Moved:
-        """The same steps for a backend that saves on the reactor."""
-        try:
-            crash = await self.spool.load(entry)
-        except CorruptEntry as error:
-            await self.spool.quarantine(entry, str(error))
-            return Moved(Outcome.QUARANTINED, error)
-        except defer.CancelledError:
-            raise
-        except Exception:
-            return Moved(Outcome.LOAD_FAILED, Failure())
-        try:
-            await self.storage.save_crash(crash)
-        except defer.CancelledError:
-            raise
-        except Exception as error:
-            return Moved(Outcome.SAVE_FAILED, error)
-        if self.stored is not None:
-            finish, failed = self.spool.mark_stored, Outcome.MARK_FAILED
-        else:
-            finish, failed = self.spool.remove, Outcome.REMOVE_FAILED
-        try:
-            await finish(entry)
+            yield verbs.finish(entry)
         except defer.CancelledError:
             pass  # stored; the pool thread finishes the marker or the removal all the same
         except Exception:
