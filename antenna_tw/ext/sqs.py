@@ -37,11 +37,11 @@ from antenna_tw.ext.s3.client import (
     CachedHealth,
     CredentialSource,
     QuietConnectionPool,
+    ServiceLocation,
     SingleFlight,
     Timeouts,
     cached_health,
     cancelled,
-    check_endpoint_url,
     describe_transport_error,
     in_threads,
     one_line,
@@ -81,27 +81,19 @@ THROTTLING_CODES = frozenset({
 REFRESH_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 
 
-def _endpoint_url(url: str | None) -> str:
-    return (url or "").rstrip("/")
-
-
 @attr.s(frozen=True)
-class QueueLocation:
+class QueueLocation(ServiceLocation):
     """Which queue, and where SQS answers: ``endpoint_url`` (moto, LocalStack) or AWS's."""
 
-    queue_name: str = attr.ib()
-    region: str = attr.ib()
-    endpoint_url: str = attr.ib(default="", converter=_endpoint_url)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.queue_name:
-            raise ValueError("CRASHPUBLISH_QUEUE_NAME is required for SQS publishing")
-        check_endpoint_url(self.endpoint_url, "CRASHPUBLISH_ENDPOINT_URL")
+    service = "sqs"
+    name_option = "CRASHPUBLISH_QUEUE_NAME"
+    endpoint_option = "CRASHPUBLISH_ENDPOINT_URL"
+    used_for = "SQS publishing"
 
     @property
-    def endpoint(self) -> str:
-        """The service endpoint every request is sent to."""
-        return self.endpoint_url or f"https://sqs.{self.region}.amazonaws.com"
+    def queue_name(self) -> str:
+        """The queue's name."""
+        return self.name
 
     def describe(self) -> str:
         """``SQS queue 'name' at <endpoint>``, for one-line messages."""

@@ -29,7 +29,7 @@ import hashlib
 import http.client
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import attr
@@ -158,34 +158,61 @@ def _endpoint_url(url: str | None) -> str:
 
 
 @attr.s(frozen=True)
-class BucketLocation:
+class ServiceLocation:
     """
-    Where a bucket lives. With ``endpoint_url`` (MinIO, LocalStack, moto)
-    requests go to ``<endpoint>/<bucket>/<key>``; without it, to
-    ``https://<bucket>.s3.<region>.amazonaws.com/<key>``, or path style on the
-    regional endpoint when the bucket name has dots (they break TLS names).
+    Which bucket or queue (``name``), and where its AWS service answers:
+    ``endpoint_url`` (MinIO, LocalStack, moto), else AWS's endpoint for
+    ``region``. Subclasses name the service and the options for messages.
     """
 
-    bucket: str = attr.ib()
+    service: ClassVar[str]  # the first word of AWS's host name: s3, sqs
+    name_option: ClassVar[str]
+    endpoint_option: ClassVar[str]
+    used_for: ClassVar[str]
+
+    name: str = attr.ib()
     region: str = attr.ib()
     endpoint_url: str = attr.ib(default="", converter=_endpoint_url)
 
     def __attrs_post_init__(self) -> None:
-        if not self.bucket:
-            raise ValueError("CRASHSTORAGE_BUCKET_NAME is required for S3 storage")
-        if "/" in self.bucket:
-            raise ValueError(f"CRASHSTORAGE_BUCKET_NAME={self.bucket!r} is not a bucket name")
-        check_endpoint_url(self.endpoint_url, "CRASHSTORAGE_ENDPOINT_URL")
+        if not self.name:
+            raise ValueError(f"{self.name_option} is required for {self.used_for}")
+        check_endpoint_url(self.endpoint_url, self.endpoint_option)
+
+    @property
+    def endpoint(self) -> str:
+        """The service endpoint, for messages and path-style URLs."""
+        return self.endpoint_url or f"https://{self.service}.{self.region}.amazonaws.com"
+
+
+@attr.s(frozen=True)
+class BucketLocation(ServiceLocation):
+    """
+    Where a bucket lives. With ``endpoint_url`` requests go to
+    ``<endpoint>/<bucket>/<key>``; without it, to
+    ``https://<bucket>.s3.<region>.amazonaws.com/<key>``, or path style on the
+    regional endpoint when the bucket name has dots (they break TLS names).
+    """
+
+    service = "s3"
+    name_option = "CRASHSTORAGE_BUCKET_NAME"
+    endpoint_option = "CRASHSTORAGE_ENDPOINT_URL"
+    used_for = "S3 storage"
+
+    def __attrs_post_init__(self) -> None:
+        if "/" in self.name:
+            raise ValueError(f"CRASHSTORAGE_BUCKET_NAME={self.name!r} is not a bucket name")
+        super().__attrs_post_init__()
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+        return self.name
 
     @property
     def path_style(self) -> bool:
         """Whether the bucket is in the URL's path rather than its host name."""
         return bool(self.endpoint_url) or "." in self.bucket
-
-    @property
-    def endpoint(self) -> str:
-        """The service endpoint, for messages and path-style URLs."""
-        return self.endpoint_url or f"https://s3.{self.region}.amazonaws.com"
 
     def bucket_url(self) -> str:
         """The bucket's own URL (HEAD bucket)."""
