@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, settings
 from tests.helpers import start_collector, stop_collector, test_environ
 from tests.s3server import moto, moto_auth, s3_bucket  # noqa: F401  (S3 fixtures)
 from tests.rabbitmq import amqp_queue, rabbitmq, rabbitmq_server  # noqa: F401  (AMQP fixtures)
+from tests.browser import browser  # noqa: F401  (headless Chromium)
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
