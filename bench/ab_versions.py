@@ -78,19 +78,27 @@ class VersionCollector(rb.Collector):
         super().start(timeout)
         # Listening is not serving yet (a parent may hold the socket before
         # its workers are up): wait for a few answers from the collector.
-        url = f"http://127.0.0.1:{self.port}/__lbheartbeat__"
-        deadline, good = time.monotonic() + timeout, 0
-        while good < 5 and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    good += response.status == 200
-            except OSError:
-                good = 0
-                time.sleep(0.2)
-        if good < 5:
+        if not answers(self.port, timeout, self.process):
             raise SystemExit(f"bench: {self.name} does not answer:\n" + self.log_tail())
         time.sleep(1.0)
         return self
+
+
+def answers(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """Whether ``/__lbheartbeat__`` on ``port`` answers 200 five times in a row within
+    ``timeout`` s (False at once if ``process`` exits)."""
+    url = f"http://127.0.0.1:{port}/__lbheartbeat__"
+    deadline, good = time.monotonic() + timeout, 0
+    while good < 5 and time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                good += response.status == 200
+        except OSError:
+            good = 0
+            time.sleep(0.2)
+    return good >= 5
 
 
 def machine_busy() -> tuple[int, int]:
@@ -105,30 +113,40 @@ def load_average() -> float:
         return float(fp.read().split()[0])
 
 
+def run_load(args: argparse.Namespace, url: str, payload: str,
+             label: str) -> tuple[str, float, float]:
+    """
+    One bounded ``run_load.sh`` (CONN_CLOSE=1, --warmup, --secs, --conc):
+    its summary line, its start (epoch seconds) and wrk's CPU seconds.
+    """
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = dict(os.environ, CONN_CLOSE="1", WARMUP=str(args.warmup), LABEL=label,
+               LOG_DIR=str(args.scratch / "wrk-logs"))
+    cmd = ["timeout", "-k", "5", str(args.secs + args.warmup + 40),
+           str(args.harness / "run_load.sh"), url, str(args.payloads),
+           payload, str(args.conc), str(args.secs)]
+    started = time.time()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = (out.stdout.strip().splitlines() or ["(no output) " + out.stderr[-300:]])[-1]
+    wrk_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+    return line, started, wrk_cpu
+
+
 def one_run(args: argparse.Namespace, label: str, collector: VersionCollector,
             sha: dict[str, str], pair: int) -> dict[str, Any]:
     ticks = rb.tree_cpu_ticks(collector.pid)
     busy0, total0 = machine_busy()
     load0 = load_average()
-    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    env = dict(os.environ, CONN_CLOSE="1", WARMUP=str(args.warmup), LABEL=label,
-               LOG_DIR=str(args.scratch / "wrk-logs"))
-    cmd = ["timeout", "-k", "5", str(args.secs + args.warmup + 40),
-           str(args.harness / "run_load.sh"), collector.url, str(args.payloads),
-           args.payload, str(args.conc), str(args.secs)]
-    started = time.time()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line, started, wrk_cpu = run_load(args, collector.url, args.payload, label)
     busy1, total1 = machine_busy()
     load1 = load_average()
-    line = (out.stdout.strip().splitlines() or ["(no output) " + out.stderr[-300:]])[-1]
     drain, orphaned, undrained = rb.wait_drained(collector.spool, collector.log_path)
     counts = dict(rb.count_stored(collector.storage, then="set-aside",
                                   manifest_sha=sha[args.payload]))
     user, system = rb.cpu_delta_split(ticks, rb.tree_cpu_ticks(collector.pid))
     fields = rb.kv_line(line)
     answered = int(fields.get("ok200", 0)) + int(fields.get("warmup_ok200", 0))
-    wrk_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
     # Busy CPU of the load window not spent by the collector (whose figure
     # also holds the drain after it, so this is a lower bound) or by wrk.
     other = (busy1 - busy0) / rb.HZ - (user + system) - wrk_cpu

@@ -102,9 +102,12 @@ def fake_minidump(rng, size):
     return bytes(out[:size])
 
 
-def make_shape(name, json_extra=False, seed=20261120):
-    """The plain payload of shape ``name``: exactly its size, its dumps sharing what is left."""
-    size, dump_names = SHAPES[name]
+def make_shape(name, json_extra=False, seed=20261120, shape=None):
+    """
+    The plain payload of shape ``name`` (or ``shape``: ``(size, dump names)``):
+    exactly its size, its dumps sharing what is left.
+    """
+    size, dump_names = shape or SHAPES[name]
     rng = random.Random(f"{seed}/{name}/{json_extra}")
     boundary = "------------------------%016x" % rng.getrandbits(64)
     pairs = annotations(rng)
