@@ -41,10 +41,12 @@ run: $(RUN_STAMP)
 test: $(TEST_STAMP)
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff (style, imports, annotations) and mypy (types) over the package.
+# ruff (style, imports, annotations) and mypy (types) over the package;
+# hadolint over the Dockerfile.
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check antenna_tw twisted
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 # HTML into docs/_build/html; any Sphinx warning (an option without a doc,
 # a broken reference) fails the build.
