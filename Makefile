@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.test-installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PORT ?= tcp:8000:interface=127.0.0.1
 
-.PHONY: run test lint docs install install-test install-bench clean
+.PHONY: run run-s3 test lint docs install install-test install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ install-bench: $(BENCH_STAMP)
 
 run: $(RUN_STAMP)
 	$(BIN)/twistd -n --pidfile= antenna --port $(PORT) $(ARGS)
+
+# The collector against a local S3 (moto_server on a free loopback port, the
+# bucket created), in the foreground; moto stops with it (scripts/run_s3.py).
+run-s3: $(TEST_STAMP)
+	$(BIN)/python scripts/run_s3.py --port $(PORT) $(ARGS)
 
 test: $(TEST_STAMP)
 	AWS_EC2_METADATA_DISABLED=true $(BIN)/python -m pytest $(PYTEST_ARGS)

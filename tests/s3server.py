@@ -84,7 +84,11 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, log_dir, timeout=30.0, port=None):
+    def start(cls, log_dir, timeout=30.0, port=None, new_session=False):
+        """
+        Start it and wait until it answers. ``new_session``: out of the
+        terminal's process group, so a Ctrl-C meant for others leaves it running.
+        """
         port = port or free_port()
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
                    AWS_ACCESS_KEY_ID=TEST_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=TEST_SECRET_KEY)
@@ -92,7 +96,8 @@ class MotoServer:
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
                 moto_server_command() + ["-H", "127.0.0.1", "-p", str(port)],
-                stdout=log_file, stderr=subprocess.STDOUT, env=env)
+                stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                start_new_session=new_session)
         server = cls(process, port, log_path)
         server.wait_ready(timeout)
         return server
