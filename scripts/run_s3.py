@@ -7,7 +7,8 @@ S3 storage pointed at it; every other argument goes to ``twistd antenna``
 (``--port``, ``--workers``, ``--env``). Ctrl-C or SIGTERM stops the
 collector as SIGTERM would (it drains to S3 for ``SHUTDOWN_TIMEOUT``), then
 moto; moto stops too when the collector exits by itself. moto keeps what it
-stores in memory: the crashes are gone when it stops, the spool stays.
+stores in memory, and its log in a temporary directory: both are gone when
+it stops; the spool stays.
 
     .venv/bin/python scripts/run_s3.py [--bucket NAME] [twistd antenna options]
 
@@ -38,21 +39,30 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--bucket", default="antenna-crashes", help="bucket to create")
     options, antenna_args = parser.parse_known_args(argv)
-    log_dir = tempfile.mkdtemp(prefix="antenna-moto-")
+    with tempfile.TemporaryDirectory(prefix="antenna-moto-") as log_dir:
+        return run(options.bucket, antenna_args, log_dir)
+
+
+def run(bucket: str, antenna_args: list[str], log_dir: str) -> int:
+    """moto with its log in ``log_dir`` (removed after), then the collector."""
     server = MotoServer.start(log_dir, new_session=True)
     try:
-        server.create_bucket(options.bucket)
-        print(f"run-s3: moto_server on {server.endpoint}, bucket {options.bucket}, "
+        server.create_bucket(bucket)
+        print(f"run-s3: moto_server on {server.endpoint}, bucket {bucket}, "
               f"log {server.log_path}", flush=True)
         env = dict(os.environ, CRASHSTORAGE_CLASS="s3", CRASHSTORAGE_ENDPOINT_URL=server.endpoint,
-                   CRASHSTORAGE_BUCKET_NAME=options.bucket, CRASHSTORAGE_REGION=REGION,
+                   CRASHSTORAGE_BUCKET_NAME=bucket, CRASHSTORAGE_REGION=REGION,
                    CRASHSTORAGE_ACCESS_KEY=server.keys.access_key,
                    CRASHSTORAGE_SECRET_ACCESS_KEY=server.keys.secret_key,
                    AWS_EC2_METADATA_DISABLED="true")
         # Its own session: the terminal's Ctrl-C reaches this script only,
         # which passes one SIGTERM on (two would stop twistd twice).
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)  # until the handler can pass them on
         collector = subprocess.Popen([TWISTD, "-n", "--pidfile=", "antenna", *antenna_args],
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True,
+                                     preexec_fn=lambda: signal.pthread_sigmask(
+                                         signal.SIG_UNBLOCK, blocked))
 
         def stop(signum: int, frame: object) -> None:
             if collector.poll() is None:
@@ -60,6 +70,7 @@ def main(argv: list[str]) -> int:
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         status = collector.wait()
     finally:
         server.stop()

@@ -44,13 +44,14 @@ class CollectorProcess:
         return self.url + "/submit"
 
     @classmethod
-    def spawn(cls, directory, environ, args=(), preexec_fn=None, port_options=""):
+    def spawn(cls, directory, environ, args=(), preexec_fn=None, port_options="", port=None):
         """
         Start it; it may still be starting (or failing) when this returns.
         ``preexec_fn`` runs in the child before twistd (e.g. to set rlimits);
-        ``port_options`` are added to its ``--port`` (e.g. ``:backlog=2048``).
+        ``port_options`` are added to its ``--port`` (e.g. ``:backlog=2048``);
+        ``port``: this one (a node restarted in place), else a free one.
         """
-        port = free_port()
+        port = port or free_port()
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
                    SPOOL_DIR=str(directory / "spool"), BASEDIR=str(directory),
                    METRICS_CLASS="none", SPOOL_MIN_FREE_BYTES="0")
@@ -160,14 +161,15 @@ class Collectors:
 
     started = attr.ib(factory=list)
 
-    def spawn(self, directory, environ, args=(), preexec_fn=None, port_options=""):
-        collector = CollectorProcess.spawn(directory, environ, args, preexec_fn, port_options)
+    def spawn(self, directory, environ, args=(), preexec_fn=None, port_options="", port=None):
+        collector = CollectorProcess.spawn(directory, environ, args, preexec_fn, port_options,
+                                           port)
         self.started.append(collector)
         return collector
 
     def start(self, directory, environ, timeout=20.0, args=(), preexec_fn=None,
-              port_options=""):
-        collector = self.spawn(directory, environ, args, preexec_fn, port_options)
+              port_options="", port=None):
+        collector = self.spawn(directory, environ, args, preexec_fn, port_options, port)
         collector.wait_listening(timeout)
         return collector
 
