@@ -62,13 +62,26 @@ def make_crash(sequence, dump_bytes=40_000):
     return Sent(sequence, annotations, dumps, body, content_type)
 
 
-def post_crash(port, sent, timeout=30.0):
-    """POST one crash to 127.0.0.1:port; never raises for a failed connection."""
+def post_crash(port, sent, timeout=30.0, pace=0.0):
+    """
+    POST one crash to 127.0.0.1:port; never raises for a failed connection.
+    ``pace``: seconds to spread the body over, in ten pieces (a slow link).
+    """
     started = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("POST", "/submit", body=sent.body,
-                           headers={"Content-Type": sent.content_type})
+        if pace:
+            connection.putrequest("POST", "/submit")
+            connection.putheader("Content-Type", sent.content_type)
+            connection.putheader("Content-Length", str(len(sent.body)))
+            connection.endheaders()
+            piece = len(sent.body) // 10 + 1
+            for offset in range(0, len(sent.body), piece):
+                time.sleep(pace / 10)
+                connection.send(sent.body[offset:offset + piece])
+        else:
+            connection.request("POST", "/submit", body=sent.body,
+                               headers={"Content-Type": sent.content_type})
         response = connection.getresponse()
         body = response.read()
         headers = {name.lower(): value for name, value in response.getheaders()}
