@@ -1,6 +1,6 @@
 """
 The Docker image's command, run here as a process without a container
-engine (issue 20, acceptance 6): its CMD/ENTRYPOINT, environment, working
+engine (docs/deploy.rst, *The container image*): its CMD/ENTRYPOINT, environment, working
 directory, user, volumes, health check and stop signal are read from the
 Dockerfile itself (tests/dockerfile.py), so this test runs what the image
 runs. What differs from a container, and why:
