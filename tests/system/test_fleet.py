@@ -1,7 +1,8 @@
 """
 A fleet on one machine (docs/deploy.rst, *Scaling out*): three collector
-nodes (real ``twistd -n antenna``, each its own port and spool) behind HAProxy, whose health checks poll ``/__lbheartbeat__``, and
-one moto_server S3 for all. Under a bounded load of crashes sent through the
+nodes (real ``twistd -n antenna``, each its own port and spool) behind
+HAProxy, whose health checks poll ``/__lbheartbeat__``, and one moto_server
+S3 for all. Under a bounded load of crashes sent through the
 balancer, one node is SIGKILLed and restarted on its spool, another is sent
 SIGTERM and replaced by a new node on its spool and port, and the third is
 replaced the gentle way: drained in the balancer first, then SIGTERM. The
