@@ -23,6 +23,8 @@ from antenna_tw import answers
 from antenna_tw.admission import Admission
 from antenna_tw.backoff import Backoff
 from antenna_tw.config import Config
+from antenna_tw.console.figures import Figures
+from antenna_tw.console.node import publish_state
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake.http import CrashSite
@@ -77,6 +79,8 @@ class Collector:
     # stored crashes whose ids it publishes (None: nothing is published).
     publisher: ICrashPublisher | None = attr.ib(default=None)
     publish_queue: PublishQueue | None = attr.ib(default=None)
+    # With the console on (CONSOLE_PORT): this process's per-minute figures.
+    figures: Figures | None = attr.ib(default=None)
     log = Logger(namespace="antenna.app")
 
     def prepare(self, check: bool = True) -> list[SpoolEntry]:
@@ -209,6 +213,10 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
             config.publish, config.storage, reactor, threadpool)
     except (RuleError, ValueError, StorageUnavailable) as error:
         raise StartupError(str(error)) from None
+    # The console's figures: a metrics backend, and a count per crash in /submit.
+    figures = Figures(reactor) if config.console.console_port else None
+    if figures is not None:
+        metrics.backends.append(figures)
     spool = Spool(spool_settings.spool_dir, reactor, threadpool, fsync=spool_settings.spool_fsync,
                   direct_io=spool_settings.spool_direct_io)
     publish_queue = None
@@ -232,7 +240,7 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
     app = Klein()
     submit = SubmitHandler(throttler, spool, mover, admission, metrics, config.intake,
                            make_uuid=make_uuid,
-                           repeat_interval=config.app.logging_repeat_interval)
+                           repeat_interval=config.app.logging_repeat_interval, figures=figures)
     submit.add_routes(app)
     HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
                   config.app.basedir, spool_settings.spool_max_age,
@@ -244,7 +252,9 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
     root = SubmitResource(submit, app.resource())
     site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor,
                      admission=admission, takes_body=takes_body)
-    status = (worker.status_publisher(spool.directory, mover.retrying, reactor, threadpool)
-              if worker is not None else None)
+    status = (worker.status_publisher(
+        spool.directory, mover.retrying, reactor, threadpool, figures,
+        (lambda: {"publish": publish_state(publish_queue)}) if figures is not None else None)
+        if worker is not None else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
-                     throttler, admission, site, status, publisher, publish_queue)
+                     throttler, admission, site, status, publisher, publish_queue, figures)

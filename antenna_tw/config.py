@@ -148,6 +148,14 @@ def parse_amqp_url(value: str) -> str:
     return value.strip()
 
 
+def parse_port_description(value: str) -> str:
+    """A strports description, or empty; only its kind is checked here (``tcp:``, ``tcp6:``...)."""
+    value = value.strip()
+    if value and ":" not in value:
+        raise ValueError("must be a strports description such as tcp:8001:interface=127.0.0.1")
+    return value
+
+
 # What each parser accepts, in the words of the option reference.
 PARSER_TYPES: dict[Callable[[str], Any], str] = {
     str: "string",
@@ -160,6 +168,7 @@ PARSER_TYPES: dict[Callable[[str], Any], str] = {
     parse_log_level: "log level: DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL",
     parse_raw_crash_layout: "``v2`` or ``v1``",
     parse_crashpublish_class: "``none`` (or empty), ``sqs``, ``rabbitmq`` or a dotted path",
+    parse_port_description: "strports description (e.g. ``tcp:8001``), or empty",
 }
 
 
@@ -551,6 +560,27 @@ class PublishSettings:
             "and the unconfirmed ids are published again."))
 
 
+@attr.s(frozen=True)
+class ConsoleSettings:
+    """The crash console: pages and a JSON API about this node and its crashes (:doc:`console`)."""
+
+    console_port: str = attr.ib("", metadata=option_metadata(
+        "CONSOLE_PORT", parse_port_description,
+        doc="Where the console listens, as a strports description of its own, never the "
+            "``/submit`` port: ``tcp:8001`` listens on 127.0.0.1 unless it names an "
+            "``interface``. Empty (the default) turns the console off. A console on an "
+            "interface other than loopback without :envvar:`SECRET_CONSOLE_TOKEN` stops "
+            "start-up. With ``--workers N`` the supervising parent serves it."))
+    secret_console_token: str = attr.ib("", repr=False, metadata=option_metadata(
+        "SECRET_CONSOLE_TOKEN", secret=True,
+        doc="The console's credential: its pages ask for it once and keep a signed login "
+            "cookie, its API takes ``Authorization: Bearer <token>``. Empty lets anyone who "
+            "can reach a loopback console in."))
+    console_recent_crashes: int = attr.ib(500, metadata=option_metadata(
+        "CONSOLE_RECENT_CRASHES", parse_positive_int,
+        doc="How many of the newest crashes the console's recent list shows."))
+
+
 SETTINGS_CLASSES: dict[str, type[attr.AttrsInstance]] = {
     "app": AppSettings,
     "intake": IntakeSettings,
@@ -558,6 +588,7 @@ SETTINGS_CLASSES: dict[str, type[attr.AttrsInstance]] = {
     "storage": StorageSettings,
     "spool": SpoolSettings,
     "publish": PublishSettings,
+    "console": ConsoleSettings,
 }
 
 
@@ -573,6 +604,7 @@ class Config:
     publish: PublishSettings = attr.ib()
     # One line per unknown name that looks like an option (unknown_name_messages).
     warnings: tuple[str, ...] = attr.ib(default=())
+    console: ConsoleSettings = attr.ib(factory=ConsoleSettings)
 
     def value_of(self, path: str) -> Any:
         """The value of the option at ``path`` (``storage.aws.region``), from ``all_options``."""

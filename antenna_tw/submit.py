@@ -36,6 +36,7 @@ from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES
 
 if TYPE_CHECKING:
     from antenna_tw.config import IntakeSettings
+    from antenna_tw.console.figures import Figures
     from antenna_tw.crashmover import CrashMover
     from antenna_tw.metrics import Metrics
     from antenna_tw.spool import Spool, SpoolEntry
@@ -82,6 +83,8 @@ class SubmitHandler:
     make_uuid: Callable[[], UUID] | None = attr.ib(default=None)
     #: Seconds between two log lines of the same repeated failure (LOGGING_REPEAT_INTERVAL).
     repeat_interval: float = attr.ib(default=60.0)
+    #: With the console on: counts each crash by product, version and result (console/figures.py).
+    figures: Figures | None = attr.ib(default=None)
     log = Logger(namespace="antenna.breakpad_resource")
 
     def __attrs_post_init__(self) -> None:
@@ -144,6 +147,7 @@ class SubmitHandler:
         self.metrics.incr(metricnames.THROTTLE, tags=[f"result:{result_name.lower()}"])
 
         if result == REJECT:
+            self._count(raw_crash, result_name)
             return answers.discarded(f"rule_{rule_name}", code=200)
         busy = self.admission.busy()
         if busy:
@@ -152,6 +156,7 @@ class SubmitHandler:
             self._repeats.warn(f"busy: {busy}", "{crash_id}: {why}; answered busy",
                                crash_id=crash_id, why=busy)
             return self._busy()
+        self._count(raw_crash, result_name)
         if result == FAKEACCEPT:
             return self._crash_id_answer(crash_id)
 
@@ -171,6 +176,12 @@ class SubmitHandler:
             self._write_failed(crash_id, Failure())
             return self._busy()
         return self._crash_id_answer(crash_id)
+
+    def _count(self, raw_crash: dict[str, Any], result_name: str) -> None:
+        # For the console's node page; nothing without it.
+        if self.figures is not None:
+            self.figures.crash(raw_crash.get("ProductName"), raw_crash.get("Version"),
+                               result_name)
 
     def _write_failed(self, crash_id: str, failure: Failure) -> None:
         """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -22,6 +22,7 @@ from antenna_tw.workers import (
     WorkerSupervisor,
     builtin_storage,
     check_port,
+    console_shards,
     forbid_pyopenssl,
     open_listener,
     publisher_checks_without_tls,
@@ -120,6 +121,51 @@ def _supervisor(options: usage.Options, config: Config,
         listener=open_listener(options["port"]))
 
 
+def _with_console(options: usage.Options, config: Config, main: IService,
+                  observer: ILogObserver, collector: Any = None) -> IService:
+    """
+    ``main`` with the console beside it when CONSOLE_PORT is set. The
+    ``--workers`` parent (``collector`` None) serves it from the workers'
+    shard files; a single process (``collector``) from its own memory.
+    """
+    if not config.console.console_port:
+        return main
+    import os as os_
+
+    from twisted.internet import reactor
+
+    from antenna_tw.console.node import LocalNode, publish_state
+    from antenna_tw.console.service import (
+        ServiceBeside,
+        build_console_service,
+        console_description,
+        console_threadpool,
+        crash_finder,
+    )
+
+    description = console_description(config.console, options["port"])
+    pool = console_threadpool()
+    backend = builtin_storage(config.storage)
+    node: Any
+    if collector is None:
+        count = options["workers"]
+        node = console_shards(config.spool.spool_dir, count, reactor, pool)
+        storage = (storage_class(config.storage.crashstorage_class).from_settings(
+            config.storage, reactor, pool) if backend is not None else None)
+    else:
+        mover, admission = collector.mover, collector.admission
+        node = LocalNode(
+            collector.figures, collector.spool.directory,
+            lambda: (mover.queue_length(), mover.oldest_age(), admission.used_bytes(),
+                     mover.retrying()),
+            lambda: publish_state(collector.publish_queue), os_.getpid())
+        storage = collector.storage
+    finder = crash_finder(config.storage, config.publish, reactor, pool, backend)
+    console = build_console_service(config.console, description, node, finder, storage,
+                                    reactor, pool)
+    return ServiceBeside(main, console, observer)
+
+
 def makeService(options: usage.Options, environ: Mapping[str, str] | None = None,
                 stream: TextIO | None = None) -> IService:
     """Build the collector (or the worker supervisor); a bad option exits with one line."""
@@ -135,8 +181,13 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             log = Logger(namespace="antenna.config", observer=observer)
             for warning in config.warnings:
                 log.warn("{warning}", warning=warning)
+            if config.console.console_port:  # refused before anything listens
+                from antenna_tw.console.service import console_description
+
+                console_description(config.console, options["port"])
         if options["workers"] > 0 and index is None:
-            return _supervisor(options, config, observer)
+            return _with_console(options, config, _supervisor(options, config, observer),
+                                 observer)
         if index is not None:
             # A worker serves the parent's plain TCP socket; it needs TLS
             # only for the storage's and the publisher's own connections.
@@ -174,4 +225,10 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     except (ConfigError, StorageUnavailable, PublisherUnavailable, ValueError,
             OSError) as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
-    return CollectorService(collector, endpoint, options["port"], entries, observer)
+    service = CollectorService(collector, endpoint, options["port"], entries, observer)
+    if index is not None:
+        return service  # a worker: its parent serves the console
+    try:
+        return _with_console(options, config, service, observer, collector)
+    except ValueError as error:
+        raise SystemExit(f"antenna: cannot start: {error}") from None

@@ -13,6 +13,8 @@ use it, and only through the names below (``tests/unit/test_workers_seam.py``):
   ``antenna_tw.health.IOtherShards``);
 - ``check_port`` and ``open_listener``: whether a port description can be
   shared (``tcp:`` and ``tcp6:``), and the parent's one listening socket;
+- ``console_shards``: every shard's status and spool files, which the
+  parent's console reads (``shardstatus.py``'s ``ConsoleShards``);
 - the footprint functions: what keeps the parent and TLS-free workers
   without pyOpenSSL (``footprint.py``);
 - ``usable_cpus``: the CPUs this process may use (affinity, cgroup quota),
@@ -24,6 +26,8 @@ stack: the parent imports it before anything else.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from antenna_tw.workers.cpus import usable_cpus
 from antenna_tw.workers.footprint import (
@@ -40,6 +44,7 @@ from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import Worker
 
 __all__ = [
+    "console_shards",
     "Worker",
     "WorkerSupervisor",
     "builtin_storage",
@@ -52,3 +57,16 @@ __all__ = [
     "usable_cpus",
     "without_pyopenssl",
 ]
+
+
+def console_shards(spool_dir: str, count: int, reactor: Any, threadpool: Any) -> Any:
+    """
+    The ``count`` workers' shards under ``spool_dir`` as the parent's console
+    reads them (an ``antenna_tw.console.node.INodeSource``). Imported here,
+    when the console is on: the web stack comes with it.
+    """
+    from antenna_tw.workers.shardstatus import ConsoleShards
+    from antenna_tw.workers.worker import shard_directory
+
+    return ConsoleShards(tuple(shard_directory(spool_dir, index) for index in range(count)),
+                         reactor, threadpool)

@@ -36,7 +36,7 @@ STATUS_FILE = ".status"
 _STATUS_TEMP = ".status-new"  # not ".tmp-": the spool moves those aside at start-up
 
 
-def write_status(directory: str, status: dict[str, int]) -> None:
+def write_status(directory: str, status: dict[str, Any]) -> None:
     """Replace ``directory``'s status file with ``status`` (blocking, atomic)."""
     temp = os.path.join(directory, _STATUS_TEMP)
     with open(temp, "w", encoding="utf-8") as status_file:
@@ -54,20 +54,32 @@ def _running(pid: int) -> bool:
     return True
 
 
-def read_retrying(directory: str) -> int:
+def read_status(directory: str) -> dict[str, Any] | None:
     """
-    The ``retrying`` count that the worker of shard ``directory`` published
-    (blocking); 0 when there is none, it is unreadable or its worker is gone.
+    The status that the worker of shard ``directory`` published (blocking),
+    with a well-formed ``pid`` and ``retrying``; None when there is none or
+    it is unreadable.
     """
     try:
         with open(os.path.join(directory, STATUS_FILE), "rb") as status_file:
             status = json.loads(status_file.read())
         pid, retrying = status["pid"], status["retrying"]
     except (OSError, ValueError, TypeError, KeyError):
-        return 0
+        return None
     if type(pid) is not int or type(retrying) is not int or pid <= 0:
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def read_retrying(directory: str) -> int:
+    """
+    The ``retrying`` count that the worker of shard ``directory`` published
+    (blocking); 0 when there is none, it is unreadable or its worker is gone.
+    """
+    status = read_status(directory)
+    if status is None or not _running(status["pid"]):
         return 0
-    return retrying if _running(pid) else 0
+    return int(status["retrying"])
 
 
 @attr.s
@@ -84,10 +96,14 @@ class StatusPublisher:
     threadpool: ThreadPool = attr.ib()
     interval: float = attr.ib(default=1.0)
     pid: int = attr.ib(factory=os.getpid)
+    # With the console on: the process's Figures (console/figures.py) and
+    # what else the console shows of it (``extra()``: its publish queue).
+    figures: Any = attr.ib(default=None)
+    extra: Callable[[], dict[str, Any]] | None = attr.ib(default=None)
     log = Logger(namespace="antenna.shardstatus")
 
     def __attrs_post_init__(self) -> None:
-        self._published: int | None = None  # nothing yet: the first check always writes
+        self._published: object = None  # nothing yet: the first check always writes
         self._failing = False
         self._loop = task.LoopingCall(self._publish)
         self._loop.clock = self.reactor
@@ -104,14 +120,20 @@ class StatusPublisher:
         return self._stopped if self._stopped is not None else defer.succeed(None)
 
     def _publish(self) -> defer.Deferred[None] | None:
-        value = self.retrying()
+        retrying = self.retrying()
+        figures = self.figures
+        value = (retrying, figures.version if figures is not None else None)
         if value == self._published:
             return None
-        status = {"pid": self.pid, "retrying": value}
+        status: dict[str, Any] = {"pid": self.pid, "retrying": retrying}
+        if figures is not None:
+            status["figures"] = figures.snapshot()
+        if self.extra is not None:
+            status.update(self.extra())
         d = deferToThreadPool(self.reactor, self.threadpool, write_status, self.directory, status)
         return d.addCallbacks(self._written, self._failed, callbackArgs=(value,))
 
-    def _written(self, _: None, value: int) -> None:
+    def _written(self, _: None, value: object) -> None:
         self._published = value
         self._failing = False
 
@@ -180,3 +202,53 @@ class SiblingShards:
                                      read_retrying(directory)))
         return states
 
+
+
+def _minutes(status: dict[str, Any] | None) -> list[Any]:
+    from antenna_tw.console.figures import Minute
+
+    minutes = []
+    for value in (status or {}).get("figures") or ():
+        try:
+            minutes.append(Minute.from_json(value))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            continue  # a status written by another version: left out
+    return minutes
+
+
+@attr.s(frozen=True)
+class ConsoleShards:
+    """
+    Every worker's shard, read for the console (``antenna_tw.console.node.INodeSource``)
+    by the supervising parent: status files and spool files, in ``threadpool``.
+    """
+
+    directories: tuple[str, ...] = attr.ib()
+    reactor: Any = attr.ib()
+    threadpool: ThreadPool = attr.ib()
+
+    def read_blocking(self, now: float) -> list[Any]:
+        """Each shard's ProcessReading (blocking)."""
+        from antenna_tw.console.node import ProcessReading
+
+        readings = []
+        for directory in self.directories:
+            status = read_status(directory)
+            pid = status["pid"] if status is not None else None
+            running = pid is not None and _running(pid)
+            waiting = waiting_in(directory, now)
+            publish = (status or {}).get("publish")
+            readings.append(ProcessReading(
+                os.path.basename(directory), pid, running, waiting.entries,
+                waiting.oldest_age, waiting.size,
+                int(status["retrying"]) if status is not None and running else 0,
+                _minutes(status), publish if isinstance(publish, dict) else None))
+        return readings
+
+    def read(self, now: float) -> defer.Deferred[list[Any]]:
+        """``read_blocking`` in the thread pool."""
+        return deferToThreadPool(self.reactor, self.threadpool, self.read_blocking, now)
+
+    def spool_directories(self) -> list[str]:
+        """The shards."""
+        return list(self.directories)

@@ -139,14 +139,18 @@ class Worker:
                                    for other in range(self.count) if other != self.index))
 
     def status_publisher(self, directory: str, retrying: Callable[[], int],
-                         reactor: Any, threadpool: ThreadPool
+                         reactor: Any, threadpool: ThreadPool, figures: Any = None,
+                         extra: Callable[[], dict[str, Any]] | None = None
                          ) -> StatusPublisher | None:
         """
         What publishes, in spool ``directory``, the ``retrying()`` count that
-        the others' heartbeats cannot read from files; None when it is alone.
+        the others' heartbeats cannot read from files, and with the console
+        on, the ``figures`` and ``extra()`` its parent's console reads; None
+        when it is alone and the console is off.
         """
-        if self.count < 2:
+        if self.count < 2 and figures is None:
             return None
         from antenna_tw.workers.shardstatus import StatusPublisher
 
-        return StatusPublisher(directory, retrying, reactor, threadpool)
+        return StatusPublisher(directory, retrying, reactor, threadpool,
+                               figures=figures, extra=extra)

@@ -103,6 +103,7 @@ TITLES = {
     "throttle": "Throttling",
     "storage": "Storage",
     "spool": "Spool and crash movers",
+    "console": "Console",
 }
 
 

@@ -1,0 +1,192 @@
+"""
+Where the console listens and what it reads, and the twistd service that
+runs it (``CONSOLE_PORT``; docs/console.rst, *Where it runs*).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+import attr
+from twisted.application.service import IService, IServiceCollection, MultiService, Service
+from twisted.internet import defer
+from twisted.logger import ILogObserver
+from twisted.python.threadpool import ThreadPool
+
+from antenna_tw.config import ConsoleSettings, PublishSettings, StorageSettings
+from antenna_tw.console.crashes import FSCrashes, ICrashFinder, NoStorage
+from antenna_tw.console.node import INodeSource
+from antenna_tw.logs import Logger
+
+LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+class ConsoleRefused(ValueError):
+    """CONSOLE_PORT cannot be used as given; the message is one line."""
+
+
+def _fields(description: str) -> list[str]:
+    return _UNESCAPED_COLON.split(description)
+
+
+def _port_number(description: str) -> str | None:
+    fields = _fields(description)
+    if fields[0] in ("tcp", "tcp6", "ssl") and len(fields) > 1:
+        for field in fields[1:]:
+            name, eq, value = field.partition("=")
+            if not eq:
+                return field
+            if name == "port":
+                return value
+    return None
+
+
+def console_description(settings: ConsoleSettings, public_port: str) -> str:
+    """
+    The strports description the console listens on: CONSOLE_PORT, with
+    ``interface=127.0.0.1`` (``::1`` for ``tcp6:``) added when it names
+    none. ConsoleRefused when it is the ``/submit`` port, or listens beyond
+    loopback without SECRET_CONSOLE_TOKEN.
+    """
+    description = settings.console_port
+    fields = _fields(description)
+    kind = fields[0]
+    if kind in ("tcp", "tcp6", "ssl"):
+        interfaces = [f.partition("=")[2] for f in fields[1:] if f.startswith("interface=")]
+        if not interfaces:
+            description += ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")
+            interfaces = ["::1" if kind == "tcp6" else "127.0.0.1"]
+        interface = interfaces[0].replace("\\:", ":")
+        port = _port_number(description)
+        if port is not None and port != "0" and port == _port_number(public_port):
+            raise ConsoleRefused(f"CONSOLE_PORT={settings.console_port} is the /submit port "
+                                 f"({public_port}): the console needs a port of its own")
+        if not _loopback(interface) and not settings.secret_console_token:
+            raise ConsoleRefused(
+                f"CONSOLE_PORT={settings.console_port} listens on {interface}, beyond "
+                "loopback, and SECRET_CONSOLE_TOKEN is empty: set a token or listen on "
+                "127.0.0.1")
+    elif kind not in ("unix",) and not settings.secret_console_token:
+        raise ConsoleRefused(f"CONSOLE_PORT={settings.console_port}: only tcp:, tcp6:, ssl: "
+                             "and unix: consoles may run without SECRET_CONSOLE_TOKEN")
+    return description
+
+
+def _loopback(interface: str) -> bool:
+    if interface.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def crash_finder(storage: StorageSettings, publish: PublishSettings, reactor: Any,
+                 threadpool: ThreadPool, backend: str | None) -> ICrashFinder:
+    """
+    What reads storage for the console: ``backend`` is the built-in storage
+    (``fs``, ``s3``; footprint.builtin_storage), anything else is not read.
+    """
+    published = publish.crashpublish_class != "none"
+    if backend == "fs":
+        return FSCrashes(storage.fs_root, reactor, threadpool, published=published)
+    if backend == "s3":
+        from antenna_tw.console.s3 import S3Crashes
+        from antenna_tw.ext.s3.client import build_connection
+
+        return S3Crashes(build_connection(storage, reactor, threadpool, concurrency=4),
+                         storage.raw_crash_layout, published=published)
+    return NoStorage()
+
+
+def console_threadpool() -> ThreadPool:
+    """The console's own pool: its disk reads never wait behind the crash movers'."""
+    return ThreadPool(minthreads=1, maxthreads=4, name="antenna-console")
+
+
+@attr.s
+class ConsoleService(Service):
+    """
+    Listens on ``description`` with the console's site while running;
+    starts and stops its thread pool. A port that cannot be opened fails
+    the start (twistd stops).
+    """
+
+    reactor: Any = attr.ib()
+    description: str = attr.ib()
+    resource: Any = attr.ib()
+    threadpool: ThreadPool = attr.ib()
+    closing: list[Any] = attr.ib(factory=list)  # things with close() -> Deferred, at stop
+    log = Logger(namespace="antenna.console")
+
+    def __attrs_post_init__(self) -> None:
+        self._port: Any = None
+
+    def startService(self) -> None:
+        """Start the pool, then listen (raising if the port cannot be opened)."""
+        from twisted.internet.endpoints import serverFromString
+
+        from antenna_tw.console.web import QuietSite
+
+        super().startService()
+        self.threadpool.start()
+        site = QuietSite(self.resource)
+        site.noisy = False
+        site.displayTracebacks = False
+        failed: list[Any] = []
+        listening = serverFromString(self.reactor, self.description).listen(site)
+        listening.addCallbacks(lambda port: setattr(self, "_port", port), failed.append)
+        if failed:
+            self.threadpool.stop()
+            failed[0].raiseException()
+        self.log.info("console listening on {port}", port=self.description)
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop listening, close storage connections, stop the pool."""
+        super().stopService()
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            await port.stopListening()
+        for thing in self.closing:
+            await thing.close()
+        self.threadpool.stop()
+
+
+def build_console_service(settings: ConsoleSettings, description: str, node: INodeSource,
+                          finder: ICrashFinder, storage: Any, reactor: Any,
+                          threadpool: ThreadPool) -> ConsoleService:
+    """The console's service: its routes over ``node``, ``finder`` and ``storage``."""
+    from antenna_tw.console.web import Console, Credential
+
+    try:
+        from antenna_tw.console.minidump import summarize
+    except ImportError:  # pragma: no cover  (the minidump library is a product dependency)
+        summarize = None
+    console = Console(node, finder, storage, reactor, threadpool,
+                      Credential(settings.secret_console_token),
+                      recent_limit=settings.console_recent_crashes, summarize=summarize)
+    closing = [finder] if hasattr(finder, "close") else []
+    return ConsoleService(reactor, description, console.resource(), threadpool, closing)
+
+
+class ServiceBeside(MultiService):
+    """The node's service (the collector, or the ``--workers`` parent) with the console."""
+
+    def __init__(self, main: IService, console: ConsoleService,
+                 log_observer: ILogObserver | None) -> None:
+        super().__init__()
+        self.log_observer = log_observer
+        main.setServiceParent(self)
+        console.setServiceParent(self)
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        """Joins ``parent``, first giving twistd the log observer, as the main service would."""
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
