@@ -130,39 +130,25 @@ def _with_console(options: usage.Options, config: Config, main: IService,
     """
     if not config.console.console_port:
         return main
-    import os as os_
-
     from twisted.internet import reactor
 
-    from antenna_tw.console.node import LocalNode, publish_state
     from antenna_tw.console.service import (
         ServiceBeside,
-        build_console_service,
         console_description,
         console_threadpool,
-        crash_finder,
+        node_console,
+        process_console,
     )
 
     description = console_description(config.console, options["port"])
-    pool = console_threadpool()
-    backend = builtin_storage(config.storage)
-    node: Any
     if collector is None:
-        count = options["workers"]
-        node = console_shards(config.spool.spool_dir, count, reactor, pool)
-        storage = (storage_class(config.storage.crashstorage_class).from_settings(
-            config.storage, reactor, pool) if backend is not None else None)
+        pool = console_threadpool()
+        node = console_shards(config.spool.spool_dir, options["workers"], reactor, pool)
+        console = node_console(config, description, node, reactor, pool,
+                               builtin_storage(config.storage))
     else:
-        mover, admission = collector.mover, collector.admission
-        node = LocalNode(
-            collector.figures, collector.spool.directory,
-            lambda: (mover.queue_length(), mover.oldest_age(), admission.used_bytes(),
-                     mover.retrying()),
-            lambda: publish_state(collector.publish_queue), os_.getpid())
-        storage = collector.storage
-    finder = crash_finder(config.storage, config.publish, reactor, pool, backend)
-    console = build_console_service(config.console, description, node, finder, storage,
-                                    reactor, pool)
+        console = process_console(config, description, collector, reactor,
+                                  builtin_storage(config.storage))
     return ServiceBeside(main, console, observer)
 
 

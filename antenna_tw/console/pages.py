@@ -38,6 +38,8 @@ details summary{cursor:pointer;color:#245}
 
 
 def _fmt_bytes(size: int) -> str:
+    if size < 0:
+        return "size unknown"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

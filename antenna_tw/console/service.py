@@ -6,6 +6,7 @@ runs it (``CONSOLE_PORT``; docs/console.rst, *Where it runs*).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any
 
@@ -15,9 +16,9 @@ from twisted.internet import defer
 from twisted.logger import ILogObserver
 from twisted.python.threadpool import ThreadPool
 
-from antenna_tw.config import ConsoleSettings, PublishSettings, StorageSettings
+from antenna_tw.config import Config, ConsoleSettings, PublishSettings, StorageSettings
 from antenna_tw.console.crashes import FSCrashes, ICrashFinder, NoStorage
-from antenna_tw.console.node import INodeSource
+from antenna_tw.console.node import INodeSource, LocalNode, publish_state
 from antenna_tw.logs import Logger
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
@@ -156,6 +157,51 @@ class ConsoleService(Service):
         for thing in self.closing:
             await thing.close()
         self.threadpool.stop()
+
+
+def node_console(config: Config, description: str, node: INodeSource, reactor: Any,
+                 threadpool: ThreadPool, backend: str | None) -> ConsoleService:
+    """
+    The console of the ``--workers`` parent: ``node`` reads the workers'
+    shards; storage (``backend``: ``fs``, ``s3``, ``noop`` or None for a
+    class of your own) is read, and its health checked, by the parent itself.
+    """
+    from antenna_tw.storage import storage_class
+
+    storage = (storage_class(config.storage.crashstorage_class).from_settings(
+        config.storage, reactor, threadpool) if backend is not None else UncheckedStorage())
+    finder = crash_finder(config.storage, config.publish, reactor, threadpool, backend)
+    service = build_console_service(config.console, description, node, finder, storage,
+                                    reactor, threadpool)
+    if backend == "s3":
+        service.closing.append(storage)
+    return service
+
+
+def process_console(config: Config, description: str, collector: Any,
+                    reactor: Any, backend: str | None) -> ConsoleService:
+    """The console of a single process (``--workers 0``): ``collector``'s own memory."""
+    mover, admission = collector.mover, collector.admission
+    node = LocalNode(
+        collector.figures, collector.spool.directory,
+        lambda: (mover.queue_length(), mover.oldest_age(), admission.used_bytes(),
+                 mover.retrying()),
+        lambda: publish_state(collector.publish_queue), os.getpid())
+    pool = console_threadpool()
+    finder = crash_finder(config.storage, config.publish, reactor, pool, backend)
+    return build_console_service(config.console, description, node, finder,
+                                 collector.storage, reactor, pool)
+
+
+@attr.s
+class UncheckedStorage:
+    """A storage class of your own, which the console does not check."""
+
+    name = "custom"
+
+    def check_health(self) -> defer.Deferred[list[str]]:
+        """Nothing known: the workers' retrying count says whether saves fail."""
+        return defer.succeed([])
 
 
 def build_console_service(settings: ConsoleSettings, description: str, node: INodeSource,

@@ -27,8 +27,8 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
-from twisted.web.iweb import IRequest
 from twisted.web.http import Request as HTTPRequest
+from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
 from antenna_tw.console import pages
