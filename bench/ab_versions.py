@@ -33,6 +33,20 @@ At the end (or with ``--summarize runs.jsonl ...`` for earlier sessions)
 it prints, and writes to ``summary.md``/``summary.json``, the per-pair B/A
 ratios and the medians.
 
+``--a-set``/``--b-set KEY=VALUE`` give one version settings of its own
+(the same checkout twice, e.g. the console off and on), and ``--poll-console
+LABEL`` polls that version's console (``CONSOLE_PORT`` in its settings,
+``SECRET_CONSOLE_TOKEN`` as its bearer token) once a second during each of
+its runs: ``GET /api/status`` and ``GET /api/crashes``, as an operator's
+open console page and a script would. The polls answered, and their median
+and slowest answer times, go into the run's record::
+
+    .venv/bin/python bench/ab_versions.py --harness DIR \
+        --a-twistd .venv/bin/twistd --a-label console-off \
+        --b-twistd .venv/bin/twistd --b-label console-polled \
+        --b-set CONSOLE_PORT=tcp:19530 --b-set SECRET_CONSOLE_TOKEN=bench \
+        --poll-console B --pairs 3 --out bench/results/2026-12-03-console
+
 The load harness is a folder holding ``run_load.sh`` and ``make_payloads.py``
 (``--harness DIR`` or $BENCH_HARNESS). Needs wrk and ss.
 """
@@ -48,6 +62,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -67,11 +82,11 @@ FIGURES = [  # (key, heading, format, better when)
 
 
 class VersionCollector(rb.Collector):
-    """A collector started from the twistd of one checkout."""
+    """A collector started from the twistd of one checkout, with its own extra settings."""
 
     def __init__(self, args: argparse.Namespace, name: str, port: int, workers: int,
-                 directory: Path, twistd: Path) -> None:
-        super().__init__(args, name, port, workers, directory)
+                 directory: Path, twistd: Path, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(args, name, port, workers, directory, extra_env)
         self.twistd = str(Path(twistd).absolute())  # it runs in its own folder
 
     def start(self, timeout: float = 60.0) -> VersionCollector:
@@ -133,8 +148,52 @@ def run_load(args: argparse.Namespace, url: str, payload: str,
     return line, started, wrk_cpu
 
 
+class ConsolePoller:
+    """
+    Polls a collector's console API once a second in a thread (a bounded
+    number of polls: the run's length), recording each answer's time.
+    """
+
+    def __init__(self, env: dict[str, str], seconds: float) -> None:
+        port = env["CONSOLE_PORT"].split(":")[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = env.get("SECRET_CONSOLE_TOKEN", "")
+        self.polls = int(seconds)
+        self.times: list[float] = []
+        self.failed = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def get(self, path: str) -> None:
+        request = urllib.request.Request(self.base + path,
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                answer.read()
+            self.times.append(1000 * (time.monotonic() - started))
+        except OSError:
+            self.failed += 1
+
+    def run(self) -> None:
+        for poll in range(self.polls):
+            self.get("/api/status")
+            self.get("/api/crashes")
+            time.sleep(max(0.0, 1.0 - (time.monotonic() % 1.0)))
+
+    def record(self) -> dict[str, Any]:
+        self.thread.join(timeout=30)
+        return {"console_polls": len(self.times), "console_poll_failed": self.failed,
+                "console_poll_p50_ms": round(statistics.median(self.times), 1)
+                if self.times else None,
+                "console_poll_max_ms": round(max(self.times), 1) if self.times else None}
+
+
 def one_run(args: argparse.Namespace, label: str, collector: VersionCollector,
             sha: dict[str, str], pair: int) -> dict[str, Any]:
+    poller = None
+    if args.poll_console == label:
+        poller = ConsolePoller(collector.env, args.secs + args.warmup)
+        poller.thread.start()
     ticks = rb.tree_cpu_ticks(collector.pid)
     busy0, total0 = machine_busy()
     load0 = load_average()
@@ -151,7 +210,8 @@ def one_run(args: argparse.Namespace, label: str, collector: VersionCollector,
     # also holds the drain after it, so this is a lower bound) or by wrk.
     other = (busy1 - busy0) / rb.HZ - (user + system) - wrk_cpu
     stored = counts["stored"]
-    return dict(
+    polled = poller.record() if poller is not None else {}
+    return dict(**polled,
         pair=pair, label=label, version=args.labels[label], started=round(started, 1),
         rps=float(fields.get("rps", 0)), p50_ms=float(fields.get("p50_ms", 0)),
         p99_ms=float(fields.get("p99_ms", 0)),
@@ -282,6 +342,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--harness", type=Path, default=os.environ.get("BENCH_HARNESS"))
     p.add_argument("--a-twistd", type=Path)
     p.add_argument("--b-twistd", type=Path)
+    p.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of A's collector only")
+    p.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of B's collector only")
+    p.add_argument("--poll-console", choices=["A", "B"],
+                   help="poll that version's console API once a second during its runs")
     p.add_argument("--a-label", default="A")
     p.add_argument("--b-label", default="B")
     p.add_argument("--workers", type=int, default=2)
@@ -349,9 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         targets = {
             "A": VersionCollector(args, "A", args.port_base, args.workers,
-                                  args.scratch / "A", args.a_twistd).start(),
+                                  args.scratch / "A", args.a_twistd,
+                                  dict(kv.split("=", 1) for kv in args.a_set)).start(),
             "B": VersionCollector(args, "B", args.port_base + 1, args.workers,
-                                  args.scratch / "B", args.b_twistd).start(),
+                                  args.scratch / "B", args.b_twistd,
+                                  dict(kv.split("=", 1) for kv in args.b_set)).start(),
         }
         order = ["A", "B"] if args.first == "A" else ["B", "A"]
         with open(runs_path, "a") as fp:
@@ -364,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                     fp.flush()
                     print(json.dumps({k: rec[k] for k in (
                         "pair", "label", "rps", "p50_ms", "p99_ms", "cpu_ms_per_crash",
-                        "answered", "stored", "lost", "other_cpu_pct")}), flush=True)
+                        "answered", "stored", "lost", "other_cpu_pct")}
+                        | {k: v for k, v in rec.items() if k.startswith("console_")}),
+                        flush=True)
     finally:
         signal.alarm(0)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
