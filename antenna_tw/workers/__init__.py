@@ -44,11 +44,11 @@ from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import Worker
 
 __all__ = [
-    "console_shards",
     "Worker",
     "WorkerSupervisor",
     "builtin_storage",
     "check_port",
+    "console_shards",
     "forbid_pyopenssl",
     "open_listener",
     "publisher_checks_without_tls",
