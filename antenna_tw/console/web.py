@@ -209,13 +209,13 @@ class Console:
             return await self._page(request, 401, pages.login_page(
                 "That is not the console token.", self._next(request)))
         request.addCookie(COOKIE, self.credential.cookie(), path=b"/", httpOnly=True,
-                          sameSite="strict", max_age=LOGIN_SECONDS)
+                          sameSite="strict", max_age=b"%d" % LOGIN_SECONDS)
         request.setHeader(b"Location", quote(self._next(request), safe="/?=&").encode())
         return self._answer(request, 303, HTML, b"")
 
     async def logout(self, request: Request) -> bytes:
         """Forget the login cookie."""
-        request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, sameSite="strict", max_age=0)
+        request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, sameSite="strict", max_age=b"0")
         request.setHeader(b"Location", b"/login")
         return self._answer(request, 303, HTML, b"")
 
