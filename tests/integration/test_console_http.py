@@ -116,7 +116,7 @@ async def test_every_route_asks_for_the_credential(tmp_path):
         cookie = response.headers.getRawHeaders("set-cookie")[0]
         assert TOKEN not in cookie
         assert re.match(r"antenna_console=\d+\.[0-9a-f]{64}; ", cookie)
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
         value = cookie.split(";")[0].split("=", 1)[1]
         response, body = await get(console + "/", None,
                                    cookies={"antenna_console": value})
