@@ -87,16 +87,20 @@ def login_page(message: str = "", next_path: str = "/") -> Tag:
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 180, 48, 22, 10
 
 
-def chart(title: str, starts: Sequence[int], series: Sequence[tuple[str, str, Sequence[float]]],
-          unit: str = "") -> Tag:
+Series = tuple[str, str, Sequence[float | None], str]  # label, colour, values, "bar" or "line"
+
+
+def chart(title: str, starts: Sequence[int], series: Sequence[Series], unit: str = "") -> Tag:
     """
-    An SVG line chart of per-minute ``series`` (label, colour, values; None
-    is a gap) over the minutes ``starts``, with its axes, grid and legend.
+    An SVG chart of per-minute ``series`` over the minutes ``starts``: bars
+    side by side in each minute's slot, lines (with a dot per value; None is
+    a gap) through the slots' middles; axes, grid and legend.
     """
-    values = [v for _, _, vs in series for v in vs if v is not None]
+    values = [v for _, _, vs, _ in series for v in vs if v is not None]
     top = max(values, default=0) or 1
-    n = max(len(starts), 2)
+    slots = max(len(starts), 1)
     plot_w, plot_h = WIDTH - LEFT - 10, HEIGHT - BOTTOM - TOP
+    slot = plot_w / slots
     svg = Tag("svg")(**{"xmlns": "http://www.w3.org/2000/svg", "viewBox": f"0 0 {WIDTH} {HEIGHT}",
                         "width": str(WIDTH), "height": str(HEIGHT), "role": "img",
                         "class": "chart", "aria-label": title})
@@ -107,30 +111,41 @@ def chart(title: str, starts: Sequence[int], series: Sequence[tuple[str, str, Se
                         stroke="#e3e6ec"))
         svg(Tag("text")(f"{top * step / 4:.3g}{unit}", x=str(LEFT - 4), y=f"{y + 4:.1f}",
                         **{"text-anchor": "end", "font-size": "10", "fill": "#555"}))
-    for index in (0, len(starts) // 2, len(starts) - 1):
+    for index, anchor in ((0, "start"), (len(starts) // 2, "middle"), (len(starts) - 1, "end")):
         if 0 <= index < len(starts):
-            x = LEFT + plot_w * index / (n - 1)
+            x = LEFT + slot * (index + (0 if anchor == "start" else
+                                       1 if anchor == "end" else 0.5))
             label = datetime.fromtimestamp(starts[index], UTC).strftime("%H:%M")
             svg(Tag("text")(label, x=f"{x:.1f}", y=str(HEIGHT - 6),
-                            **{"text-anchor": "middle", "font-size": "10", "fill": "#555"}))
-    for number, (label, colour, points) in enumerate(series):
-        segment: list[str] = []
-        segments = []
-        for index, value in enumerate(points):
-            if value is None:
-                if segment:
-                    segments.append(segment)
-                segment = []
-                continue
-            x = LEFT + plot_w * index / (n - 1)
-            y = TOP + plot_h - plot_h * value / top
-            segment.append(f"{x:.1f},{y:.1f}")
-        if segment:
-            segments.append(segment)
-        for part in segments:
-            svg(Tag("polyline")(points=" ".join(part), fill="none", stroke=colour,
-                                **{"stroke-width": "2", "class": "series",
-                                   "data-series": label}))
+                            **{"text-anchor": anchor, "font-size": "10", "fill": "#555"}))
+    bars = [entry for entry in series if entry[3] == "bar"]
+    bar_w = slot * 0.8 / max(len(bars), 1)
+
+    def y_of(value: float) -> float:
+        return TOP + plot_h - plot_h * value / top
+
+    for number, (label, colour, points, kind) in enumerate(series):
+        data = {"data-series": label, "class": "series"}
+        if kind == "bar":
+            offset = slot * 0.1 + bar_w * bars.index((label, colour, points, kind))
+            for index, value in enumerate(points):
+                height = plot_h * (value or 0) / top
+                svg(Tag("rect")(x=f"{LEFT + slot * index + offset:.1f}",
+                                y=f"{TOP + plot_h - height:.1f}", width=f"{bar_w:.1f}",
+                                height=f"{height:.1f}", fill=colour, **data))
+        else:
+            segments: list[list[str]] = [[]]
+            for index, value in enumerate(points):
+                if value is None:
+                    segments.append([])
+                    continue
+                x, y = LEFT + slot * (index + 0.5), y_of(value)
+                segments[-1].append(f"{x:.1f},{y:.1f}")
+                svg(Tag("circle")(cx=f"{x:.1f}", cy=f"{y:.1f}", r="2", fill=colour))
+            for part in segments:
+                if len(part) > 1:
+                    svg(Tag("polyline")(points=" ".join(part), fill="none", stroke=colour,
+                                        **{"stroke-width": "1.5"}, **data))
         svg(Tag("rect")(x=str(LEFT + 10 + number * 120), y="2", width="10", height="10",
                         fill=colour))
         svg(Tag("text")(label, x=str(LEFT + 24 + number * 120), y="11",
@@ -171,13 +186,13 @@ def node_page(status: dict[str, Any]) -> Tag:
         class_="tiles", id="tiles")
     starts = [m["start"] for m in minutes]
     counts = chart("Crashes per minute, last hour", starts, [
-        ("accepted", "#1a7f37", [m["accepted"] for m in minutes]),
-        ("refused", "#b00020", [m["refused"] for m in minutes]),
-        ("stored", "#2f6fd6", [m["stored"] for m in minutes]),
+        ("accepted", "#1a7f37", [m["accepted"] for m in minutes], "bar"),
+        ("refused", "#b00020", [m["refused"] for m in minutes], "bar"),
+        ("stored", "#2f6fd6", [m["stored"] for m in minutes], "line"),
     ])
     times = chart("Answer time per minute, last hour", starts, [
-        ("p50", "#2f6fd6", [m["p50_ms"] for m in minutes]),
-        ("p99", "#c46a00", [m["p99_ms"] for m in minutes]),
+        ("p50", "#2f6fd6", [m["p50_ms"] for m in minutes], "line"),
+        ("p99", "#c46a00", [m["p99_ms"] for m in minutes], "line"),
     ], unit=" ms")
     problems = tags.ul(*[tags.li(message, class_="bad") for message in storage["errors"]]) \
         if storage["errors"] else ""

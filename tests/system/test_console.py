@@ -52,8 +52,12 @@ def api(console, path, token=TOKEN):
 
 
 def screenshot(driver, name):
+    """With CONSOLE_SCREENSHOTS=1: the whole page (up to 2,400 px tall) for docs/console.rst."""
     if os.environ.get("CONSOLE_SCREENSHOTS") == "1":
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, min(max(int(height) + 140, 600), 2400))
         save_screenshot(driver, str(SCREENSHOTS / f"{name}.png"))
+        driver.set_window_size(1280, 900)
 
 
 def test_console_pages_in_chromium(tmp_path, collectors, browser):
@@ -79,9 +83,15 @@ def test_console_pages_in_chromium(tmp_path, collectors, browser):
             if all(p["accepted_last_hour"] for p in status["processes"]):
                 break
 
+    # Two refused uploads: a body that is not multipart.
+    for _ in range(2):
+        status, answer = post(collector.submit_url, b"not a crash", "text/plain", timeout=30)
+        assert (status, answer) == (400, b"Discarded=malformed_wrong_content_type")
+
     def counted():
         status = json.loads(api(console, "/api/status")[2])
-        return status["hour"]["accepted"] == len(ids) and status
+        return (status["hour"]["accepted"] == len(ids) and status["hour"]["refused"] == 2
+                and status)
 
     status = wait_for(counted, timeout=20)
     rows = {p["name"]: p for p in status["processes"]}
@@ -89,6 +99,7 @@ def test_console_pages_in_chromium(tmp_path, collectors, browser):
     assert {p["pid"] for p in rows.values()} == set(workers)
     assert all(p["accepted_last_hour"] > 0 for p in rows.values()), rows
     assert status["hour"]["by_product_version"]["Firefox 140.0"]["ACCEPT"] >= 1
+    assert status["hour"]["refused_by_reason"] == {"wrong_content_type": 2}
 
     # Without the credential: 401 everywhere, pages with the login form.
     paths = ["/", "/crashes", f"/crashes/{hostile}", f"/crashes/{hostile}/raw_crash.json",
@@ -125,8 +136,10 @@ def test_console_pages_in_chromium(tmp_path, collectors, browser):
     assert f"{len(ids)}\naccepted in the hour" in tiles, tiles
     chart = driver.find_element(By.CSS_SELECTOR, "#chart-crashes svg")
     assert chart.size["width"] > 300 and chart.size["height"] > 100
-    lines = chart.find_elements(By.CSS_SELECTOR, "polyline[data-series=accepted]")
-    assert lines and lines[0].get_attribute("points").count(",") == 60
+    bars = chart.find_elements(By.CSS_SELECTOR, "rect[data-series=accepted]")
+    assert len(bars) == 60  # a minute each
+    assert sum(bar.size["height"] for bar in bars) > 50  # drawn, as the browser laid it out
+    assert "wrong_content_type" in driver.find_element(By.ID, "refused").text
     process_rows = driver.find_elements(By.CSS_SELECTOR, "#processes tr")
     assert {"worker-0", "worker-1"} <= {row.text.split(" ")[0] for row in process_rows}
     screenshot(driver, "node")
