@@ -141,7 +141,8 @@ def chart(title: str, starts: Sequence[int], series: Sequence[Series], unit: str
                     continue
                 x, y = LEFT + slot * (index + 0.5), y_of(value)
                 segments[-1].append(f"{x:.1f},{y:.1f}")
-                svg(Tag("circle")(cx=f"{x:.1f}", cy=f"{y:.1f}", r="2", fill=colour))
+                if value:  # a lone minute shows as a dot
+                    svg(Tag("circle")(cx=f"{x:.1f}", cy=f"{y:.1f}", r="2", fill=colour))
             for part in segments:
                 if len(part) > 1:
                     svg(Tag("polyline")(points=" ".join(part), fill="none", stroke=colour,
