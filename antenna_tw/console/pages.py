@@ -33,7 +33,7 @@ th{background:#eef0f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#fff;border:1px solid #d6d9e0;padding:.6em;overflow:auto;max-height:30em}
 code{font-size:.9em}svg{background:#fff;border:1px solid #d6d9e0}
 form.inline{display:inline}input[type=text],input[type=password]{padding:.3em;width:22em}
-details summary{cursor:pointer;color:#245}
+details summary{cursor:pointer;color:#24a}
 """
 
 
@@ -110,14 +110,14 @@ def chart(title: str, starts: Sequence[int], series: Sequence[Series], unit: str
         svg(Tag("line")(x1=str(LEFT), x2=str(WIDTH - 10), y1=f"{y:.1f}", y2=f"{y:.1f}",
                         stroke="#e3e6ec"))
         svg(Tag("text")(f"{top * step / 4:.3g}{unit}", x=str(LEFT - 4), y=f"{y + 4:.1f}",
-                        **{"text-anchor": "end", "font-size": "10", "fill": "#555"}))
+                        **{"text-anchor": "end", "font-size": "10", "fill": "#5a5a5a"}))
     for index, anchor in ((0, "start"), (len(starts) // 2, "middle"), (len(starts) - 1, "end")):
         if 0 <= index < len(starts):
             x = LEFT + slot * (index + (0 if anchor == "start" else
                                        1 if anchor == "end" else 0.5))
             label = datetime.fromtimestamp(starts[index], UTC).strftime("%H:%M")
             svg(Tag("text")(label, x=f"{x:.1f}", y=str(HEIGHT - 6),
-                            **{"text-anchor": anchor, "font-size": "10", "fill": "#555"}))
+                            **{"text-anchor": anchor, "font-size": "10", "fill": "#5a5a5a"}))
     bars = [entry for entry in series if entry[3] == "bar"]
     bar_w = slot * 0.8 / max(len(bars), 1)
 
@@ -150,7 +150,7 @@ def chart(title: str, starts: Sequence[int], series: Sequence[Series], unit: str
         svg(Tag("rect")(x=str(LEFT + 10 + number * 120), y="2", width="10", height="10",
                         fill=colour))
         svg(Tag("text")(label, x=str(LEFT + 24 + number * 120), y="11",
-                        **{"font-size": "10", "fill": "#333"}))
+                        **{"font-size": "10", "fill": "#3a3a3a"}))
     return svg
 
 
