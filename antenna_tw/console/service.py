@@ -210,10 +210,7 @@ def build_console_service(settings: ConsoleSettings, description: str, node: INo
     """The console's service: its routes over ``node``, ``finder`` and ``storage``."""
     from antenna_tw.console.web import Console, Credential
 
-    try:
-        from antenna_tw.console.minidump import summarize
-    except ImportError:  # pragma: no cover  (the minidump library is a product dependency)
-        summarize = None
+    from antenna_tw.console.minidump import summarize
     console = Console(node, finder, storage, reactor, threadpool,
                       Credential(settings.secret_console_token),
                       recent_limit=settings.console_recent_crashes, summarize=summarize)
