@@ -209,7 +209,8 @@ class Console:
             return await self._page(request, 401, pages.login_page(
                 "That is not the console token.", self._next(request)))
         request.addCookie(COOKIE, self.credential.cookie(), path=b"/", httpOnly=True,
-                          sameSite="strict", max_age=b"%d" % LOGIN_SECONDS)
+                          sameSite="strict", max_age=b"%d" % LOGIN_SECONDS,
+                          secure=request.isSecure())  # Secure when served over TLS
         request.setHeader(b"Location", quote(self._next(request), safe="/?=&").encode())
         return self._answer(request, 303, HTML, b"")
 
