@@ -208,9 +208,9 @@ def build_console_service(settings: ConsoleSettings, description: str, node: INo
                           finder: ICrashFinder, storage: Any, reactor: Any,
                           threadpool: ThreadPool) -> ConsoleService:
     """The console's service: its routes over ``node``, ``finder`` and ``storage``."""
+    from antenna_tw.console.minidump import summarize
     from antenna_tw.console.web import Console, Credential
 
-    from antenna_tw.console.minidump import summarize
     console = Console(node, finder, storage, reactor, threadpool,
                       Credential(settings.secret_console_token),
                       recent_limit=settings.console_recent_crashes, summarize=summarize)
