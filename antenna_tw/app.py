@@ -29,7 +29,7 @@ from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthHandler
 from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import Logger
-from antenna_tw.metrics import IMetrics, build_metrics
+from antenna_tw.metrics import IMetrics, IMetricsEndpoint, build_metrics
 from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, is_noop, publisher_class
 from antenna_tw.publishqueue import PublishQueue
 from antenna_tw.spool import Spool, SpoolEntry
@@ -246,6 +246,9 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
                   config.app.basedir, spool_settings.spool_max_age,
                   worker.other_shards() if worker is not None else None,
                   publish_queue).add_routes(app)
+    for backend in metrics.backends:  # Prometheus's GET /metrics
+        if IMetricsEndpoint.providedBy(backend):
+            backend.add_routes(app, reactor, threadpool)
     app.handle_errors(NotFound)(_plain_error(answers.NOT_FOUND))
     app.handle_errors(MethodNotAllowed)(_plain_error(answers.METHOD_NOT_ALLOWED))
 

@@ -179,7 +179,7 @@ def type_name(field: attr.Attribute[Any]) -> str:
 
 
 # Antenna's class paths, read as ours: antenna_tw.storage.STORAGE_ALIASES and
-# antenna_tw.metrics.METRICS_ALIASES are built from these two tables;
+# metrics_class_names below are built from these two tables;
 # antenna_tw.throttler.ANTENNA_ALIASES does the reading for the third
 # (tests/unit/test_docs.py keeps it in step).
 STORAGE_CLASS_ALIASES = {
@@ -196,6 +196,13 @@ METRICS_CLASS_ALIASES = {
     "markus.backends.logging.LoggingMetrics": "logging",
     "null": "none",
 }
+
+
+def metrics_class_names(value: str) -> list[str]:
+    """METRICS_CLASS's backend names, lowercased, Antenna's spellings read as ours."""
+    aliases = {name.lower(): short for name, short in METRICS_CLASS_ALIASES.items()}
+    names = [name.strip().lower() for name in value.split(",")]
+    return [aliases.get(name, name or "none") for name in names]
 THROTTLER_ALIASES = {"antenna.throttler.<NAME>": "antenna_tw.throttler.<NAME>"}
 
 
@@ -230,8 +237,9 @@ class AppSettings:
         "METRICS_CLASS", type_name="comma-separated list of names",
         aliases=METRICS_CLASS_ALIASES,
         doc="Where metrics go: any of ``statsd`` (statsd/DogStatsd packets over UDP), "
-            "``logging`` (debug log lines) and ``none``, in any letter case; an empty value "
-            "means ``none``."))
+            "``prometheus`` (``GET /metrics`` on the collector's port, for the whole node; "
+            ":doc:`metrics`), ``logging`` (debug log lines) and ``none``, in any letter case; "
+            "an empty value means ``none``."))
     statsd_host: str = attr.ib("localhost", metadata=option_metadata(
         "STATSD_HOST", type_name="host name or address",
         doc="Host of the statsd/DogStatsd daemon when :envvar:`METRICS_CLASS` includes "

@@ -6,7 +6,8 @@ once, in ``antenna_tw.metricnames``; docs/metrics.rst is rendered from it.
 ``METRICS_CLASS`` is a comma list of backends: ``statsd`` sends DogStatsd
 packets over UDP to STATSD_HOST:STATSD_PORT under STATSD_NAMESPACE (what
 markus's Datadog backend sends, through a client that never blocks),
-``logging`` writes one debug log line per metric
+``prometheus`` counts them for ``GET /metrics`` with ``prometheus_client`` in its
+multi-process mode (``antenna_tw.prometheus``), ``logging`` writes one debug log line per metric
 (``METRICS|<type>|<name>|<value>|<tags>``, as Antenna's LoggingMetrics),
 ``none`` drops them. Antenna's and markus's class paths are accepted too.
 
@@ -29,7 +30,7 @@ from markus.main import MetricsRecord
 from zope.interface import Interface, implementer
 
 from antenna_tw import metricnames
-from antenna_tw.config import METRICS_CLASS_ALIASES, AppSettings
+from antenna_tw.config import AppSettings, metrics_class_names
 from antenna_tw.logs import Logger
 
 Tags = Iterable[str] | None
@@ -149,16 +150,25 @@ class DogStatsdMetrics(BackendBase):
         self._send[record.stat_type](metric=record.key, value=record.value, tags=record.tags)
 
 
+def _prometheus(options: Options) -> BackendBase:
+    # Imported only when used: prometheus_client must first see PROMETHEUS_MULTIPROC_DIR.
+    from antenna_tw.prometheus.backend import PrometheusMetrics
+
+    return PrometheusMetrics(options)
+
+
 BACKENDS: dict[str, Callable[[Options], BackendBase]] = {
     "statsd": DogStatsdMetrics,
+    "prometheus": _prometheus,
     "logging": TwistedLoggingMetrics,
 }
 
-# The accepted other names are declared once, beside METRICS_CLASS; read lowercased.
-METRICS_ALIASES = {
-    **{name.lower(): short for name, short in METRICS_CLASS_ALIASES.items()},
-    "": "none",
-}
+
+class IMetricsEndpoint(Interface):
+    """A backend that answers an HTTP route of the collector's own (Prometheus's ``/metrics``)."""
+
+    def add_routes(app: Any, reactor: Any, threadpool: Any) -> None:
+        """Route its endpoint on the klein ``app``; blocking work goes to ``threadpool``."""
 
 
 def resolve_host(host: str, port: int) -> str:
@@ -181,15 +191,14 @@ def build_metrics(settings: AppSettings) -> Metrics:
         "statsd_namespace": settings.statsd_namespace,
     }
     backends = []
-    for name in settings.metrics_class.split(","):
-        key = name.strip().lower()
-        key = METRICS_ALIASES.get(key, key)
+    given = settings.metrics_class.split(",")
+    for name, key in zip(given, metrics_class_names(settings.metrics_class), strict=True):
         if key == "none":
             continue
         if key not in BACKENDS:
             raise ValueError(
                 f"METRICS_CLASS={settings.metrics_class!r}: {name.strip()!r} is not "
-                "statsd, logging or none")
+                "statsd, prometheus, logging or none")
         if key == "statsd" and "statsd_address" not in options:
             options["statsd_address"] = resolve_host(settings.statsd_host, settings.statsd_port)
         backends.append(BACKENDS[key](options))

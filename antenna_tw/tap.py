@@ -13,6 +13,8 @@ from twisted.python import usage
 from antenna_tw import __version__
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.logs import Logger, make_observer
+from antenna_tw.prometheus import MULTIPROC_DIR, private_directory
+from antenna_tw.prometheus import wanted as prometheus_wanted
 from antenna_tw.publisher import PublisherUnavailable, publisher_class
 from antenna_tw.sentry import with_sentry
 from antenna_tw.startup import start_up_check
@@ -115,10 +117,13 @@ def _supervisor(options: usage.Options, config: Config,
     if not publisher_checks_without_tls(publish):
         start_up_check(publisher_class(publish.crashpublish_class).from_settings(
             publish, storage, reactor, None).verify, log)
+    # The workers' Prometheus files, added up by whichever answers /metrics.
+    metrics_dir = (private_directory(reactor) if prometheus_wanted(config.app.metrics_class)
+                   else None)
     return WorkerSupervisor(
         reactor, options["workers"], _worker_args(options),
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer,
-        listener=open_listener(options["port"]))
+        listener=open_listener(options["port"]), metrics_dir=metrics_dir)
 
 
 def _with_console(options: usage.Options, config: Config, main: IService,
@@ -195,6 +200,9 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
 
             endpoint = serverFromString(reactor, options["port"])
             worker = None
+            if prometheus_wanted(config.app.metrics_class):
+                # Set before build_collector imports prometheus_client.
+                os.environ[MULTIPROC_DIR] = private_directory(reactor)
         from antenna_tw.app import StartupError, build_collector
         from antenna_tw.intake.connections import raise_descriptor_limit
 

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from antenna_tw.backoff import Backoff
 from antenna_tw.logs import Logger
+from antenna_tw.prometheus import MULTIPROC_DIR, mark_process_dead
 from antenna_tw.sentry import flush
 from antenna_tw.workers.footprint import worker_environment
 from antenna_tw.workers.listener import WORKER_FD
@@ -74,11 +75,14 @@ class WorkerSupervisor(Service):
     log_observer: ILogObserver | None = attr.ib(default=None)
     restart_backoff: Backoff = attr.ib(factory=_restart_backoff)
     listener: socket.socket | None = attr.ib(default=None)
+    # METRICS_CLASS=prometheus: the directory of the workers' metric files.
+    metrics_dir: str | None = attr.ib(default=None)
     log = Logger(namespace="antenna.workers")
 
     def __attrs_post_init__(self) -> None:
         self._processes: dict[int, IProcessTransport] = {}
         self._started_at: dict[int, float] = {}
+        self._pids: dict[int, int] = {}
         self._failures: dict[int, int] = {}
         self._respawns: dict[int, IDelayedCall] = {}
         self._stopping = False
@@ -106,9 +110,13 @@ class WorkerSupervisor(Service):
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
         if self.listener is not None:
             child_fds[WORKER_FD] = self.listener.fileno()
+        env = dict(self.environ)
+        if self.metrics_dir is not None:
+            env[MULTIPROC_DIR] = self.metrics_dir
         self._processes[index] = self.reactor.spawnProcess(
-            _WorkerProtocol(self, index), sys.executable, args, env=self.environ,
+            _WorkerProtocol(self, index), sys.executable, args, env=env,
             childFDs=child_fds)
+        self._pids[index] = self._processes[index].pid
         self._started_at[index] = self.reactor.seconds()
         self.log.info("worker {index} started, pid {pid}", index=index,
                       pid=self._processes[index].pid)
@@ -116,6 +124,9 @@ class WorkerSupervisor(Service):
     def worker_ended(self, index: int, reason: Failure) -> None:
         """Worker ``index`` exited (``reason``): restart it, or count it out when stopping."""
         self._processes.pop(index, None)
+        pid = self._pids.pop(index, None)
+        if self.metrics_dir is not None and pid is not None:
+            mark_process_dead(pid, self.metrics_dir)  # its gauges no longer count
         if self._stopping:
             self.log.info("worker {index} stopped", index=index)
             if not self._processes:

@@ -49,7 +49,7 @@ def test_an_unknown_backend_is_one_line():
     with pytest.raises(ValueError) as error:
         build_metrics(AppSettings(metrics_class="logging,antenna.metrics.Nope"))
     assert str(error.value) == ("METRICS_CLASS='logging,antenna.metrics.Nope': "
-                                "'antenna.metrics.Nope' is not statsd, logging or none")
+                                "'antenna.metrics.Nope' is not statsd, prometheus, logging or none")
 
 
 def test_a_statsd_host_that_does_not_resolve_is_one_line():
