@@ -26,7 +26,7 @@ from antenna_tw.config import Config
 from antenna_tw.console.figures import Figures
 from antenna_tw.console.node import publish_state
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover
-from antenna_tw.health import HealthHandler
+from antenna_tw.health import HealthChecks, HealthHandler
 from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import IMetrics, IMetricsEndpoint, build_metrics
@@ -81,6 +81,8 @@ class Collector:
     publish_queue: PublishQueue | None = attr.ib(default=None)
     # With the console on (CONSOLE_PORT): this process's per-minute figures.
     figures: Figures | None = attr.ib(default=None)
+    # The heartbeat's background checks, run from start to stop.
+    health_checks: HealthChecks | None = attr.ib(default=None)
     log = Logger(namespace="antenna.app")
 
     def prepare(self, check: bool = True) -> list[SpoolEntry]:
@@ -107,6 +109,8 @@ class Collector:
     def start(self, entries: Sequence[SpoolEntry] = ()) -> None:
         """Start the thread pool and crash movers and re-queue spooled crashes."""
         self.threadpool.start()
+        if self.health_checks is not None:
+            self.health_checks.start()
         if self.publish_queue is not None:
             self.publish_queue.start()
         self.mover.start()
@@ -148,6 +152,8 @@ class Collector:
             if self.publisher is not None:
                 await self._by(self.publisher.close(), last, "closing the publisher")
         finally:
+            if self.health_checks is not None:
+                self.health_checks.stop()
             if self.status is not None:
                 await self.status.stop()
             self.threadpool.stop()
@@ -242,10 +248,11 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
                            make_uuid=make_uuid,
                            repeat_interval=config.app.logging_repeat_interval, figures=figures)
     submit.add_routes(app)
-    HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
-                  config.app.basedir, spool_settings.spool_max_age,
-                  worker.other_shards() if worker is not None else None,
-                  publish_queue).add_routes(app)
+    health = HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
+                           config.app.basedir, spool_settings.spool_max_age,
+                           worker.other_shards() if worker is not None else None,
+                           publish_queue)
+    health.add_routes(app)
     for backend in metrics.backends:  # Prometheus's GET /metrics
         if IMetricsEndpoint.providedBy(backend):
             backend.add_routes(app, reactor, threadpool)
@@ -260,4 +267,5 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
         (lambda: {"publish": publish_state(publish_queue)}) if figures is not None else None)
         if worker is not None else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
-                     throttler, admission, site, status, publisher, publish_queue, figures)
+                     throttler, admission, site, status, publisher, publish_queue, figures,
+                     health.checks)

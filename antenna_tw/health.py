@@ -1,16 +1,31 @@
 """
 Health and operations endpoints (docs/spool.rst, *Heartbeat*): ``/__lbheartbeat__``,
 ``/__heartbeat__``, ``/__version__`` and ``/__broken__``.
+
+``/__heartbeat__`` answers within a second whatever storage, a publisher or
+the disk does: what can hang (storage's and the publisher's checks, the
+spool's write probe, reading the other shards) is a ``Probe`` of
+``HealthChecks``, run in the background every ``REFRESH_INTERVAL`` seconds
+from start-up and when a heartbeat finds its last result stale; a heartbeat
+waits at most ``ANSWER_WAIT`` seconds for the checks it started, then
+answers the last known state with its age. A check still running after
+``CHECK_BOUND`` seconds counts as failing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attr
 from klein import Klein
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import Interface
 
@@ -40,6 +55,183 @@ class IOtherShards(Interface):
         """Each other shard's state at ``now`` (blocking: called in a thread pool)."""
 
 
+#: Seconds between background runs of every check.
+REFRESH_INTERVAL = 5.0
+#: Seconds after which a check that has not answered counts as failing.
+CHECK_BOUND = 2.0
+#: Seconds a heartbeat waits for the checks it started before answering.
+ANSWER_WAIT = 0.5
+
+
+def _failed(failure: Failure) -> list[str]:
+    return [f"check failed: {failure.getErrorMessage() or type(failure.value).__name__}"]
+
+
+@attr.s
+class Probe:
+    """
+    One check: ``run()`` returns a Deferred of its value (for most, the
+    list of error strings); one run at a time. A value younger than ``ttl``
+    seconds is not checked again at a heartbeat's request. A failed run's
+    value is ``on_failure(failure)``. ``value`` is None until a run ends.
+    """
+
+    name: str = attr.ib()
+    run: Callable[[], Deferred[Any]] = attr.ib()
+    clock: IReactorTime = attr.ib()
+    ttl: float = attr.ib(default=0.0)
+    on_failure: Callable[[Failure], Any] = attr.ib(default=_failed)
+    value: Any = attr.ib(default=None, init=False)
+    checked_at: float | None = attr.ib(default=None, init=False)
+    started_at: float | None = attr.ib(default=None, init=False)
+    _waiters: list[Deferred[None]] | None = attr.ib(default=None, init=False, repr=False)
+
+    def stale(self) -> bool:
+        """True when there is no value yet, or it is at least ``ttl`` s old."""
+        return self.checked_at is None or self.clock.seconds() - self.checked_at >= self.ttl
+
+    def running_for(self) -> float | None:
+        """Seconds the running check has taken so far; None when none runs."""
+        return None if self.started_at is None else self.clock.seconds() - self.started_at
+
+    def age(self) -> float | None:
+        """Seconds since the last run ended; None before the first one ends."""
+        return None if self.checked_at is None else self.clock.seconds() - self.checked_at
+
+    def refresh(self) -> Deferred[None]:
+        """Start a run unless one is under way; a Deferred that fires when it ends."""
+        waiter: Deferred[None] = Deferred()
+        if self._waiters is not None:
+            self._waiters.append(waiter)
+            return waiter
+        self._waiters = [waiter]
+        self.started_at = self.clock.seconds()
+        defer.maybeDeferred(self.run).addErrback(self.on_failure).addCallback(self._ended)
+        return waiter
+
+    def _ended(self, value: Any) -> None:
+        self.value, self.checked_at, self.started_at = value, self.clock.seconds(), None
+        waiters, self._waiters = self._waiters or [], None
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+@attr.s
+class HealthChecks:
+    """
+    The probes of one heartbeat, refreshed every ``interval`` seconds from
+    ``start()`` (the first run at once) until ``stop()``, and on demand by
+    ``settle()``. One still running after ``bound`` seconds counts as failing.
+    """
+
+    clock: IReactorTime = attr.ib()
+    probes: list[Probe] = attr.ib()
+    interval: float = attr.ib(default=REFRESH_INTERVAL)
+    bound: float = attr.ib(default=CHECK_BOUND)
+    wait: float = attr.ib(default=ANSWER_WAIT)
+    _timer: IDelayedCall | None = attr.ib(default=None, init=False, repr=False)
+
+    def __getitem__(self, name: str) -> Probe:
+        return next(probe for probe in self.probes if probe.name == name)
+
+    def __contains__(self, name: str) -> bool:
+        return any(probe.name == name for probe in self.probes)
+
+    def start(self) -> None:
+        """Run every check now, then every ``interval`` seconds."""
+        for probe in self.probes:
+            if probe.started_at is None:
+                probe.refresh()
+        self._timer = self.clock.callLater(self.interval, self.start)
+
+    def stop(self) -> None:
+        """No more background runs (one under way ends on its own)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def overdue(self, probe: Probe) -> bool:
+        """True when ``probe``'s running check has taken longer than ``bound``."""
+        running = probe.running_for()
+        return running is not None and running > self.bound
+
+    def settle(self) -> Deferred[None]:
+        """
+        Start the stale checks and fire when the running ones (not overdue)
+        have ended, or after ``wait`` seconds, whichever is first.
+        """
+        waits = [probe.refresh() for probe in self.probes
+                 if not self.overdue(probe) and (probe.stale() or probe.started_at is not None)]
+        settled: Deferred[None] = Deferred()
+        if not waits:
+            settled.callback(None)
+            return settled
+
+        def fire(_: object = None) -> None:
+            if not settled.called:
+                if timer.active():
+                    timer.cancel()
+                settled.callback(None)
+
+        timer = self.clock.callLater(self.wait, fire)
+        defer.DeferredList(waits).addCallback(fire)
+        return settled
+
+    def late(self, name: str) -> list[str]:
+        """One error if probe ``name``'s check has run longer than ``bound``, else none."""
+        probe = self[name]
+        if not self.overdue(probe):
+            return []
+        return [f"{name} check: no answer for {probe.running_for():.1f} s "
+                f"(bound {self.bound:g} s)"]
+
+    def errors(self, name: str) -> list[str]:
+        """The last known errors of probe ``name`` (a list of them), and ``late``'s."""
+        return list(self[name].value or []) + self.late(name)
+
+    def ages(self) -> dict[str, dict[str, float | None]]:
+        """For each probe, the age of its last result and how long its check has run."""
+        return {probe.name: {"age_seconds": _rounded(probe.age()),
+                             "running_seconds": _rounded(probe.running_for())}
+                for probe in self.probes}
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def heartbeat_checks(clock: Any, storage: Any, spool: Any, threadpool: Any,
+                     other_shards: IOtherShards | None = None,
+                     publisher: Any = None) -> HealthChecks:
+    """
+    The heartbeat's probes on ``clock`` (the reactor: time and threads):
+    ``storage``, ``spool`` (a file can be written),
+    ``shards`` (the other shards' states, with workers) and ``publisher``.
+    A backend's ``health_ttl`` (S3, SQS), if it has one, is how long its
+    answer is reused.
+    """
+    def writable() -> Deferred[list[str]]:
+        return spool.check_writable().addCallback(lambda problem: [problem] if problem else [])
+
+    probes = [Probe("storage", storage.check_health, clock, getattr(storage, "health_ttl", 0.0)),
+              Probe("spool", writable, clock)]
+    if other_shards is not None:
+        shards = other_shards
+
+        def read() -> Deferred[list[ShardState]]:
+            return deferToThreadPool(clock, threadpool, shards.read, clock.seconds())
+
+        probes.append(Probe("shards", read, clock, on_failure=lambda failure: None))
+    if publisher is not None:
+        probes.append(Probe("publisher", publisher.check_health, clock,
+                            getattr(publisher, "health_ttl", 0.0)))
+    return HealthChecks(clock, probes)
+
+
+def _named(name: str, messages: Iterable[str]) -> list[dict[str, str]]:
+    return [{"name": name, "msg": message} for message in messages]
+
+
 def json_answer(request: IRequest, code: int, value: object) -> bytes:
     """Answer ``value`` as JSON with status ``code``."""
     return answers.write(request, answers.json_answer(code, value))
@@ -65,7 +257,15 @@ class HealthHandler:
     # The PublishQueue of a collector that publishes crash ids, else None
     # (the heartbeat then says nothing of publishing).
     publish_queue = attr.ib(default=None)
+    # What may hang, checked in the background; built from the above unless given.
+    checks: HealthChecks = attr.ib(default=None, kw_only=True)
     log = Logger(namespace="antenna.health")
+
+    def __attrs_post_init__(self) -> None:
+        if self.checks is None:
+            self.checks = heartbeat_checks(
+                self.reactor, self.storage, self.spool, self.threadpool, self.other_shards,
+                self.publish_queue.publisher if self.publish_queue is not None else None)
 
     def add_routes(self, app: Klein) -> None:
         """Route the health endpoints of ``app`` here."""
@@ -80,14 +280,16 @@ class HealthHandler:
         return answers.write(request, answers.empty_json())
 
     async def heartbeat(self, request: IRequest) -> bytes:
-        """200 or 503 with the errors found and the spool's figures, as JSON."""
+        """
+        200 or 503 with the errors found and the spool's figures, as JSON,
+        within ``ANSWER_WAIT`` seconds: what is not checked by then is
+        answered from the last check (``info.checks``: each one's age).
+        """
         self.metrics.incr(metricnames.HEALTH_HEARTBEAT_COUNT)
-        errors = []
-        for message in await self.storage.check_health():
-            errors.append({"name": "storage", "msg": message})
-        unwritable = await self.spool.check_writable()
-        if unwritable:
-            errors.append({"name": "spool", "msg": unwritable})
+        checks = self.checks
+        await checks.settle()
+        errors = _named("storage", checks.errors("storage"))
+        errors += _named("spool", checks.errors("spool"))
         write_failure = self.admission.write_failure()
         if write_failure:
             errors.append({"name": "spool", "msg": write_failure})
@@ -99,10 +301,11 @@ class HealthHandler:
         # Bytes per shard: this process's from memory (writes in flight
         # included), the other shards' as their provider reads them.
         shards = [(os.path.basename(self.spool.directory), self.admission.used_bytes())]
-        if self.other_shards is not None:
-            others = await deferToThreadPool(self.reactor, self.threadpool,
-                                             self.other_shards.read, self.reactor.seconds())
-            for other in others:
+        if "shards" in checks:
+            if checks["shards"].checked_at is not None and checks["shards"].value is None:
+                errors.append({"name": "spool", "msg": "the other shards could not be read"})
+            errors += _named("spool", checks.late("shards"))
+            for other in checks["shards"].value or ():
                 queued += other.entries
                 oldest = max(oldest, other.oldest_age)
                 retrying += other.retrying
@@ -129,14 +332,14 @@ class HealthHandler:
         }
         self.metrics.gauge(metricnames.SAVE_QUEUE_SIZE, mover.queue_length())
         if self.publish_queue is not None:
-            errors += await self._publishing(info)
+            errors += self._publishing(info)
+        info["checks"] = checks.ages()
         return json_answer(request, 503 if errors else 200, {"errors": errors, "info": info})
 
-    async def _publishing(self, info: dict[str, object]) -> list[dict[str, str]]:
+    def _publishing(self, info: dict[str, object]) -> list[dict[str, str]]:
         """The publisher's errors, and its backlog into ``info``."""
         queue = self.publish_queue
-        errors = [{"name": "publisher", "msg": message}
-                  for message in await queue.publisher.check_health()]
+        errors = _named("publisher", self.checks.errors("publisher"))
         backlog, oldest = queue.backlog(), queue.oldest_age()
         if oldest > self.max_age:
             errors.append({"name": "publisher",

@@ -34,13 +34,11 @@ from antenna_tw.ext.s3.client import (
     TRANSPORT_ERRORS,
     AwsAnswerError,
     AwsUnreachable,
-    CachedHealth,
     CredentialSource,
     QuietConnectionPool,
     ServiceLocation,
     SingleFlight,
     Timeouts,
-    cached_health,
     cancelled,
     describe_transport_error,
     in_threads,
@@ -226,8 +224,8 @@ class SQSCrashPublisher:
     first ``publish`` when it was not run). A ``publish`` fires when SQS
     listed every id as ``Successful``; otherwise it fails with PublishFailed
     naming the others (all of them when SQS did not answer), which the
-    caller sends again. ``check_health`` asks ``GetQueueUrl`` at most once
-    every ``health_ttl`` seconds.
+    caller sends again. ``check_health`` asks ``GetQueueUrl``; the heartbeat
+    reuses an answer for ``health_ttl`` seconds (``antenna_tw.health``).
     """
 
     location: QueueLocation = attr.ib()
@@ -240,7 +238,6 @@ class SQSCrashPublisher:
     health_ttl: float = attr.ib(default=5.0)
     queue_url: str | None = attr.ib(default=None)
     _url_flight: SingleFlight[str] = attr.ib(factory=SingleFlight, init=False, repr=False)
-    _health: CachedHealth = cached_health()
     name = "sqs"
     batch_size = BATCH_SIZE
     log = Logger(namespace="antenna.sqs")
@@ -386,8 +383,8 @@ class SQSCrashPublisher:
         return errors
 
     def check_health(self) -> Deferred[list[str]]:
-        """A Deferred of the queue's problems (none: healthy), cached ``health_ttl`` s."""
-        return self._health(self.health_ttl)
+        """A Deferred of the queue's problems (none: healthy): one ``GetQueueUrl``."""
+        return defer.ensureDeferred(self._health_check())
 
     def close(self) -> Deferred[None]:
         """Close pooled connections; a Deferred."""

@@ -19,7 +19,7 @@ from tests.helpers import http_request, minidump, raw_request
 BODY, CONTENT_TYPE = build_multipart({"ProductName": "Test", "Version": "1.0"},
                                      {"upload_file_minidump": minidump()})
 INFO_KEYS = {"queue_length", "retrying", "oldest_age_seconds", "spool_bytes",
-             "spool_max_bytes", "spool_free_bytes", "storage"}
+             "spool_max_bytes", "spool_free_bytes", "storage", "checks"}
 
 
 async def get(running, path):
@@ -68,6 +68,10 @@ async def test_heartbeat_info_after_a_crash_is_stored(collector):
     assert set(info) == INFO_KEYS
     assert (info["queue_length"], info["retrying"], info["oldest_age_seconds"]) == (0, 0, 0.0)
     assert info["spool_bytes"] == 0 and info["spool_free_bytes"] > 0
+    # each check ran for this heartbeat: fs and the spool answer at once
+    assert set(info["checks"]) == {"storage", "spool"}
+    for check in info["checks"].values():
+        assert check["running_seconds"] is None and 0 <= check["age_seconds"] < 1
 
 
 @pytest_twisted.ensureDeferred

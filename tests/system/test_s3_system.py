@@ -172,6 +172,52 @@ def test_a_hung_s3_server_loses_nothing(own_moto, new_collector):
     assert own_moto.keys.secret_key not in output
 
 
+def timed_heartbeat(collector):
+    """``(status, body, seconds it took)`` of one /__heartbeat__."""
+    started = time.monotonic()
+    status, heartbeat = collector.heartbeat(timeout=5)
+    return status, heartbeat, time.monotonic() - started
+
+
+def test_the_heartbeat_answers_within_a_second_while_s3_hangs(own_moto, new_collector):
+    # With S3 stopped, the heartbeat answers from its last known state at
+    # once. Each worker's next HEAD (its last answer is reused for 5 s) hangs
+    # and counts as failing past its bound (2 s): within 7.5 s of the stop
+    # every answer is 503, and stays 503, each in under a second, for 30 s;
+    # they turn 200 once S3 is back.
+    bucket = own_moto.create_bucket()
+    collector = new_collector(s3_environ(own_moto, bucket))
+    status, heartbeat, _ = timed_heartbeat(collector)
+    assert status == 200, heartbeat
+    own_moto.pause()
+    try:
+        found_by = time.monotonic() + 9
+        while time.monotonic() < found_by:
+            answer = timed_heartbeat(collector)
+            assert answer[2] < 1.0, answer
+            time.sleep(0.5)
+        seen = []
+        until = time.monotonic() + 30
+        while time.monotonic() < until:
+            status, heartbeat, took = timed_heartbeat(collector)
+            seen.append(took)
+            assert status == 503 and took < 1.0, (took, heartbeat)
+            assert any(error["name"] == "storage" and "no answer" in error["msg"]
+                       for error in heartbeat["errors"]), heartbeat
+            # the age of the last answer (the HEAD's own 5-s timeout) or the
+            # time so far of the check that hangs
+            storage = heartbeat["info"]["checks"]["storage"]
+            assert storage["age_seconds"] is not None or storage["running_seconds"] > 2
+            time.sleep(0.5)
+        assert len(seen) >= 40
+    finally:
+        own_moto.resume()
+    deadline = time.monotonic() + 15
+    while (answer := timed_heartbeat(collector))[0] != 200:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
+
+
 def start_up_failure(collectors_dir, environ):
     collector = CollectorProcess.spawn(collectors_dir, environ)
     try:

@@ -1,10 +1,10 @@
-"""S3CrashStorage: write order and the cached heartbeat check (fake connection, task.Clock)."""
+"""S3CrashStorage: write order and the heartbeat check (fake connection, task.Clock)."""
 
 import json
 
 import attr
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import task
 
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.crash import Crash
@@ -95,19 +95,6 @@ def health(storage):
     return results[0]
 
 
-def test_health_is_cached_for_a_few_seconds():
-    clock = task.Clock()
-    connection = FakeConnection(statuses=[200, 404])
-    storage = S3CrashStorage(connection, clock, health_ttl=5.0)
-    assert health(storage) == []
-    clock.advance(4.9)
-    assert health(storage) == [] and connection.heads == 1
-    clock.advance(0.2)
-    assert health(storage) == [
-        "S3 bucket 'crashes' at http://127.0.0.1:9: HEAD bucket answered 404"]
-    assert connection.heads == 2
-
-
 def test_health_reports_no_answer():
     connection = FakeConnection(statuses=[S3Unreachable("HEAD", "bucket", "TimeoutError")])
     storage = S3CrashStorage(connection, task.Clock())
@@ -115,18 +102,3 @@ def test_health_reports_no_answer():
         "S3 bucket 'crashes' at http://127.0.0.1:9: no answer to HEAD bucket (TimeoutError)"]
 
 
-def test_concurrent_heartbeats_share_one_head():
-    waiting = defer.Deferred()
-
-    class SlowConnection(FakeConnection):
-        async def head_bucket(self):
-            self.heads += 1
-            return await waiting
-
-    connection = SlowConnection()
-    storage = S3CrashStorage(connection, task.Clock())
-    first, second = [], []
-    storage.check_health().addBoth(first.append)
-    storage.check_health().addBoth(second.append)
-    waiting.callback(Answer(200))
-    assert first == second == [[]] and connection.heads == 1

@@ -28,7 +28,7 @@ import functools
 import hashlib
 import http.client
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
@@ -103,38 +103,6 @@ class SingleFlight(Generic[T]):
                 waiter.errback(result)
             else:
                 waiter.callback(cast(T, result))
-
-
-@attr.s
-class CachedHealth:
-    """
-    A health check (``check``: an async function of the error strings) run at
-    most once every ``ttl`` seconds of ``clock``, and one at a time: the
-    heartbeat may be polled often; S3 and SQS are asked once per ``ttl``.
-    """
-
-    clock: IReactorTime = attr.ib()
-    check: Callable[[], Awaitable[list[str]]] = attr.ib()
-    _errors: list[str] = attr.ib(factory=list, init=False, repr=False)
-    _at: float | None = attr.ib(default=None, init=False, repr=False)
-    _flight: SingleFlight[list[str]] = attr.ib(factory=SingleFlight, init=False, repr=False)
-
-    def __call__(self, ttl: float) -> Deferred[list[str]]:
-        """A Deferred of the errors (none: healthy), from the last check if under ``ttl`` s old."""
-        if self._at is not None and self.clock.seconds() - self._at < ttl:
-            return defer.succeed(list(self._errors))
-        return self._flight.run(lambda: defer.ensureDeferred(self._refresh())).addCallback(list)
-
-    async def _refresh(self) -> list[str]:
-        errors = await self.check()
-        self._errors, self._at = errors, self.clock.seconds()
-        return errors
-
-
-def cached_health() -> Any:
-    """An attrs field holding the CachedHealth of its class's ``reactor`` and ``_health_check``."""
-    return attr.ib(init=False, repr=False, default=attr.Factory(
-        lambda self: CachedHealth(self.reactor, self._health_check), takes_self=True))
 
 
 def check_endpoint_url(url: str, option: str) -> None:

@@ -19,11 +19,9 @@ from antenna_tw.ext.s3.client import (
     RETRY_STATUSES,
     Answer,
     BucketLocation,
-    CachedHealth,
     S3Connection,
     S3Unreachable,
     build_connection,
-    cached_health,
     head_bucket_blocking,
     one_line,
 )
@@ -121,8 +119,8 @@ class S3CrashStorage:
 
     ``verify`` (start-up, blocking) and ``check_health`` (the heartbeat)
     both HEAD the bucket with the same signed request and judge the answer
-    with ``bucket_problem``. ``check_health`` HEADs the bucket at most once
-    every ``health_ttl`` seconds, whatever the heartbeat rate.
+    with ``bucket_problem``. The heartbeat reuses an answer for
+    ``health_ttl`` seconds, whatever its rate (``antenna_tw.health``).
     """
 
     connection: S3Connection = attr.ib()
@@ -130,7 +128,6 @@ class S3CrashStorage:
     health_ttl: float = attr.ib(default=5.0)
     raw_crash_layout: str = attr.ib(default="v2",
                                     validator=attr.validators.in_(RAW_CRASH_LAYOUTS))
-    _health: CachedHealth = cached_health()
     name = "s3"
 
     @classmethod
@@ -192,8 +189,8 @@ class S3CrashStorage:
         return [] if problem is None else [problem]
 
     def check_health(self) -> Deferred[list[str]]:
-        """A Deferred of the bucket's problems (none: healthy), cached ``health_ttl`` s."""
-        return self._health(self.health_ttl)
+        """A Deferred of the bucket's problems (none: healthy): one HEAD of the bucket."""
+        return defer.ensureDeferred(self._health_check())
 
     def close(self) -> Deferred[None]:
         """Close pooled connections; a Deferred."""
