@@ -2,7 +2,7 @@
 The Docker image's command, run here as a process without a container
 engine (docs/deploy.rst, *The container image*): its CMD/ENTRYPOINT, environment, working
 directory, user, volumes, health check and stop signal are read from the
-Dockerfile itself (tests/dockerfile.py), so this test runs what the image
+Dockerfile itself (tests/deploy_files.py), so this test runs what the image
 runs. What differs from a container, and why:
 
 - the volumes and the working directory are fresh directories here, the
@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from tests.dockerfile import Image
+from tests.deploy_files import Image
 from tests.s3server import free_port
 from tests.system.collector_process import CollectorProcess
 from tests.system.crash_clients import FSStore, make_crash, post_crash

@@ -16,10 +16,8 @@ import sys
 
 import pytest
 
-from tests.dockerfile import DOCKERFILE, Image, instructions
+from tests.deploy_files import CONF, DOCKERFILE, Image, instructions, unit_setting
 
-ROOT = DOCKERFILE.parent
-CONF = ROOT / "conf"
 
 
 def tool(name):
@@ -66,13 +64,6 @@ def test_the_parser_reads_continuations_and_skips_comments():
     parsed = instructions('FROM x\n# c\nENV A=1 \\\n# inside\n    B="2 3"\nCMD ["a"]\n')
     assert [(keyword, " ".join(arguments.split())) for keyword, arguments in parsed] == [
         ("FROM", "x"), ("ENV", 'A=1 B="2 3"'), ("CMD", '["a"]')]
-
-
-def unit_setting(unit, key):
-    """The values of ``key=`` in a unit file, continuation lines joined."""
-    text = (CONF / unit).read_text().replace("\\\n", " ")
-    return [line.split("=", 1)[1].strip() for line in text.splitlines()
-            if line.startswith(key + "=")]
 
 
 def test_the_service_serves_the_socket_systemd_passes():

@@ -1,7 +1,8 @@
 """
-What the repository's Dockerfile says, read from the file itself so the
-tests that check and run it cannot drift from it: its instructions, the
-image's environment, its entry command, its health check.
+What the repository's Dockerfile and systemd units say, read from the files
+themselves so the tests that check and run them cannot drift from them: the
+Dockerfile's instructions, the image's environment, its entry command, its
+health check; a unit's settings.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ import shlex
 import attr
 
 DOCKERFILE = pathlib.Path(__file__).resolve().parents[1] / "Dockerfile"
+CONF = DOCKERFILE.parent / "conf"
+
+
+def unit_setting(unit, key):
+    """The values of ``key=`` in ``conf/<unit>``, continuation lines joined."""
+    text = (CONF / unit).read_text().replace("\\\n", " ")
+    return [line.split("=", 1)[1].strip() for line in text.splitlines()
+            if line.startswith(key + "=")]
 
 
 def instructions(text):
