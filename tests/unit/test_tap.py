@@ -77,3 +77,15 @@ def test_the_parent_starts_its_workers_when_storage_does_not_answer(tmp_path, ca
         assert "no answer (Connection refused); starting all the same" in capsys.readouterr().out
     finally:
         supervisor.listener.close()
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_console_beyond_loopback_without_a_token_refuses_to_start(tmp_path, workers):
+    options = Options()
+    options.parseOptions(["--workers", workers, "--port", "tcp:0:interface=127.0.0.1"])
+    environ = test_environ(tmp_path, CONSOLE_PORT="tcp:0:interface=0.0.0.0")
+    with pytest.raises(SystemExit) as refused:
+        makeService(options, environ=environ)
+    assert str(refused.value) == (
+        "antenna: cannot start: CONSOLE_PORT=tcp:0:interface=0.0.0.0 listens on 0.0.0.0, "
+        "beyond loopback, and SECRET_CONSOLE_TOKEN is empty: set a token or listen on 127.0.0.1")
