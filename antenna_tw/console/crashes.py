@@ -13,6 +13,8 @@ import heapq
 import json
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +35,8 @@ RESULTS = {crashid.ACCEPT_DIGIT: "ACCEPT", crashid.DEFER_DIGIT: "DEFER",
 _DAY = re.compile(r"^\d{8}$")
 # Raw crashes larger than this are not read for the recent list's columns.
 MAX_RAW_CRASH = 1024 * 1024
+# Rows of stored crashes remembered between two reads of the recent list.
+REMEMBERED_ROWS = 5000
 
 
 def throttle_result(crash_id: str) -> str:
@@ -265,6 +269,50 @@ class FSCrashes:
     def _state(self) -> str:
         return "published" if self.published else "stored"
 
+    def __attrs_post_init__(self) -> None:
+        # A stored crash's files never change: what was read of one is
+        # remembered (its row; its raw crash's mtime by day), so a console
+        # polled every second reads only the crashes stored since.
+        self._lock = threading.Lock()
+        self._mtimes: dict[str, dict[str, float]] = {}
+        self._rows: OrderedDict[str, CrashRow] = OrderedDict()
+
+    def _day_mtimes(self, day: str) -> dict[str, float]:
+        raw_dir = os.path.join(self.root, day, "raw_crash")
+        known = self._mtimes.get(day, {})
+        found = {}
+        with os.scandir(raw_dir) as listing:
+            for item in listing:
+                name = item.name
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                crash_id = name[:-5]
+                if crash_id in known:
+                    found[crash_id] = known[crash_id]
+                    continue
+                try:
+                    found[crash_id] = item.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+        return found
+
+    def _row(self, day: str, crash_id: str, mtime: float) -> CrashRow | None:
+        row = self._rows.get(crash_id)
+        if row is not None:
+            return row
+        try:
+            raw_crash, _ = _read_json(os.path.join(self.root, day, "raw_crash",
+                                                   crash_id + ".json"))
+        except OSError:
+            return None
+        product, version = _columns(raw_crash)
+        row = CrashRow(crash_id, mtime, product, version, self._dumps(day, crash_id),
+                       self._state())
+        self._rows[crash_id] = row
+        while len(self._rows) > REMEMBERED_ROWS:
+            self._rows.popitem(last=False)
+        return row
+
     def recent_blocking(self, limit: int) -> list[CrashRow]:
         """Day directories newest first until ``limit`` crashes are found (blocking)."""
         try:
@@ -272,29 +320,22 @@ class FSCrashes:
         except FileNotFoundError:
             return []
         rows: list[CrashRow] = []
-        for day in days:
-            raw_dir = os.path.join(self.root, day, "raw_crash")
-            found = []
-            try:
-                with os.scandir(raw_dir) as listing:
-                    for item in listing:
-                        if item.name.endswith(".json") and not item.name.startswith("."):
-                            try:
-                                found.append((item.stat().st_mtime, item.name[:-5]))
-                            except FileNotFoundError:
-                                continue
-            except FileNotFoundError:
-                continue
-            for mtime, crash_id in heapq.nlargest(limit - len(rows), found):
+        with self._lock:
+            visited = {}
+            for day in days:
                 try:
-                    raw_crash, _ = _read_json(os.path.join(raw_dir, crash_id + ".json"))
-                except OSError:
+                    mtimes = visited[day] = self._day_mtimes(day)
+                except FileNotFoundError:
                     continue
-                product, version = _columns(raw_crash)
-                rows.append(CrashRow(crash_id, mtime, product, version,
-                                     self._dumps(day, crash_id), self._state()))
-            if len(rows) >= limit:
-                break
+                newest = heapq.nlargest(limit - len(rows), ((mtime, crash_id)
+                                                             for crash_id, mtime in mtimes.items()))
+                for mtime, crash_id in newest:
+                    row = self._row(day, crash_id, mtime)
+                    if row is not None:
+                        rows.append(row)
+                if len(rows) >= limit:
+                    break
+            self._mtimes = visited  # only the days still read
         return rows
 
     def _dumps(self, day: str, crash_id: str) -> dict[str, int]:
