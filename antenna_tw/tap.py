@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -20,29 +20,39 @@ from antenna_tw.sentry import with_sentry
 from antenna_tw.startup import start_up_check
 from antenna_tw.storage import StorageUnavailable, storage_class
 from antenna_tw.workers import (
+    EveryPortEndpoint,
+    PortError,
+    UnknownPortKind,
     Worker,
     WorkerSupervisor,
     builtin_storage,
-    check_port,
+    check_shareable,
     console_shards,
     forbid_pyopenssl,
-    open_listener,
+    open_listeners,
+    parse_port,
     publisher_checks_without_tls,
     publisher_needs_tls,
+    socket_activation,
     storage_needs_tls,
     usable_cpus,
     without_pyopenssl,
 )
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IStreamServerEndpoint
     from twisted.logger import ILogObserver
 
     from antenna_tw.config import Config
+    from antenna_tw.workers import Port, SharedPort
 
 # What this module imports is imported by every `twistd antenna` process,
 # the supervising parent included, before the reactor: nothing here may
 # import the reactor, twisted.internet.endpoints (it loads pyOpenSSL) or the
 # web stack. See antenna_tw/workers/footprint.py.
+
+
+DEFAULT_PORT = "tcp:8000:interface=127.0.0.1"
 
 
 def _workers(value: str) -> int:
@@ -59,8 +69,6 @@ class Options(usage.Options):
         "environment and from the env file named by --env or ANTENNA_ENV."
     )
     optParameters = [
-        ["port", "p", "tcp:8000:interface=127.0.0.1",
-         "strports description of the listening port"],
         ["env", "e", None, "env file with KEY=value settings (the environment wins)"],
         ["workers", "w", None,
          "worker processes sharing the port (0: serve in this process; default: one "
@@ -69,15 +77,52 @@ class Options(usage.Options):
         ["parent-pid", None, None, "internal: the supervising parent's pid", int],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["port"] = []
+
+    def opt_port(self, description: str) -> None:
+        """
+        strports description of a listening port; repeat it for several
+        (e.g. HTTP and HTTPS) [default: tcp:8000:interface=127.0.0.1]
+        """
+        self["port"].append(description)
+
+    opt_p = opt_port
+
     def postOptions(self) -> None:
         if self["workers"] is None:
             self["workers"] = usable_cpus()
+        if not self["port"]:
+            self["port"] = [DEFAULT_PORT]
+
+
+def _ports(options: usage.Options) -> list[Port | str]:
+    """
+    Every ``--port``, parsed once, up front (PortError, one line, if one is
+    bad or, with workers, cannot be shared); with ``--workers 0`` a kind
+    this collector does not know stays a string, for twistd's endpoint
+    plugins.
+    """
+    ports: list[Port | str] = []
+    for description in options["port"]:
+        try:
+            port = parse_port(description)
+            ports.append(check_shareable(port) if options["workers"] > 0 else port)
+        except UnknownPortKind as error:
+            if options["workers"] > 0:
+                raise PortError(description, f"{error.reason} (--workers 0 serves the kinds "
+                                "of Twisted's endpoint plugins too)") from None
+            ports.append(description)
+    return ports
 
 
 def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
     def args(index: int) -> list[str]:
-        argv = ["-n", "--pidfile=", "antenna", "--port", options["port"],
-                "--workers", str(options["workers"]), "--worker-index", str(index),
+        argv = ["-n", "--pidfile=", "antenna"]
+        for description in options["port"]:
+            argv += ["--port", description]
+        argv += ["--workers", str(options["workers"]), "--worker-index", str(index),
                 "--parent-pid", str(os.getpid())]
         if options["env"]:
             argv += ["--env", options["env"]]
@@ -85,18 +130,19 @@ def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
     return args
 
 
-def _supervisor(options: usage.Options, config: Config,
-                observer: ILogObserver) -> WorkerSupervisor:
+def _supervisor(options: usage.Options, config: Config, observer: ILogObserver,
+                ports: list[SharedPort],
+                activation: Mapping[str, str]) -> WorkerSupervisor:
     """
     The parent of ``--workers N``: it checks what it can, then only
     supervises. It never serves HTTP nor speaks TLS, so it imports neither
     the web stack nor pyOpenSSL. The start-up checks of our storage classes
     need no pyOpenSSL either (S3's uses http.client and the standard
     library's ``ssl``); another storage class is checked outside the block.
-    Then it opens the one listening socket that every worker serves, with
-    the plain ``socket`` module (Twisted's endpoints would load pyOpenSSL).
+    Then it opens the listening sockets that every worker serves, one per
+    ``--port``, with the plain ``socket`` module (Twisted's endpoints would
+    load pyOpenSSL), or takes those systemd passed it.
     """
-    check_port(options["port"])
     storage = config.storage
     publish = config.publish
     # Only the parent checks: its workers, restarted or not, never wait for
@@ -123,7 +169,17 @@ def _supervisor(options: usage.Options, config: Config,
     return WorkerSupervisor(
         reactor, options["workers"], _worker_args(options),
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer,
-        listener=open_listener(options["port"]), metrics_dir=metrics_dir)
+        listeners=open_listeners(ports, activation), metrics_dir=metrics_dir)
+
+
+def _console_description(config: Config, options: usage.Options) -> str:
+    """CONSOLE_PORT's description, refused when it is one of the ``--port`` ports."""
+    from antenna_tw.console.service import console_description
+
+    description = ""
+    for public in options["port"]:
+        description = console_description(config.console, public)
+    return description
 
 
 def _with_console(options: usage.Options, config: Config, main: IService,
@@ -139,13 +195,12 @@ def _with_console(options: usage.Options, config: Config, main: IService,
 
     from antenna_tw.console.service import (
         ServiceBeside,
-        console_description,
         console_threadpool,
         node_console,
         process_console,
     )
 
-    description = console_description(config.console, options["port"])
+    description = _console_description(config, options)
     if collector is None:
         pool = console_threadpool()
         node = console_shards(config.spool.spool_dir, options["workers"], reactor, pool)
@@ -162,7 +217,10 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     """Build the collector (or the worker supervisor); a bad option exits with one line."""
     stream = stream or sys.stdout  # captured before twistd redirects stdout
     index = options["worker-index"]
+    # Before anything imports twisted.internet.endpoints, which takes them out of os.environ.
+    activation = socket_activation(os.environ)
     try:
+        ports = _ports(options)
         config = load_config(environ, options["env"])
         observer = with_sentry(
             make_observer(stream, config.app.logging_level, config.app.host_id,
@@ -173,17 +231,19 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             for warning in config.warnings:
                 log.warn("{warning}", warning=warning)
             if config.console.console_port:  # refused before anything listens
-                from antenna_tw.console.service import console_description
-
-                console_description(config.console, options["port"])
+                _console_description(config, options)
         if options["workers"] > 0 and index is None:
-            return _with_console(options, config, _supervisor(options, config, observer),
+            shared = cast("list[SharedPort]", ports)  # _ports checked them
+            return _with_console(options, config,
+                                 _supervisor(options, config, observer, shared, activation),
                                  observer)
+        endpoint: IStreamServerEndpoint
         if index is not None:
-            # A worker serves the parent's plain TCP socket; it needs TLS
-            # only for the storage's and the publisher's own connections.
-            if not (storage_needs_tls(config.storage)
-                    or publisher_needs_tls(config.publish)):
+            # A worker serves the parent's sockets; it needs TLS for an
+            # ssl: port and for the storage's and the publisher's own
+            # connections.
+            if not (storage_needs_tls(config.storage) or publisher_needs_tls(config.publish)
+                    or any(port.tls for port in cast("list[Port]", ports))):
                 forbid_pyopenssl()
             from twisted.internet import reactor
 
@@ -192,13 +252,15 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             worker.start()
             # Each worker gets its shard and its share of the size limits.
             config = worker.configure(config)
-            endpoint = worker.endpoint(reactor)
+            endpoint = worker.endpoint(reactor, cast("list[Port]", ports))
         else:
-            # One process, any strports description (ssl: included).
+            # One process: Twisted's endpoints, and its plugins for other kinds.
             from twisted.internet import reactor
             from twisted.internet.endpoints import serverFromString
 
-            endpoint = serverFromString(reactor, options["port"])
+            endpoints = [serverFromString(reactor, port) if isinstance(port, str)
+                         else port.endpoint(reactor, activation) for port in ports]
+            endpoint = endpoints[0] if len(endpoints) == 1 else EveryPortEndpoint(endpoints)
             worker = None
             if prometheus_wanted(config.app.metrics_class):
                 # Set before build_collector imports prometheus_client.
@@ -219,7 +281,8 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     except (ConfigError, StorageUnavailable, PublisherUnavailable, ValueError,
             OSError) as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
-    service = CollectorService(collector, endpoint, options["port"], entries, observer)
+    service = CollectorService(collector, endpoint, " ".join(options["port"]), entries,
+                               observer)
     if index is not None:
         return service  # a worker: its parent serves the console
     try:

@@ -8,11 +8,12 @@ use it, and only through the names below (``tests/unit/test_workers_seam.py``):
 - ``WorkerSupervisor``: the parent, which keeps N workers running and stops
   them in order (``supervisor.py``);
 - ``Worker``: this process as one of them: its spool shard and share of the
-  limits, the parent's listening socket that it adopts (``listener.py``),
+  limits, the parent's listening sockets that it adopts (``listener.py``),
   and what its heartbeat learns of the other shards (``shardstatus.py``, an
   ``antenna_tw.health.IOtherShards``);
-- ``check_port`` and ``open_listener``: whether a port description can be
-  shared (``tcp:`` and ``tcp6:``), and the parent's one listening socket;
+- ``parse_port``, ``PortError``, ``UnknownPortKind`` and ``open_listeners``:
+  the ``--port`` descriptions parsed once, up front (``ports.py``), and the
+  parent's listening sockets, one per port, that every worker serves;
 - ``console_shards``: every shard's status and spool files, which the
   parent's console reads (``shardstatus.py``'s ``ConsoleShards``);
 - the footprint functions: what keeps the parent and TLS-free workers
@@ -38,21 +39,37 @@ from antenna_tw.workers.footprint import (
     storage_needs_tls,
     without_pyopenssl,
 )
-from antenna_tw.workers.listener import open_listener
-from antenna_tw.workers.listener import parse_port as check_port
+from antenna_tw.workers.listener import EveryPortEndpoint
+from antenna_tw.workers.ports import (
+    Port,
+    PortError,
+    SharedPort,
+    UnknownPortKind,
+    check_shareable,
+    open_listeners,
+    parse_port,
+    socket_activation,
+)
 from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import Worker
 
 __all__ = [
+    "EveryPortEndpoint",
+    "Port",
+    "PortError",
+    "SharedPort",
+    "UnknownPortKind",
     "Worker",
     "WorkerSupervisor",
     "builtin_storage",
-    "check_port",
+    "check_shareable",
     "console_shards",
     "forbid_pyopenssl",
-    "open_listener",
+    "open_listeners",
+    "parse_port",
     "publisher_checks_without_tls",
     "publisher_needs_tls",
+    "socket_activation",
     "storage_needs_tls",
     "usable_cpus",
     "without_pyopenssl",

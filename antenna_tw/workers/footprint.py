@@ -11,7 +11,8 @@ before that in a process that will not speak TLS: the supervising parent,
 for the imports of its start-up only, and a worker whose storage needs no
 TLS, for good.
 
-The workers also get a glibc malloc setting in their environment.
+The workers also get a glibc malloc setting in their environment, and not
+socket activation's ``LISTEN_*`` variables (they are the parent's).
 
 This module imports nothing from Twisted.
 """
@@ -22,6 +23,8 @@ import contextlib
 import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
+
+from antenna_tw.workers.ports import without_socket_activation
 
 if TYPE_CHECKING:
     from antenna_tw.config import PublishSettings, StorageSettings
@@ -128,8 +131,11 @@ def without_pyopenssl() -> Iterator[bool]:
 
 
 def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a worker process: ``environ`` plus the malloc settings it lacks."""
-    env = dict(environ)
+    """
+    The environment of a worker process: ``environ`` plus the malloc
+    settings it lacks, less socket activation's variables.
+    """
+    env = without_socket_activation(environ)
     for key, value in WORKER_MALLOC_ENV.items():
         env.setdefault(key, value)
     return env

@@ -1,12 +1,14 @@
 """
-The one listening socket of ``--workers N``.
+The listening sockets of ``--workers N``.
 
-The parent opens it from the ``--port`` description, before the reactor and
+The parent opens one per ``--port`` (``ports.py``), before the reactor and
 with the plain ``socket`` module (it loads neither Twisted's endpoints nor
-pyOpenSSL: ``footprint.py``), keeps it open across worker restarts, and
-passes it to every worker as descriptor ``WORKER_FD`` (``spawnProcess``'s
-``childFDs``). Each worker adopts it with ``reactor.adoptStreamPort``: one
-accept queue for all of them, from which whichever worker is free first
+pyOpenSSL: ``footprint.py``), or takes the ones systemd passed it; keeps
+them open across worker restarts, and passes them to every worker as
+descriptors ``WORKER_FD``, ``WORKER_FD + 1``, ... in ``--port`` order
+(``spawnProcess``'s ``childFDs``). Each worker adopts each with
+``reactor.adoptStreamPort``, behind TLS for an ``ssl:`` port: one accept
+queue per port for all of them, from which whichever worker is free first
 takes the next connection. Why this design:
 docs/architecture.rst, *Several processes*.
 """
@@ -21,86 +23,10 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
-# The descriptor a worker finds the shared listening socket on.
+from antenna_tw.workers.ports import TLSFiles
+
+# The descriptor a worker finds the first --port's listening socket on.
 WORKER_FD = 3
-# Twisted's own default for tcp: and tcp6: ports.
-DEFAULT_BACKLOG = 50
-
-
-@attr.s(frozen=True)
-class ListenAddress:
-    """Where the parent listens: what a ``tcp:``/``tcp6:`` description says."""
-
-    family: int = attr.ib()
-    port: int = attr.ib()
-    interface: str = attr.ib()
-    backlog: int = attr.ib(default=DEFAULT_BACKLOG)
-
-
-def _fields(description: str) -> list[str]:
-    # strports syntax: fields split on ':', and '\:' is a colon inside a field
-    # (an IPv6 interface).
-    fields, current, chars = [], [], iter(description)
-    for char in chars:
-        if char == "\\":
-            current.append(next(chars, ""))
-        elif char == ":":
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    fields.append("".join(current))
-    return fields
-
-
-def parse_port(description: str) -> ListenAddress:
-    """
-    The address of a strports ``tcp:`` or ``tcp6:`` ``description`` such as
-    ``tcp:8000:interface=127.0.0.1`` or ``tcp6:8000:interface=\\:\\:1``;
-    ValueError for any other kind or option.
-    """
-    kind, *fields = _fields(description)
-    if kind not in ("tcp", "tcp6") or not fields:
-        raise ValueError(f"--workers needs a tcp: or tcp6: port, not {description!r}")
-    port, interface, backlog = None, "", DEFAULT_BACKLOG
-    for field in fields:
-        name, sep, value = field.partition("=")
-        if not sep:
-            port = int(name)
-        elif name == "port":
-            port = int(value)
-        elif name == "interface":
-            interface = value
-        elif name == "backlog":
-            backlog = int(value)
-        else:
-            raise ValueError(f"unknown {kind} option {name!r} in {description!r}")
-    if port is None:
-        raise ValueError(f"no port number in {description!r}")
-    # As Twisted's own ports: tcp: is IPv4 unless its interface is an IPv6 address.
-    if kind == "tcp6" or ":" in interface:
-        return ListenAddress(socket.AF_INET6, port, interface or "::", backlog)
-    return ListenAddress(socket.AF_INET, port, interface, backlog)
-
-
-def open_listener(description: str) -> socket.socket:
-    """
-    The listening socket of ``description`` (``parse_port``), bound, listening
-    and non-blocking (as ``adoptStreamPort`` wants it); OSError if it cannot
-    be bound.
-    """
-    address = parse_port(description)
-    sock = socket.socket(address.family, socket.SOCK_STREAM)
-    try:
-        # As Twisted's ports: a restarted collector binds past TIME_WAIT leftovers.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address.interface, address.port))
-        sock.listen(address.backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @implementer(IStreamServerEndpoint)
@@ -108,14 +34,16 @@ def open_listener(description: str) -> socket.socket:
 class AdoptedPortEndpoint:
     """
     Serves the listening socket this process inherited as descriptor ``fd``
-    (``WORKER_FD``), with the public ``reactor.adoptStreamPort``.
+    (``WORKER_FD`` and up), with the public ``reactor.adoptStreamPort``;
+    behind TLS (``twisted.protocols.tls``) when ``tls`` names its files.
     """
 
     reactor: Any = attr.ib()  # IReactorSocket
     fd: int = attr.ib(default=WORKER_FD)
+    tls: TLSFiles | None = attr.ib(default=None)
 
     def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
-        """Adopt the inherited socket; fails if ``fd`` is not a listening TCP socket."""
+        """Adopt the inherited socket; fails if ``fd`` is not a listening stream socket."""
         try:
             sock = socket.socket(fileno=self.fd)
         except OSError as error:
@@ -125,12 +53,64 @@ class AdoptedPortEndpoint:
         try:
             if (sock.type != socket.SOCK_STREAM
                     or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
-                raise OSError(f"descriptor {self.fd} is not a listening TCP socket")
+                raise OSError(f"descriptor {self.fd} is not a listening stream socket")
+            if self.tls is not None:
+                from twisted.protocols.tls import TLSMemoryBIOFactory
+
+                protocolFactory = TLSMemoryBIOFactory(
+                    self.tls.context_factory(), False, protocolFactory)
             # adoptStreamPort dup()s the descriptor; the inherited one is closed below.
             port: IListeningPort = self.reactor.adoptStreamPort(
                 sock.fileno(), sock.family, protocolFactory)
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - any failure is the listen's
             return defer.fail(error)
         finally:
             sock.close()
         return defer.succeed(port)
+
+
+@implementer(IListeningPort)
+@attr.s
+class EveryListeningPort:
+    """The ports of every ``--port``, as one: stopping it stops them all."""
+
+    ports: list[IListeningPort] = attr.ib()
+
+    def startListening(self) -> None:
+        """Every port listens (they already do once an endpoint gave them)."""
+        for port in self.ports:
+            port.startListening()
+
+    def stopListening(self) -> defer.Deferred[None]:
+        """Every port stops; fires when all have."""
+        stopping = [defer.maybeDeferred(port.stopListening) for port in self.ports]
+        return defer.gatherResults(stopping, consumeErrors=True).addCallback(lambda _: None)
+
+    def getHost(self) -> Any:
+        """The first port's address."""
+        return self.ports[0].getHost()
+
+
+@implementer(IStreamServerEndpoint)
+@attr.s
+class EveryPortEndpoint:
+    """
+    Listens on every endpoint, in order, with one factory; if one fails,
+    those already listening stop and the failure is the result.
+    """
+
+    endpoints: list[IStreamServerEndpoint] = attr.ib()
+
+    async def _listen(self, protocolFactory: IProtocolFactory) -> IListeningPort:
+        ports: list[IListeningPort] = []
+        try:
+            for endpoint in self.endpoints:
+                ports.append(await endpoint.listen(protocolFactory))
+        except BaseException:
+            await EveryListeningPort(ports).stopListening()
+            raise
+        return EveryListeningPort(ports)
+
+    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
+        """Listen on every endpoint; the ports as one ``EveryListeningPort``."""
+        return defer.ensureDeferred(self._listen(protocolFactory))

@@ -7,8 +7,8 @@ dying young (``antenna_tw.backoff.Backoff``). On stop the parent passes
 SIGTERM on and waits for every worker to finish draining (SIGKILL past the
 stop timeout), then lets its error reporter (Sentry) send what it still
 holds. The workers write their logs straight to the parent's stdout and
-stderr, and serve the parent's one listening socket (``listener.py``): it
-stays open while a worker restarts, so connections wait in its queue
+stderr, and serve the parent's listening sockets (``listener.py``): they
+stay open while a worker restarts, so connections wait in their queues
 instead of being refused. Why this is not ``twisted.runner.procmon.ProcessMonitor``:
 docs/architecture.rst, *Choices worth knowing*.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attr
@@ -60,9 +60,10 @@ class _WorkerProtocol(protocol.ProcessProtocol):
 class WorkerSupervisor(Service):
     """
     Keeps ``count`` worker processes running; stops them on stopService.
-    ``listener``: the listening socket every worker gets as descriptor
-    ``WORKER_FD``; this service closes it on stopService (the workers'
-    copies keep it open until the last of them stops listening).
+    ``listeners``: the listening sockets (one per ``--port``) every worker
+    gets as descriptors ``WORKER_FD``, ``WORKER_FD + 1``, ...; this service
+    closes them on stopService (the workers' copies keep each open until the
+    last of them stops listening).
     """
 
     # IReactorProcess and IReactorTime, and a thread pool for the flush.
@@ -74,7 +75,7 @@ class WorkerSupervisor(Service):
     stop_timeout: float = attr.ib(default=60.0)
     log_observer: ILogObserver | None = attr.ib(default=None)
     restart_backoff: Backoff = attr.ib(factory=_restart_backoff)
-    listener: socket.socket | None = attr.ib(default=None)
+    listeners: Sequence[socket.socket] = attr.ib(default=())
     # METRICS_CLASS=prometheus: the directory of the workers' metric files.
     metrics_dir: str | None = attr.ib(default=None)
     log = Logger(namespace="antenna.workers")
@@ -108,8 +109,8 @@ class WorkerSupervisor(Service):
         args = [sys.executable, "-P", "-c", TWISTD] + self.worker_args(index)
         # childFDs 1 and 2: a worker's log lines go out as it wrote them.
         child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
-        if self.listener is not None:
-            child_fds[WORKER_FD] = self.listener.fileno()
+        for offset, listener in enumerate(self.listeners):
+            child_fds[WORKER_FD + offset] = listener.fileno()
         env = dict(self.environ)
         if self.metrics_dir is not None:
             env[MULTIPROC_DIR] = self.metrics_dir
@@ -161,10 +162,10 @@ class WorkerSupervisor(Service):
                 call.cancel()
         self._respawns.clear()
         d = self._stop_workers()
-        if self.listener is not None:
-            # No worker starts again; the socket closes when the last worker's
+        for listener in self.listeners:
+            # No worker starts again; a socket closes when the last worker's
             # copy does, as each stops listening before it drains.
-            self.listener.close()
+            listener.close()
         d.addCallback(lambda _: flush(self.log_observer, self.reactor))
         return d
 

@@ -3,7 +3,7 @@ One worker of ``--workers N``: its spool shard, its share of the node's
 limits, its listening endpoint, and what it knows of the other shards.
 
 Each worker is a ``twistd antenna`` child that serves the parent's listening
-socket, inherited as descriptor 3 (``listener.py``), and has its own spool
+sockets, inherited as descriptors 3 and up (``listener.py``), and has its own spool
 shard (``SPOOL_DIR/worker-<i>``). A worker stops by itself when the parent
 dies, even by SIGKILL (PR_SET_PDEATHSIG), so no orphan keeps the port.
 """
@@ -14,13 +14,13 @@ import ctypes
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attr
 
 from antenna_tw.logs import Logger
-from antenna_tw.workers.listener import WORKER_FD, AdoptedPortEndpoint
+from antenna_tw.workers.listener import WORKER_FD, AdoptedPortEndpoint, EveryPortEndpoint
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamServerEndpoint
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from antenna_tw.config import Config
     from antenna_tw.health import IOtherShards
+    from antenna_tw.workers.ports import Port
     from antenna_tw.workers.shardstatus import StatusPublisher
 
 SHARD = re.compile(r"^worker-(\d+)$")
@@ -121,13 +122,16 @@ class Worker:
                 config.intake,
                 max_inflight_bytes=config.intake.max_inflight_bytes // self.count))
 
-    def endpoint(self, reactor: Any) -> IStreamServerEndpoint:
+    def endpoint(self, reactor: Any, ports: Sequence[Port]) -> IStreamServerEndpoint:
         """
-        This worker's listening endpoint: the parent's listening socket,
-        inherited as descriptor ``WORKER_FD`` and shared with the other
-        workers, adopted with ``reactor.adoptStreamPort``.
+        This worker's listening endpoint: the parent's listening socket of
+        each of ``ports`` (the parsed ``--port`` descriptions, in order),
+        inherited as descriptors ``WORKER_FD``, ``WORKER_FD + 1``, ... and
+        shared with the other workers, adopted with
+        ``reactor.adoptStreamPort``, behind TLS for an ``ssl:`` port.
         """
-        return AdoptedPortEndpoint(reactor, WORKER_FD)
+        return EveryPortEndpoint([AdoptedPortEndpoint(reactor, WORKER_FD + offset, port.tls)
+                                  for offset, port in enumerate(ports)])
 
     def other_shards(self) -> IOtherShards | None:
         """The other workers' shards, for this worker's heartbeat; None when it is alone."""

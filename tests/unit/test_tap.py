@@ -11,10 +11,12 @@ from tests.helpers import test_environ
 def test_options_defaults_and_env():
     options = Options()
     options.parseOptions([])
-    assert options["port"] == "tcp:8000:interface=127.0.0.1"
+    assert options["port"] == ["tcp:8000:interface=127.0.0.1"]
     assert options["env"] is None
-    options.parseOptions(["--port", "tcp:0", "--env", "conf/dev.env"])
+    options = Options()
+    options.parseOptions(["--port", "tcp:0", "--env", "conf/dev.env", "-p", "tcp6:0"])
     assert options["env"] == "conf/dev.env"
+    assert options["port"] == ["tcp:0", "tcp6:0"]
 
 
 def test_env_option_file_is_read(tmp_path):
@@ -30,12 +32,15 @@ def test_workers_are_started_as_workers_of_this_parent():
     from antenna_tw.tap import _worker_args
 
     options = Options()
-    options.parseOptions(["--workers", "2", "--port", "tcp:8000", "--env", "x.env"])
+    options.parseOptions(["--workers", "2", "--port", "tcp:8000", "--env", "x.env",
+                          "--port", "ssl:8443"])
     argv = _worker_args(options)(1)
     assert argv[argv.index("--worker-index") + 1] == "1"
     assert argv[argv.index("--parent-pid") + 1] == str(os.getpid())
     assert argv[argv.index("--env") + 1] == "x.env"
-    assert argv[argv.index("--port") + 1] == "tcp:8000"
+    # every --port, in order: the worker finds their sockets at fds 3, 4, ...
+    assert [argv[at + 1] for at, arg in enumerate(argv) if arg == "--port"] == [
+        "tcp:8000", "ssl:8443"]
 
 
 def test_no_balance_is_gone():
@@ -44,12 +49,31 @@ def test_no_balance_is_gone():
         Options().parseOptions(["--workers", "2", "--no-balance"])
 
 
-@pytest.mark.parametrize("port", ["ssl:8443", "unix:/tmp/antenna.sock"])
-def test_the_parent_refuses_a_port_it_cannot_share(tmp_path, port):
+UNIX_REFUSAL = ("--workers cannot share a Unix socket (Twisted removes its file when any one "
+                "worker stops); use --workers 0")
+
+
+@pytest.mark.parametrize("port,refusal", [
+    ("unix:/tmp/antenna.sock", UNIX_REFUSAL),
+    ("systemd:domain=UNIX:index=0", UNIX_REFUSAL),
+    ("onion:80", "unknown kind 'onion:'; expected tcp:, tcp6:, ssl:, unix: or systemd: "
+                 "(--workers 0 serves the kinds of Twisted's endpoint plugins too)"),
+])
+def test_the_parent_refuses_a_port_it_cannot_share(tmp_path, port, refusal):
     options = Options()
-    options.parseOptions(["--workers", "2", "--port", port])
-    with pytest.raises(SystemExit, match="--workers needs a tcp: or tcp6: port"):
+    options.parseOptions(["--workers", "2", "--port", "tcp:0", "--port", port])
+    with pytest.raises(SystemExit) as refused:
         makeService(options, environ=test_environ(tmp_path))
+    assert str(refused.value) == f"antenna: cannot start: --port {port!r}: {refusal}"
+
+
+def test_a_bad_port_is_refused_before_anything_else(tmp_path):
+    options = Options()
+    options.parseOptions(["--workers", "0", "--port", "tcp:0", "--port", "ssl:0"])
+    with pytest.raises(SystemExit) as refused:
+        makeService(options, environ=dict(test_environ(tmp_path), MAX_PARTS="nope"))
+    assert str(refused.value) == ("antenna: cannot start: --port 'ssl:0': privateKey: "
+                                  "cannot read 'server.pem' (No such file or directory)")
 
 
 def test_the_parent_cannot_start_on_a_port_that_is_taken(tmp_path):
@@ -76,7 +100,8 @@ def test_the_parent_starts_its_workers_when_storage_does_not_answer(tmp_path, ca
         assert UnreachableStorage.checks == 1  # the parent checks, once
         assert "no answer (Connection refused); starting all the same" in capsys.readouterr().out
     finally:
-        supervisor.listener.close()
+        for listener in supervisor.listeners:
+            listener.close()
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

@@ -11,13 +11,8 @@ from zope.interface.verify import verifyObject
 from antenna_tw.config import load_config
 from antenna_tw.health import IOtherShards, ShardState
 from antenna_tw.workers import Worker
-from antenna_tw.workers.listener import (
-    WORKER_FD,
-    AdoptedPortEndpoint,
-    ListenAddress,
-    open_listener,
-    parse_port,
-)
+from antenna_tw.workers.listener import WORKER_FD, AdoptedPortEndpoint, EveryPortEndpoint
+from antenna_tw.workers.ports import parse_port
 from antenna_tw.workers.shardstatus import write_status
 from antenna_tw.workers.supervisor import WorkerSupervisor
 from antenna_tw.workers.worker import adopt_orphan_shards, shard_directory
@@ -57,42 +52,8 @@ def test_live_shards_are_left_alone(tmp_path):
 IPV4, IPV6 = socket.AF_INET, socket.AF_INET6
 
 
-@pytest.mark.parametrize("description,parsed", [
-    ("tcp:8000", (IPV4, 8000, "", 50)),
-    ("tcp:8000:interface=127.0.0.1", (IPV4, 8000, "127.0.0.1", 50)),
-    ("tcp:port=9000:backlog=1024:interface=0.0.0.0", (IPV4, 9000, "0.0.0.0", 1024)),
-    # as Twisted's tcp: ports, an IPv6 interface (colons escaped) makes it IPv6
-    (r"tcp:8000:interface=\:\:1", (IPV6, 8000, "::1", 50)),
-    ("tcp6:8000", (IPV6, 8000, "::", 50)),
-    (r"tcp6:port=8001:interface=\:\:1:backlog=7", (IPV6, 8001, "::1", 7)),
-])
-def test_parse_port(description, parsed):
-    assert parse_port(description) == ListenAddress(*parsed)
-
-
-@pytest.mark.parametrize("description", ["unix:/tmp/x", "ssl:443", "systemd:domain=INET:index=0",
-                                         "tcp:", "tcp6:", "tcp:80:x=1", "tcp:port=x"])
-def test_parse_port_refuses(description):
-    with pytest.raises(ValueError):
-        parse_port(description)
-
-
-def test_the_parent_s_listener_is_bound_listening_and_non_blocking():
-    with open_listener("tcp:0:interface=127.0.0.1:backlog=5") as listener:
-        assert listener.family == IPV4
-        assert listener.getsockname()[0] == "127.0.0.1"
-        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        assert listener.getblocking() is False
-        taken = listener.getsockname()[1]
-        with pytest.raises(OSError):  # the port is ours alone: no SO_REUSEPORT
-            open_listener(f"tcp:{taken}:interface=127.0.0.1")
-    if socket.has_ipv6:
-        try:
-            listener = open_listener(r"tcp6:0:interface=\:\:1")
-        except OSError:
-            return  # no IPv6 loopback here
-        with listener:
-            assert (listener.family, listener.getsockname()[0]) == (IPV6, "::1")
+def open_listener(description):
+    return parse_port(description).open()
 
 
 class Process:
@@ -222,20 +183,22 @@ def test_other_shards_are_read_from_their_files(tmp_path):
     assert states == [ShardState("worker-1", 1, 7.0, 6, 1), ShardState("worker-2", 0, 0.0, 0, 0)]
 
 
-def test_workers_get_the_parent_s_listener_across_restarts_and_the_stop_closes_it():
-    listener = open_listener("tcp:0:interface=127.0.0.1")
+def test_workers_get_the_parent_s_listeners_across_restarts_and_the_stop_closes_them():
+    listeners = [open_listener("tcp:0:interface=127.0.0.1"),
+                 open_listener("tcp:0:interface=127.0.0.1")]
     reactor = ProcessReactor()
-    supervisor = WorkerSupervisor(reactor, 2, lambda index: ["antenna"], listener=listener)
+    supervisor = WorkerSupervisor(reactor, 2, lambda index: ["antenna"], listeners=listeners)
     supervisor.startService()
     reactor.processes[0].end()
     reactor.advance(0.5)
     assert len(reactor.processes) == 3
-    # fds 1 and 2: its logs go out as it wrote them; 3: the one listening socket
+    # fds 1 and 2: its logs go out as it wrote them; 3, 4: the listening sockets, in order
     for process in reactor.processes:
-        assert process.child_fds == {0: "w", 1: 1, 2: 2, WORKER_FD: listener.fileno()}
-    assert listener.fileno() != -1  # a restart leaves it open
+        assert process.child_fds == {0: "w", 1: 1, 2: 2, WORKER_FD: listeners[0].fileno(),
+                                     WORKER_FD + 1: listeners[1].fileno()}
+    assert -1 not in [listener.fileno() for listener in listeners]  # a restart leaves them open
     supervisor.stopService()
-    assert listener.fileno() == -1
+    assert [listener.fileno() for listener in listeners] == [-1, -1]
 
 
 def test_workers_without_a_listener_get_only_their_output():
@@ -256,8 +219,10 @@ class AdoptingReactor:
 
 
 def test_a_worker_adopts_the_inherited_listener(tmp_path):
-    endpoint = Worker(1, 2, os.getpid(), str(tmp_path)).endpoint(None)
-    assert endpoint == AdoptedPortEndpoint(None, WORKER_FD)
+    ports = [parse_port("tcp:0"), parse_port("tcp6:0")]
+    endpoint = Worker(1, 2, os.getpid(), str(tmp_path)).endpoint(None, ports)
+    assert endpoint == EveryPortEndpoint([AdoptedPortEndpoint(None, WORKER_FD),
+                                          AdoptedPortEndpoint(None, WORKER_FD + 1)])
     reactor = AdoptingReactor()
     with open_listener("tcp:0:interface=127.0.0.1") as listener:
         inherited = os.dup(listener.fileno())
@@ -282,5 +247,5 @@ def test_a_worker_without_a_listening_socket_does_not_start(tmp_path):
     os.close(closed)
     AdoptedPortEndpoint(AdoptingReactor(), closed).listen("factory").addErrback(failures.append)
     assert [failure.check(OSError) for failure in failures] == [OSError] * 3
-    assert "not a listening TCP socket" in str(failures[1].value)
+    assert "not a listening stream socket" in str(failures[1].value)
     assert "a worker is started by its --workers parent" in str(failures[2].value)

@@ -90,7 +90,7 @@ def test_the_parent_opens_its_listening_socket_without_endpoints_or_pyopenssl(tm
         "options = Options()\n"
         "options.parseOptions(['--workers', '2', '--port', 'tcp:0:interface=127.0.0.1'])\n"
         "service = makeService(options, environ=json.loads(sys.argv[1]))\n"
-        "print(json.dumps({'listening': service.listener.getsockname()[0],\n"
+        "print(json.dumps({'listening': service.listeners[0].getsockname()[0],\n"
         "                  'loaded': sorted(name for name in sys.modules if name in {\n"
         "                      'twisted.internet.endpoints', 'OpenSSL', 'twisted.web.server',\n"
         "                      'antenna_tw.spool', 'antenna_tw.workers.shardstatus'})}))\n")
