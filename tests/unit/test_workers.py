@@ -249,3 +249,36 @@ def test_a_worker_without_a_listening_socket_does_not_start(tmp_path):
     assert [failure.check(OSError) for failure in failures] == [OSError] * 3
     assert "not a listening stream socket" in str(failures[1].value)
     assert "a worker is started by its --workers parent" in str(failures[2].value)
+
+
+class StubPort:
+    def __init__(self, stopped):
+        self.stopped = stopped
+
+    def stopListening(self):
+        self.stopped.append(self)
+
+
+class StubEndpoint:
+    def __init__(self, stopped, error=None):
+        self.stopped, self.error = stopped, error
+
+    def listen(self, factory):
+        from twisted.internet import defer
+
+        return defer.fail(self.error) if self.error else defer.succeed(StubPort(self.stopped))
+
+
+def test_every_port_listens_or_none_does():
+    stopped, ports, failures = [], [], []
+    EveryPortEndpoint([StubEndpoint(stopped), StubEndpoint(stopped)]).listen(
+        "factory").addCallback(ports.append)
+    [port] = ports
+    assert len(port.ports) == 2 and stopped == []
+    port.stopListening()
+    assert stopped == port.ports
+    stopped = []
+    EveryPortEndpoint([StubEndpoint(stopped), StubEndpoint(stopped, OSError("in use"))]).listen(
+        "factory").addErrback(failures.append)
+    assert [str(failure.value) for failure in failures] == ["in use"]
+    assert len(stopped) == 1  # the one that listened stopped again
