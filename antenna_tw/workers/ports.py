@@ -202,8 +202,16 @@ class TLSFiles:
             if path is not None:
                 _read(description, option, path)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+        def no_passphrase() -> bytes:
+            # else OpenSSL would prompt on the terminal
+            raise PortError(description, f"privateKey: {self.private_key!r} is encrypted; "
+                            "expected a key without a passphrase (as Twisted's ssl: takes)")
+
         try:
-            context.load_cert_chain(self.cert_key, self.private_key)
+            context.load_cert_chain(self.cert_key, self.private_key, password=no_passphrase)
+        except PortError:
+            raise
         except (ssl.SSLError, ValueError) as error:
             raise PortError(description, f"certKey {self.cert_key!r} and privateKey "
                             f"{self.private_key!r}: expected a PEM certificate and its "

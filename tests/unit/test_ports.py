@@ -3,6 +3,7 @@
 import socket
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from antenna_tw.workers.ports import (
     InetPort,
@@ -140,6 +141,15 @@ def test_the_files_of_an_ssl_port_must_hold_what_they_name(certificates, tmp_pat
         f"extraCertChain: expected PEM certificates in '{empty}' (no certificate in it)")
     assert refusal(f"ssl:8443:privateKey={key}:certKey={cert}:dhParameters={cert}").startswith(
         f"dhParameters: expected PEM Diffie-Hellman parameters in {cert!r} (")
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(serialization.load_pem_private_key(open(key, "rb").read(), None)
+                          .private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"secret")))
+    # refused, not a passphrase prompt on the terminal
+    assert refusal(f"ssl:8443:privateKey={encrypted}:certKey={cert}") == (
+        f"privateKey: '{encrypted}' is encrypted; expected a key without a passphrase "
+        "(as Twisted's ssl: takes)")
     assert refusal(f"ssl:8443:privateKey={key}:certKey={cert}:sslmethod=SSLv3") == (
         "sslmethod: expected one of SSLv23_METHOD, TLS_METHOD, TLS_SERVER_METHOD, "
         "TLSv1_METHOD, TLSv1_1_METHOD, TLSv1_2_METHOD")
