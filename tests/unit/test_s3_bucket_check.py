@@ -7,6 +7,7 @@ tests/integration and tests/system run both against moto.
 
 import http.server
 import threading
+import time
 
 import botocore.exceptions
 import pytest
@@ -190,7 +191,9 @@ def test_start_up_check_and_heartbeat_send_the_same_request(bucket_server):
     [(_, blocking_path, blocking_headers)] = bucket_server.seen
 
     http = FakeHTTP()
-    heartbeat = s3_storage(location=local(bucket_server), http=http, clock=task.Clock())
+    clock = task.Clock()
+    clock.advance(time.time())  # requests are signed at the reactor's time
+    heartbeat = s3_storage(location=local(bucket_server), http=http, clock=clock)
     results = []
     defer.ensureDeferred(heartbeat.connection.head_bucket()).addBoth(results.append)
     [sent] = http.sent

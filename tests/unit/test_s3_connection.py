@@ -1,5 +1,7 @@
 """Retries, backoff and timeouts of S3 requests, on a task.Clock with a fake HTTP client."""
 
+import hashlib
+
 import attr
 import pytest
 from twisted.internet import defer, error, task
@@ -111,7 +113,8 @@ def test_success_needs_one_request(clock, http):
     sent = http.sent[0]
     assert (sent.method, sent.url, sent.data) == (
         "PUT", "http://127.0.0.1:9/crashes/v1/dump/x", b"dump")
-    assert set(sent.headers) >= {"Authorization", "Content-MD5", "X-Amz-Date"}
+    assert set(sent.headers) >= {"Authorization", "X-Amz-Content-SHA256", "X-Amz-Date"}
+    assert "Content-MD5" not in sent.headers  # the signed SHA-256 protects the body
     assert all(isinstance(value, list) for value in sent.headers.values())
     http.answer(200)
     assert results == [None]
@@ -277,18 +280,50 @@ def test_expired_token_makes_the_next_try_resolve_credentials_again(clock, http)
     assert results == [None]
 
 
-def test_large_bodies_are_signed_in_a_thread(clock, http):
+def test_large_bodies_are_hashed_in_a_thread_unless_their_hash_is_given(clock, http):
     threaded = []
 
     def run_in_thread(function, *args):
         threaded.append(function.__name__)
         return run_now(function, *args)
 
-    connection = make_connection(clock, http, run_in_thread, sign_in_thread_bytes=1000)
+    connection = make_connection(clock, http, run_in_thread, hash_in_thread_bytes=1000)
     put(connection, body=b"x" * 999)
     assert threaded == []
     put(connection, body=b"x" * 1000)
-    assert threaded == ["signed_request"]
+    assert threaded == ["sha256_hex"]
+    given = hashlib.sha256(b"y" * 1000).hexdigest()
+    defer.ensureDeferred(connection.put_object("v1/dump/y", b"y" * 1000, given))
+    assert threaded == ["sha256_hex"]
+    assert http.sent[-1].headers["X-Amz-Content-SHA256"] == [given]
+
+
+def test_the_payload_hash_sent_is_the_bodys(clock, http):
+    connection = make_connection(clock, http)
+    for body in (b"", b"dump", b"\x00" * 300_000):
+        put(connection, body=body)
+        assert http.sent[-1].headers["X-Amz-Content-SHA256"] == [
+            hashlib.sha256(body).hexdigest()]
+
+
+def test_the_signing_key_is_derived_once_a_day(clock, http):
+    connection = make_connection(clock, http)
+    derived = []
+    real = connection.signer.signing_key
+
+    def counting(secret, day):
+        key = real(secret, day)
+        derived.append((day, key))
+        return key
+
+    clock.advance(86400 - 2)  # 1970-01-01T23:59:58Z
+    connection.signer.signing_key = counting
+    put(connection)
+    put(connection)
+    clock.advance(3)
+    put(connection)
+    assert [day for day, _ in derived] == ["19700101", "19700101", "19700102"]
+    assert derived[0][1] == derived[1][1] != derived[2][1]
 
 
 def test_errors_never_name_the_secret(clock, http):

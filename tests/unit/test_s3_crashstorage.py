@@ -1,5 +1,6 @@
 """S3CrashStorage: write order and the heartbeat check (fake connection, task.Clock)."""
 
+import hashlib
 import json
 
 import attr
@@ -21,11 +22,13 @@ class FakeConnection:
     fail_on = attr.ib(default=None)
     statuses = attr.ib(factory=list)
     heads = attr.ib(default=0)
+    hashes = attr.ib(factory=dict)
 
-    async def put_object(self, key, body):
+    async def put_object(self, key, body, sha256=None):
         if key == self.fail_on:
             raise S3Error("PUT", key, 503, "SlowDown")
         self.puts.append((key, body))
+        self.hashes[key] = sha256
 
     async def head_bucket(self):
         self.heads += 1
@@ -54,6 +57,20 @@ def test_dump_names_then_dumps_then_raw_crash():
         (f"v2/raw_crash/de0/20260504/{CRASH_ID}",
          json.dumps(crash.raw_crash, sort_keys=True).encode()),
     ]
+
+
+def test_each_dump_is_sent_with_the_sha256_the_intake_computed():
+    connection = FakeConnection()
+    main, memory = b"\x00main", b"mem"
+    checksums = {"upload_file_minidump": hashlib.sha256(main).hexdigest(),
+                 "memory_report": "not a sha256"}
+    crash = Crash(CRASH_ID, {"uuid": CRASH_ID, "metadata": {"dump_checksums": checksums}},
+                  {"upload_file_minidump": main, "memory_report": memory})
+    assert saved(S3CrashStorage(connection, task.Clock()), crash) == [None]
+    assert connection.hashes[f"v1/dump/{CRASH_ID}"] == checksums["upload_file_minidump"]
+    # Anything else is hashed by the connection.
+    assert connection.hashes[f"v1/memory_report/{CRASH_ID}"] is None
+    assert connection.hashes[f"v1/dump_names/{CRASH_ID}"] is None
 
 
 def test_dump_names_are_written_when_there_are_no_dumps():

@@ -23,6 +23,7 @@ from antenna_tw.ext.s3.client import (
     S3Unreachable,
     build_connection,
     head_bucket_blocking,
+    is_sha256_hex,
     one_line,
 )
 from antenna_tw.storage import ICrashStorage, StorageUnavailable, StorageUnreachable
@@ -62,6 +63,22 @@ def dump_key(crash_id: str, name: str) -> str:
     if name in MAIN_DUMP_NAMES:
         name = "dump"
     return f"v1/{name}/{crash_id}"
+
+
+def dump_checksums(crash: Crash) -> dict[str, str]:
+    """
+    The SHA-256 of each dump as the intake computed it over the bytes it
+    received (the raw crash's ``metadata.dump_checksums``), the ones that
+    look like one: sent as the payload hash of the dump's PUT instead of
+    hashing it again. If the bytes read back from the spool differ, S3
+    refuses them; an entry found at start-up was checked against them by
+    the spool already.
+    """
+    metadata = crash.raw_crash.get("metadata")
+    checksums = metadata.get("dump_checksums") if isinstance(metadata, dict) else None
+    if not isinstance(checksums, dict):
+        return {}
+    return {name: value for name, value in checksums.items() if is_sha256_hex(value)}
 
 
 # -- what a HEAD of the bucket says ------------------------------------------
@@ -113,7 +130,8 @@ def bucket_problem(location: BucketLocation, answer: Answer | S3Unreachable,
 class S3CrashStorage:
     """
     Writes dump_names, each dump, then the raw crash (the crash-complete
-    marker), each a PUT with Content-MD5. A failed PUT is retried by the
+    marker), each a PUT signed with its body's SHA-256 (a dump's is the
+    intake's, ``dump_checksums``). A failed PUT is retried by the
     connection; what still fails raises so the crash mover re-queues the
     whole crash (rewriting a key with the same bytes is harmless).
 
@@ -169,10 +187,11 @@ class S3CrashStorage:
     async def _save(self, crash: Crash) -> None:
         crash_id = crash.crash_id
         names = crash.dump_names()
+        checksums = dump_checksums(crash)
         put = self.connection.put_object
         await put(dump_names_key(crash_id), serialize_dump_names(names))
         for name in names:
-            await put(dump_key(crash_id, name), crash.dump_bytes(name))
+            await put(dump_key(crash_id, name), crash.dump_bytes(name), checksums.get(name))
         await put(raw_crash_key(crash_id, self.raw_crash_layout), crash.serialized_raw_crash())
 
     def save_crash(self, crash: Crash) -> Deferred[None]:
