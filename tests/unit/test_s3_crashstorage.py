@@ -106,6 +106,65 @@ def test_a_failed_dump_stops_before_the_raw_crash():
     assert [key for key, _ in connection.puts] == [f"v1/dump_names/{CRASH_ID}"]
 
 
+@attr.s
+class HeldConnection(FakeConnection):
+    """Each PUT waits until the test ends it (``end(key)`` or ``end(key, error)``)."""
+
+    held = attr.ib(factory=dict)
+
+    async def put_object(self, key, body, sha256=None):
+        self.held[key] = defer.Deferred()
+        await self.held[key]
+        self.puts.append((key, body))
+
+    def end(self, key, error=None):
+        waiting = self.held[key]
+        waiting.errback(error) if error else waiting.callback(None)
+
+
+DUMPS = {"upload_file_minidump": b"\x00main", "memory_report": b"mem"}
+NAMES, MAIN, MEMORY, RAW = (f"v1/dump_names/{CRASH_ID}", f"v1/dump/{CRASH_ID}",
+                            f"v1/memory_report/{CRASH_ID}",
+                            f"v2/raw_crash/de0/20260504/{CRASH_ID}")
+
+
+def test_dump_names_and_dumps_go_at_once_and_the_raw_crash_after_them_all():
+    connection = HeldConnection()
+    results = saved(S3CrashStorage(connection, task.Clock()), Crash(CRASH_ID, {}, DUMPS))
+    assert set(connection.held) == {NAMES, MAIN, MEMORY}
+    connection.end(MEMORY)
+    connection.end(NAMES)
+    assert RAW not in connection.held  # the main dump is not stored yet
+    connection.end(MAIN)
+    assert RAW in connection.held and results == []
+    connection.end(RAW)
+    assert results == [None]
+    assert [key for key, _ in connection.puts][-1] == RAW
+
+
+def test_a_failed_dump_fails_the_crash_once_every_put_ended_and_no_raw_crash_is_sent():
+    connection = HeldConnection()
+    results = saved(S3CrashStorage(connection, task.Clock()), Crash(CRASH_ID, {}, DUMPS))
+    connection.end(MAIN, S3Error("PUT", MAIN, 403, "AccessDenied"))
+    assert results == []  # the other PUTs of the crash are still running
+    connection.end(NAMES)
+    connection.end(MEMORY)
+    assert results[0].check(S3Error) and results[0].value.status == 403
+    assert RAW not in connection.held
+
+
+def test_cancelling_a_save_cancels_every_put_under_way():
+    connection = HeldConnection()
+    save = S3CrashStorage(connection, task.Clock()).save_crash(Crash(CRASH_ID, {}, DUMPS))
+    held = dict(connection.held)
+    save.cancel()
+    assert all(d.called for d in held.values())
+    failures = []
+    save.addErrback(failures.append)
+    assert failures[0].check(defer.CancelledError)
+    assert RAW not in connection.held
+
+
 def health(storage):
     results = []
     storage.check_health().addBoth(results.append)

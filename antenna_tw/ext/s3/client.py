@@ -54,6 +54,7 @@ from twisted.web.client import (
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
@@ -803,6 +804,50 @@ class QuietConnectionPool(HTTPConnectionPool):
         return super().getConnection(key, QuietEndpoint(endpoint))
 
 
+# PUTs one crash mover has under way at once: a crash's dump_names and its
+# dump go together (antenna_tw/ext/s3/storage.py); a crash with more dumps
+# opens a connection for each, closed after use.
+PUTS_AT_ONCE = 2
+
+
+@implementer(IBodyProducer)
+@attr.s(frozen=True, repr=False)
+class BytesProducer:
+    """
+    A request body already in memory, written to the connection in one
+    call. treq's default (``FileBodyProducer``) copies it out of a
+    ``BytesIO`` 64 KiB at a time through a cooperative task.
+    """
+
+    body: bytes = attr.ib()
+
+    @property
+    def length(self) -> int:
+        """The body's size: the request's Content-Length."""
+        return len(self.body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:  # noqa: N802, N803 (interface)
+        """Write the whole body; done at once."""
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802 (interface)
+        """Nothing to pause: the body is written already."""
+
+    def resumeProducing(self) -> None:  # noqa: N802 (interface)
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:  # noqa: N802 (interface)
+        """Nothing to stop."""
+
+
+def body_producer(data: Any) -> Any:
+    """treq's ``data_to_body_producer``: bytes as a ``BytesProducer``, the rest as treq does."""
+    if isinstance(data, bytes):
+        return BytesProducer(data)
+    return IBodyProducer(data)
+
+
 def _no_threads(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
     return defer.fail(RuntimeError("S3 storage built without a thread pool"))
 
@@ -820,8 +865,9 @@ def in_threads(reactor: Any, threadpool: ThreadPool | None) -> RunInThread:
 def build_connection(settings: StorageSettings, reactor: Any, threadpool: ThreadPool | None,
                      concurrency: int = 2) -> S3Connection:
     """
-    An S3Connection from StorageSettings: a persistent pool that keeps one
-    connection per crash mover (plus one for the heartbeat), SigV4 signing,
+    An S3Connection from StorageSettings: a persistent pool that keeps
+    ``PUTS_AT_ONCE`` connections per crash mover (plus one for the
+    heartbeat), bodies written whole (``body_producer``), SigV4 signing,
     credentials from the settings or botocore's chain. ``reactor`` is the
     running one (time, TCP, threads: no one interface says all three).
     """
@@ -831,6 +877,6 @@ def build_connection(settings: StorageSettings, reactor: Any, threadpool: Thread
     credentials = CredentialSource(run_in_thread, aws.access_key, aws.secret_access_key,
                                    option_names=aws.key_names)
     pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = concurrency + 1
-    client = HTTPClient(Agent(reactor, pool=pool))
+    pool.maxPersistentPerHost = PUTS_AT_ONCE * concurrency + 1
+    client = HTTPClient(Agent(reactor, pool=pool), data_to_body_producer=body_producer)
     return S3Connection(location, credentials, client, reactor, run_in_thread, pool=pool)

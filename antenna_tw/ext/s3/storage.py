@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import attr
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from antenna_tw.crash import Crash, serialize_dump_names
@@ -81,6 +83,19 @@ def dump_checksums(crash: Crash) -> dict[str, str]:
     return {name: value for name, value in checksums.items() if is_sha256_hex(value)}
 
 
+async def all_stored(puts: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """
+    Run ``puts`` at once and wait for every one of them to end; then raise
+    the first failure, if any (so no PUT of a crash is still running when
+    its mover retries it). Cancelling cancels them all.
+    """
+    ended = await defer.DeferredList([defer.ensureDeferred(each) for each in puts],
+                                     consumeErrors=True)
+    for succeeded, result in ended:
+        if not succeeded:
+            cast(Failure, result).raiseException()
+
+
 # -- what a HEAD of the bucket says ------------------------------------------
 
 HINTS = {
@@ -129,11 +144,13 @@ def bucket_problem(location: BucketLocation, answer: Answer | S3Unreachable,
 @attr.s
 class S3CrashStorage:
     """
-    Writes dump_names, each dump, then the raw crash (the crash-complete
-    marker), each a PUT signed with its body's SHA-256 (a dump's is the
-    intake's, ``dump_checksums``). A failed PUT is retried by the
-    connection; what still fails raises so the crash mover re-queues the
-    whole crash (rewriting a key with the same bytes is harmless).
+    Writes dump_names and each dump in parallel, then, once they are all
+    stored, the raw crash (the crash-complete marker), each a PUT signed
+    with its body's SHA-256 (a dump's is the intake's, ``dump_checksums``).
+    A failed PUT is retried by the connection; what still fails raises
+    (after the crash's other PUTs ended, and before its raw crash is
+    written) so the crash mover re-queues the whole crash (rewriting a key
+    with the same bytes is harmless).
 
     ``verify`` (start-up, blocking) and ``check_health`` (the heartbeat)
     both HEAD the bucket with the same signed request and judge the answer
@@ -189,13 +206,16 @@ class S3CrashStorage:
         names = crash.dump_names()
         checksums = dump_checksums(crash)
         put = self.connection.put_object
-        await put(dump_names_key(crash_id), serialize_dump_names(names))
-        for name in names:
-            await put(dump_key(crash_id, name), crash.dump_bytes(name), checksums.get(name))
+        # dump_names and the dumps at once; the raw crash, the crash-complete
+        # marker, only once they are all stored.
+        await all_stored([
+            put(dump_names_key(crash_id), serialize_dump_names(names)),
+            *(put(dump_key(crash_id, name), crash.dump_bytes(name), checksums.get(name))
+              for name in names)])
         await put(raw_crash_key(crash_id, self.raw_crash_layout), crash.serialized_raw_crash())
 
     def save_crash(self, crash: Crash) -> Deferred[None]:
-        """Store the crash: dump_names, each dump, the raw crash last."""
+        """Store the crash: dump_names and each dump in parallel, the raw crash last."""
         return defer.ensureDeferred(self._save(crash))
 
     async def _health_check(self) -> list[str]:
