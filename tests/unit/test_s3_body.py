@@ -1,9 +1,9 @@
-"""The S3 client's request bodies: bytes written whole, in one call."""
+"""The S3 client's requests on an Agent: bodies written whole, in one call."""
 
-import pytest
+from twisted.internet import defer
 from twisted.web.iweb import IBodyProducer
 
-from antenna_tw.ext.s3.client import BytesProducer, body_producer
+from antenna_tw.ext.s3.client import AgentHTTP, AgentResponse, BytesProducer
 
 
 class Consumer:
@@ -14,23 +14,34 @@ class Consumer:
         self.writes.append(data)
 
 
+class StubAgent:
+    def __init__(self):
+        self.requests = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):  # noqa: N803 - IAgent's
+        self.requests.append((method, uri, headers, bodyProducer))
+        return defer.succeed("a response")
+
+
 def test_bytes_are_written_in_one_call_and_done_at_once():
     body = b"\x00" * 400_000
-    producer = body_producer(body)
-    assert isinstance(producer, BytesProducer) and IBodyProducer.providedBy(producer)
-    assert producer.length == len(body)
+    producer = BytesProducer(body)
+    assert IBodyProducer.providedBy(producer) and producer.length == len(body)
     consumer = Consumer()
     done = producer.startProducing(consumer)
     assert consumer.writes == [body] and consumer.writes[0] is body
     assert done.called
-    producer.stopProducing()
 
 
-def test_other_data_is_left_to_treq():
-    class Custom:
-        pass
-
-    producer = BytesProducer(b"x")
-    assert body_producer(producer) is producer  # already a producer
-    with pytest.raises(TypeError):  # treq's own adaptation: nothing for this
-        body_producer(Custom())
+def test_requests_go_to_the_agent_as_given():
+    agent = StubAgent()
+    answers = []
+    AgentHTTP(agent).request("PUT", "http://127.0.0.1:9/crashes/v1/dump/a%20b", data=b"dump",
+                             headers={"X-Amz-Date": ["20261203T000000Z"]}).addBoth(answers.append)
+    [(method, uri, headers, producer)] = agent.requests
+    assert (method, uri) == (b"PUT", b"http://127.0.0.1:9/crashes/v1/dump/a%20b")
+    assert headers.getRawHeaders("x-amz-date") == ["20261203T000000Z"]
+    assert producer.body == b"dump"
+    assert isinstance(answers[0], AgentResponse) and answers[0].response == "a response"
+    AgentHTTP(agent).request("HEAD", "http://127.0.0.1:9/crashes")
+    assert agent.requests[-1][3] is None  # no body, no Content-Length

@@ -1,6 +1,6 @@
 """
-S3 crash storage: treq sends the requests, botocore signs them (SigV4) and
-resolves credentials.
+S3 crash storage: Twisted's Agent sends the requests, signed with SigV4 as
+botocore signs them; botocore resolves credentials.
 
 - ``storage``: ``S3CrashStorage``, the ``ICrashStorage`` backend; where each
   file of a crash goes in the bucket (docs/s3.rst, *Bucket layout*); what a
