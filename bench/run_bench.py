@@ -1308,9 +1308,10 @@ def parse_args(argv):
     parser.add_argument("--max-minutes", type=float, default=30,
                         help="watchdog: stop everything after this long")
     s3 = parser.add_argument_group("s3 mode (bench/s3_mode.py)")
-    s3.add_argument("--run", dest="runs", action="append", metavar="LABEL=KIND[@TWISTD]",
+    s3.add_argument("--run", dest="runs", action="append",
+                    metavar="LABEL=KIND[@TWISTD][,KEY=VALUE...]",
                     help="a collector to run: KIND fs or s3, another checkout's twistd "
-                    "optional (repeatable; default fs=fs s3=s3)")
+                    "and its own settings optional (repeatable; default fs=fs s3=s3)")
     s3.add_argument("--pairs", type=int, default=3, help="rounds of the --run collectors")
     s3.add_argument("--payload", default="400k")
     s3.add_argument("--sample", type=float, default=1.0, help="seconds between samples")

@@ -25,12 +25,14 @@ drain time after it, CPU per stored crash (the collector's CPU from the
 start of the load until the spool is empty, divided by the crashes stored),
 nothing lost (stored >= answered; 5 stored crashes checked complete).
 
-``--run LABEL=KIND[@TWISTD]`` (repeatable; default ``fs=fs s3=s3``): KIND is
-``fs`` or ``s3``; TWISTD another checkout's ``.venv/bin/twistd`` to compare
-code versions (e.g. ``--run base=s3@/path/to/old/.venv/bin/twistd --run
-new=s3``). Runs go A B A B ... for --pairs pairs. The summary gives per-pair
-ratios against the first label and their medians, and the S3
-targets (acceptance lines) when both an ``fs`` and an ``s3`` run are there.
+``--run LABEL=KIND[@TWISTD][,KEY=VALUE...]`` (repeatable; default ``fs=fs
+s3=s3``): KIND is ``fs`` or ``s3``; TWISTD another checkout's
+``.venv/bin/twistd`` to compare code versions (e.g. ``--run
+base=s3@/path/to/old/.venv/bin/twistd --run new=s3``); KEY=VALUE settings of
+that collector alone (``--run m8=s3,CONCURRENT_CRASHMOVERS=8``). Runs go A
+B A B ... for --pairs pairs. The summary gives per-pair ratios against the
+first label and their medians, and the S3 targets (acceptance lines) when
+both an ``fs`` and an ``s3`` run are there.
 Everything goes to --out (default bench/results/<UTC date>-s3/): runs.jsonl,
 samples-<label>-<n>.tsv, summary.md.
 """
@@ -52,17 +54,22 @@ from s3_standin import PutLog, S3StandIn, free_port
 
 
 def parse_runs(specs):
-    """``[(label, kind, twistd or None)]`` from ``LABEL=KIND[@TWISTD]`` strings."""
+    """
+    ``[(label, kind, twistd or None, {setting: value})]`` from
+    ``LABEL=KIND[@TWISTD][,KEY=VALUE...]`` strings.
+    """
     runs = []
     for spec in specs or ["fs=fs", "s3=s3"]:
         label, _, rest = spec.partition("=")
+        rest, *settings = rest.split(",")
         kind, _, twistd = rest.partition("@")
-        if not label or kind not in ("fs", "s3"):
-            raise SystemExit(f"bench: --run {spec!r}: want LABEL=fs|s3[@TWISTD]")
+        if not label or kind not in ("fs", "s3") or not all("=" in s for s in settings):
+            raise SystemExit(f"bench: --run {spec!r}: want LABEL=fs|s3[@TWISTD][,KEY=VALUE...]")
         if twistd and not Path(twistd).exists():
             raise SystemExit(f"bench: --run {spec!r}: no {twistd}")
-        runs.append((label, kind, str(Path(twistd).absolute()) if twistd else None))
-    if len({label for label, _, _ in runs}) != len(runs):
+        runs.append((label, kind, str(Path(twistd).absolute()) if twistd else None,
+                     dict(setting.split("=", 1) for setting in settings)))
+    if len({run[0] for run in runs}) != len(runs):
         raise SystemExit("bench: --run labels must differ")
     return runs
 
@@ -182,11 +189,12 @@ def wrk_command(args, url, secs):
             str(body), str(headers), args.payload, str(args.conc), "close"]
 
 
-def one_run(args, out, label, kind, twistd, number, standin):
+def one_run(args, out, label, kind, twistd, settings, number, standin):
     """One collector under load, sampled until drained; the run's record."""
     directory = args.scratch / "s3mode" / f"{label}-{number}"
     shutil.rmtree(directory, ignore_errors=True)
     extra = standin.collector_env() if kind == "s3" else {}
+    extra.update(settings)
     collector = rb.Collector(args, f"{label}-{number}", free_port(), args.workers, directory,
                              extra)
     if twistd:
@@ -353,7 +361,7 @@ def ratio_rows(records, labels, key):
 
 
 def summarize(args, records, runs, info):
-    labels = [label for label, _, _ in runs]
+    labels = [run[0] for run in runs]
     keys = [("intake_per_s", "intake crashes/s", "{:.0f}"),
             ("delivered_per_s", "delivered crashes/s", "{:.0f}"),
             ("backlog_10s", "spool backlog at 10 s", "{:.0f}"),
@@ -386,8 +394,8 @@ def summarize(args, records, runs, info):
             out.append(f"| {label} | " + " | ".join(
                 rb.med_range(ratios[key][label], "{:.2f}") for key in ratios) + " |")
         out.append("")
-    fs = next((label for label, kind, _ in runs if kind == "fs"), None)
-    for s3 in [label for label, kind, _ in runs if kind == "s3"]:
+    fs = next((run[0] for run in runs if run[1] == "fs"), None)
+    for s3 in [run[0] for run in runs if run[1] == "s3"]:
         s3_runs = [r for r in records if r["label"] == s3]
         flat = [r for r in s3_runs if r["backlog_end"] <= r["backlog_10s"]]
         out.append(f"S3 target ({s3}): spool backlog at the end of the load no larger "
@@ -425,7 +433,8 @@ def s3_mode(args):
                 "SPOOL_FSYNC=false, METRICS_CLASS=none"
                 + "".join(f", {k}={v}" for k, v in args.settings.items()))
     described = " ".join(f"{label}={kind}" + (f"@{twistd}" if twistd else "")
-                         for label, kind, twistd in runs)
+                         + "".join(f",{k}={v}" for k, v in settings.items())
+                         for label, kind, twistd, settings in runs)
     info[-1] = (f"method: run_bench.sh s3, runs {described}, "
                 f"wrk -c{args.conc} one crash per connection, no warm-up, {args.secs} s; "
                 f"sampled every {args.sample} s until drained")
@@ -439,9 +448,9 @@ def s3_mode(args):
     number = 0
     try:
         for pair in range(args.pairs):
-            for label, kind, twistd in runs:
+            for label, kind, twistd, settings in runs:
                 number += 1
-                record = one_run(args, out, label, kind, twistd, number, standin)
+                record = one_run(args, out, label, kind, twistd, settings, number, standin)
                 record["pair"] = pair
                 records.append(record)
                 print(json.dumps(record), flush=True)
