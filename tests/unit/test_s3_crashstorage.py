@@ -5,7 +5,7 @@ import json
 
 import attr
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.crash import Crash
