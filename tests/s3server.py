@@ -21,10 +21,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import attr
 import botocore.config
@@ -78,6 +80,12 @@ class MotoServer:
     port = attr.ib()
     log_path = attr.ib()
     keys = attr.ib(default=Keys(TEST_ACCESS_KEY, TEST_SECRET_KEY))
+    # One botocore session and one client per (service, keys): a new session
+    # loads the service models again (about 55 ms of CPU a client), and the
+    # tests poll the bucket and the queue many times a second.
+    _session = attr.ib(factory=botocore.session.get_session, repr=False)
+    _clients = attr.ib(factory=dict, repr=False)
+    _clients_lock = attr.ib(factory=threading.Lock, repr=False)
 
     @property
     def endpoint(self):
@@ -134,14 +142,17 @@ class MotoServer:
                 self.process.wait()
 
     def client(self, service="s3", keys=None):
-        """botocore's own client for this server (path-style addressing)."""
+        """botocore's own client for this server (path-style addressing), made once per keys."""
         keys = keys or self.keys
-        session = botocore.session.get_session()
-        return session.create_client(
-            service, region_name=REGION, endpoint_url=self.endpoint,
-            aws_access_key_id=keys.access_key, aws_secret_access_key=keys.secret_key,
-            config=botocore.config.Config(s3={"addressing_style": "path"},
-                                          retries={"max_attempts": 1}))
+        wanted = (service, keys.access_key, keys.secret_key)
+        with self._clients_lock:  # clients are thread-safe, their session is not
+            if wanted not in self._clients:
+                self._clients[wanted] = self._session.create_client(
+                    service, region_name=REGION, endpoint_url=self.endpoint,
+                    aws_access_key_id=keys.access_key, aws_secret_access_key=keys.secret_key,
+                    config=botocore.config.Config(s3={"addressing_style": "path"},
+                                                  retries={"max_attempts": 1}))
+            return self._clients[wanted]
 
     def create_bucket(self, name=None):
         name = name or f"crashes-{uuid.uuid4().hex[:12]}"
@@ -150,14 +161,15 @@ class MotoServer:
         return name
 
     def objects(self, bucket):
-        """``{key: bytes}`` of every object in the bucket."""
+        """``{key: bytes}`` of every object in the bucket (read 8 at a time)."""
         client = self.client()
-        result = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"]
-                result[item["Key"]] = body.read()
-        return result
+
+        def read(key):
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+        keys = self.keys_in(bucket)
+        with ThreadPoolExecutor(8) as pool:
+            return dict(zip(keys, pool.map(read, keys), strict=True))
 
     def keys_in(self, bucket, prefix=""):
         client = self.client()
