@@ -40,7 +40,7 @@ from antenna_tw.backoff import Backoff
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import IMetrics
 from antenna_tw.spool import CorruptEntry, IReactorTimeAndThreads, Spool, SpoolEntry
-from antenna_tw.storage import ICrashStorage, IFileCrashStorage
+from antenna_tw.storage import CrashDamaged, ICrashStorage, IFileCrashStorage
 
 OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down
 MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
@@ -348,6 +348,9 @@ class CrashMover:
             return Moved(Outcome.LOAD_FAILED, Failure())
         try:
             yield verbs.save(crash)
+        except CrashDamaged as error:
+            yield verbs.quarantine(entry, str(error))
+            return Moved(Outcome.QUARANTINED, error)
         except defer.CancelledError:
             raise
         except Exception as error:

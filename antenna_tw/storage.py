@@ -62,6 +62,14 @@ class IFileCrashStorage(ICrashStorage):
         """
 
 
+class CrashDamaged(Exception):
+    """
+    Storage refused a crash because its bytes do not match the checksums
+    the intake took (a spool file damaged since): saving it again cannot
+    succeed, so the crash mover sets it aside as it does a corrupt entry.
+    """
+
+
 class StorageUnavailable(Exception):
     """Storage cannot be used; the message is one line for the operator."""
 

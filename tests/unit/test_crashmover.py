@@ -18,7 +18,7 @@ from antenna_tw.crashmover import MOVE_BATCH, OUTAGE_AFTER, CrashMover
 from antenna_tw.ext.fs import FSCrashStorage
 from antenna_tw.ext.noop import NoOpCrashStorage
 from antenna_tw.spool import CORRUPT_DIR, CorruptEntry, Spool, SpoolEntry
-from antenna_tw.storage import IFileCrashStorage
+from antenna_tw.storage import CrashDamaged, IFileCrashStorage
 from tests.helpers import ImmediatePool, ImmediateReactor
 
 
@@ -291,6 +291,31 @@ def test_an_unreadable_entry_is_quarantined_never_saved():
     mover.start()
     assert storage.saved == ["good"]
     assert spool.quarantined == [(bad.filename, "dump 'upload_file_minidump' is damaged")]
+    assert mover.queue_length() == 0
+
+
+def test_a_crash_storage_finds_damaged_is_quarantined_not_retried():
+    clock = task.Clock()
+
+    class Refusing(FlakyStorage):
+        def save_crash(self, crash):
+            if crash.crash_id == "bad":
+                self.attempts.append((self.clock.seconds(), crash.crash_id))
+                return defer.fail(CrashDamaged("S3 PUT v1/dump/bad answered 400 "
+                                               "XAmzContentSHA256Mismatch"))
+            return super().save_crash(crash)
+
+    storage = Refusing(clock)
+    mover, spool, _ = make_mover(clock, storage)
+    bad, good = spool.add("bad"), spool.add("good")
+    mover.enqueue(bad)
+    mover.enqueue(good)
+    mover.start()
+    clock.advance(3600)  # a retried crash would be tried again within the hour
+    assert [crash_id for _, crash_id in storage.attempts] == ["bad", "good"]
+    assert spool.quarantined == [
+        (bad.filename, "S3 PUT v1/dump/bad answered 400 XAmzContentSHA256Mismatch")]
+    assert spool.removed == [good.filename]
     assert mover.queue_length() == 0
 
 

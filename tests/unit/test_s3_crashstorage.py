@@ -11,6 +11,7 @@ from antenna_tw.config import ConfigError, load_config
 from antenna_tw.crash import Crash
 from antenna_tw.ext.s3 import S3CrashStorage, S3Error, S3Unreachable
 from antenna_tw.ext.s3.client import Answer, BucketLocation
+from antenna_tw.storage import CrashDamaged
 
 CRASH_ID = "de0e4a4e-0d1c-4f2a-9d7e-3c5b1a260504"
 
@@ -20,13 +21,14 @@ class FakeConnection:
     location = attr.ib(default=BucketLocation("crashes", "us-west-2", "http://127.0.0.1:9"))
     puts = attr.ib(factory=list)
     fail_on = attr.ib(default=None)
+    fail_code = attr.ib(default=(503, "SlowDown"))
     statuses = attr.ib(factory=list)
     heads = attr.ib(default=0)
     hashes = attr.ib(factory=dict)
 
     async def put_object(self, key, body, sha256=None):
         if key == self.fail_on:
-            raise S3Error("PUT", key, 503, "SlowDown")
+            raise S3Error("PUT", key, *self.fail_code)
         self.puts.append((key, body))
         self.hashes[key] = sha256
 
@@ -178,3 +180,24 @@ def test_health_reports_no_answer():
         "S3 bucket 'crashes' at http://127.0.0.1:9: no answer to HEAD bucket (TimeoutError)"]
 
 
+
+
+@pytest.mark.parametrize("code", ["XAmzContentSHA256Mismatch", "BadDigest"])
+def test_a_dump_s3_finds_damaged_is_crash_damaged_and_no_raw_crash_is_sent(code):
+    connection = FakeConnection(fail_on=f"v1/dump/{CRASH_ID}", fail_code=(400, code))
+    storage = S3CrashStorage(connection, task.Clock())
+    crash = Crash(CRASH_ID, {"ProductName": "Test", "uuid": CRASH_ID},
+                  {"upload_file_minidump": b"\x00main"})
+    [failure] = saved(storage, crash)
+    assert failure.check(CrashDamaged)
+    assert code in str(failure.value)
+    assert not [key for key, _ in connection.puts if "raw_crash" in key]
+
+
+def test_other_refusals_stay_errors_to_retry():
+    connection = FakeConnection(fail_on=f"v1/dump/{CRASH_ID}", fail_code=(503, "SlowDown"))
+    storage = S3CrashStorage(connection, task.Clock())
+    crash = Crash(CRASH_ID, {"ProductName": "Test", "uuid": CRASH_ID},
+                  {"upload_file_minidump": b"\x00main"})
+    [failure] = saved(storage, crash)
+    assert failure.check(S3Error) and not failure.check(CrashDamaged)

@@ -22,13 +22,19 @@ from antenna_tw.ext.s3.client import (
     Answer,
     BucketLocation,
     S3Connection,
+    S3Error,
     S3Unreachable,
     build_connection,
     head_bucket_blocking,
     is_sha256_hex,
     one_line,
 )
-from antenna_tw.storage import ICrashStorage, StorageUnavailable, StorageUnreachable
+from antenna_tw.storage import (
+    CrashDamaged,
+    ICrashStorage,
+    StorageUnavailable,
+    StorageUnreachable,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -81,6 +87,10 @@ def dump_checksums(crash: Crash) -> dict[str, str]:
     if not isinstance(checksums, dict):
         return {}
     return {name: value for name, value in checksums.items() if is_sha256_hex(value)}
+
+
+# S3's answers to a body that does not match its x-amz-content-sha256 (or MD5).
+DAMAGED_CODES = frozenset({"XAmzContentSHA256Mismatch", "BadDigest"})
 
 
 async def all_stored(puts: Iterable[Coroutine[Any, Any, None]]) -> None:
@@ -208,10 +218,16 @@ class S3CrashStorage:
         put = self.connection.put_object
         # dump_names and the dumps at once; the raw crash, the crash-complete
         # marker, only once they are all stored.
-        await all_stored([
-            put(dump_names_key(crash_id), serialize_dump_names(names)),
-            *(put(dump_key(crash_id, name), crash.dump_bytes(name), checksums.get(name))
-              for name in names)])
+        try:
+            await all_stored([
+                put(dump_names_key(crash_id), serialize_dump_names(names)),
+                *(put(dump_key(crash_id, name), crash.dump_bytes(name), checksums.get(name))
+                  for name in names)])
+        except S3Error as error:
+            if error.code in DAMAGED_CODES:
+                raise CrashDamaged(f"{error}: a dump no longer matches the SHA-256 taken at "
+                                   "intake") from error
+            raise
         await put(raw_crash_key(crash_id, self.raw_crash_layout), crash.serialized_raw_crash())
 
     def save_crash(self, crash: Crash) -> Deferred[None]:
