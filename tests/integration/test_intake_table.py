@@ -265,7 +265,10 @@ async def test_19_accept_and_defer_are_stored(collector_with, rules, digit):
 @pytest_twisted.ensureDeferred
 async def test_20_spool_write_failure_answers_busy(collector):
     spool_dir = collector.collector.spool.directory
-    shutil.rmtree(spool_dir)
+    # Renamed, not removed: the background heartbeat may be writing its probe
+    # file in it (rmtree would then find it not empty).
+    os.rename(spool_dir, spool_dir + ".gone")
+    shutil.rmtree(spool_dir + ".gone", ignore_errors=True)
     with open(spool_dir, "w") as blocker:  # a file where the spool directory was
         blocker.write("x")
     try:
