@@ -44,8 +44,10 @@ def crash_id(answer):
 
 
 def files_under(directory):
+    # Not the background heartbeat's write probe (.probe-*), which comes and goes.
     return [os.path.join(folder, name)
-            for folder, _, names in os.walk(directory) for name in names]
+            for folder, _, names in os.walk(directory) for name in names
+            if not name.startswith(".probe-")]
 
 
 def todays_buildid():
