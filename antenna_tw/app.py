@@ -28,7 +28,7 @@ from antenna_tw.console.node import publish_state
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover
 from antenna_tw.health import HealthChecks, HealthHandler
 from antenna_tw.intake.http import CrashSite
-from antenna_tw.logs import Logger
+from antenna_tw.logs import LineBudget, Logger
 from antenna_tw.metrics import IMetrics, IMetricsEndpoint, build_metrics
 from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, is_noop, publisher_class
 from antenna_tw.publishqueue import PublishQueue
@@ -244,9 +244,13 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
                           spool_settings.spool_min_free_bytes, config.intake.max_inflight_bytes)
 
     app = Klein()
+    # One budget of refusal lines for the process, /submit's and intake's.
+    refusals = LineBudget(reactor, config.app.logging_refusals_per_second,
+                          config.app.logging_repeat_interval)
     submit = SubmitHandler(throttler, spool, mover, admission, metrics, config.intake,
                            make_uuid=make_uuid,
-                           repeat_interval=config.app.logging_repeat_interval, figures=figures)
+                           repeat_interval=config.app.logging_repeat_interval, figures=figures,
+                           refusals=refusals)
     submit.add_routes(app)
     health = HealthHandler(storage, spool, mover, admission, metrics, reactor, threadpool,
                            config.app.basedir, spool_settings.spool_max_age,
@@ -261,7 +265,7 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
 
     root = SubmitResource(submit, app.resource())
     site = CrashSite(root, limits=config.intake, metrics=metrics, clock=reactor,
-                     admission=admission, takes_body=takes_body)
+                     admission=admission, takes_body=takes_body, refusals=refusals)
     status = (worker.status_publisher(
         spool.directory, mover.retrying, reactor, threadpool, figures,
         (lambda: {"publish": publish_state(publish_queue)}) if figures is not None else None)

@@ -13,6 +13,7 @@ anything listens or writes.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import urllib.parse
@@ -89,6 +90,27 @@ def parse_log_level(value: str) -> str:
     return level
 
 
+def _lower_choice(value: str, choices: tuple[str, ...]) -> str:
+    """``value`` in lower case, if it is one of ``choices``."""
+    chosen = value.strip().lower()
+    if chosen not in choices:
+        raise ValueError("must be " + " or ".join(choices))
+    return chosen
+
+
+def parse_log_format(value: str) -> str:
+    """``mozlog`` or ``text``, in any letter case."""
+    return _lower_choice(value, ("mozlog", "text"))
+
+
+def parse_positive_float(value: str) -> float:
+    """A number above 0."""
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be above 0")
+    return number
+
+
 # Antenna's storage and publisher classes that antenna-tw does not have:
 # naming one stops start-up instead of saving somewhere else.
 MISSING_STORAGE_CLASSES = {
@@ -116,10 +138,7 @@ def parse_storage_class(value: str) -> str:
 
 def parse_raw_crash_layout(value: str) -> str:
     """``v2`` or ``v1``, in any letter case."""
-    layout = value.strip().lower()
-    if layout not in ("v1", "v2"):
-        raise ValueError("must be v2 or v1")
-    return layout
+    return _lower_choice(value, ("v2", "v1"))
 
 
 def parse_crashpublish_class(value: str) -> str:
@@ -166,6 +185,8 @@ PARSER_TYPES: dict[Callable[[str], Any], str] = {
     parse_bytes: "size in bytes: 26214400, 25m or 25MiB",
     parse_seconds: "duration in seconds: 60, 1.5, 500ms or 10m",
     parse_log_level: "log level: DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL",
+    parse_log_format: "``mozlog`` or ``text``",
+    parse_positive_float: "number, above 0",
     parse_raw_crash_layout: "``v2`` or ``v1``",
     parse_crashpublish_class: "``none`` (or empty), ``sqs``, ``rabbitmq`` or a dotted path",
     parse_port_description: "strports description (e.g. ``tcp:8001``), or empty",
@@ -216,7 +237,21 @@ class AppSettings:
             "(``{}`` when the file is missing)."))
     logging_level: str = attr.ib("INFO", metadata=option_metadata(
         "LOGGING_LEVEL", parse_log_level,
-        doc="Lowest level of the JSON log lines written to stdout."))
+        doc="Lowest level of the log lines written (to stdout, or where twistd's "
+            "``--logfile`` or ``--syslog`` says)."))
+    logging_format: str = attr.ib("mozlog", metadata=option_metadata(
+        "LOGGING_FORMAT", parse_log_format,
+        doc="How each log line is written: ``mozlog`` (one JSON object per line, as Antenna "
+            "writes) or ``text`` (``TIME LEVEL LOGGER CRASH_ID CLIENT MESSAGE``, with ``-`` "
+            "for a crash id or client address the line has not; the Logs section of the "
+            "architecture page has the details and an example)."))
+    logging_refusals_per_second: float = attr.ib(50.0, metadata=option_metadata(
+        "LOGGING_REFUSALS_PER_SECOND", parse_positive_float,
+        doc="Each process logs at most this many lines a second (in bursts of as many) for "
+            "uploads it refuses (``Discarded=`` answers, 413 and busy answers, each with the "
+            "client's address and the reason); past it, they are only counted, in a warning "
+            "logged once per :envvar:`LOGGING_REPEAT_INTERVAL`, so a flood of hostile "
+            "requests costs a bounded log volume."))
     logging_repeat_interval: float = attr.ib(60.0, metadata=option_metadata(
         "LOGGING_REPEAT_INTERVAL", parse_seconds,
         doc="A failure that repeats (a spool write refused by a full disk, a connection "
@@ -621,14 +656,26 @@ class Config:
             value = getattr(value, name)
         return value
 
-    def log_lines(self) -> list[str]:
-        """``KEY=value`` for every option, secrets masked, sorted by key."""
-        lines = []
+    def summary(self) -> str:
+        """
+        The options in one line, for the start-up log: those not at their
+        defaults as ``KEY=value`` (secrets masked, a value with a space or
+        quote in JSON quotes), sorted by key, then how many are at their
+        defaults (listed in docs/configuration.rst).
+        """
+        changed = []
+        defaults = 0
         for path, field in all_options():
             value = self.value_of(path)
-            shown = "*****" if field.metadata["secret"] and value else value
-            lines.append(f"{field.metadata['key']}={shown}")
-        return sorted(lines)
+            if value == field.default:
+                defaults += 1
+                continue
+            shown = "*****" if field.metadata["secret"] and value else str(value)
+            if not shown or any(char in shown for char in " \"'\\") or not shown.isprintable():
+                shown = json.dumps(shown)
+            changed.append(f"{field.metadata['key']}={shown}")
+        return (f"configuration: {' '.join(sorted(changed)) or 'all defaults'}"
+                f" ({len(changed)} set, {defaults} at their defaults)")
 
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

@@ -1,6 +1,7 @@
 """
 The collector's one logging API, ``Logger``, and its events rendered as
-mozlog JSON lines (docs/architecture.rst, *Logs*).
+mozlog JSON lines or one-line text (``LOGGING_FORMAT``), written where
+twistd's ``--logfile`` and ``--syslog`` say (docs/architecture.rst, *Logs*).
 
 Every module logs through ``Logger`` (``log.info``, ``log.warn``, and
 ``log.failure(why, failure)`` for an error with its traceback, which also
@@ -18,13 +19,15 @@ import os
 import socket
 import string
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import IO, Any, cast
 
 import attr
 import twisted.logger
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -44,6 +47,16 @@ LEVELS = {
     "ERROR": LogLevel.error,
     "CRITICAL": LogLevel.critical,
 }
+LEVEL_NAMES = {level: name for name, level in LEVELS.items()}
+#: The values of LOGGING_FORMAT.
+FORMATS = ("mozlog", "text")
+#: What an event may carry besides its message, for the lines that need it
+#: (the event's key: its name in the line): the client's address, and a
+#: crash's product and version. mozlog puts them in ``Fields``; the text
+#: format in its client column and after the message.
+EXTRA_FIELDS = {"client": "client", "crash_product": "product", "crash_version": "version"}
+# A client-sent value (a product name) is cut to this many characters in a line.
+MAX_VALUE_CHARS = 64
 
 # string.Formatter's parse is the public face of the parser str.format uses.
 _parse_format = string.Formatter().parse
@@ -148,9 +161,18 @@ class MozLogObserver:
     write: Callable[[str], object] = attr.ib()
     host_id: str = attr.ib(default="")
     hostname: str = attr.ib(default=attr.Factory(socket.gethostname))
-    pid: int = attr.ib(default=attr.Factory(os.getpid))
+    #: This process's pid unless given, that of the child after a fork too
+    #: (a twistd daemon forks after its observer is made).
+    pid: int | None = attr.ib(default=None)
 
     def __attrs_post_init__(self) -> None:
+        if self.pid is None:
+            self.pid = os.getpid()
+            observer = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forked(observer))
+        self._pieces()
+
+    def _pieces(self) -> None:
         host_id = self.host_id or self.hostname
         self._after_type = (f', "Logger": "antenna", "Hostname": {json.dumps(self.hostname)}, '
                             f'"EnvVersion": "2.0", "Severity": ')
@@ -161,6 +183,7 @@ class MozLogObserver:
         """The mozlog record of ``event``, as a dict."""
         level = event.get("log_level", LogLevel.info)
         fields = {"host_id": self.host_id or self.hostname, "msg": format_message(event)}
+        fields.update(_extras(event))
         failure = event.get("log_failure")
         if failure is not None:
             fields["error"] = repr(failure.value)
@@ -184,9 +207,108 @@ class MozLogObserver:
         message = format_message(event)
         timestamp = int(event.get("log_time", time.time()) * 1e9)
         severity = SEVERITY.get(event.get("log_level", LogLevel.info), 6)
+        extras = ""
+        if "client" in event or "crash_product" in event:
+            extras = "".join(f", {encode_basestring_ascii(key)}: {encode_basestring_ascii(value)}"
+                             for key, value in _extras(event).items())
         self.write(f'{{"Timestamp": {timestamp}, "Type": {encode_basestring_ascii(namespace)}'
                    f'{self._after_type}{severity}{self._after_severity}'
-                   f'{encode_basestring_ascii(message)}}}}}\n')
+                   f'{encode_basestring_ascii(message)}{extras}}}}}\n')
+
+
+def _forked(observer: weakref.ref[MozLogObserver]) -> None:
+    """In a forked child: the observer's lines carry the child's pid."""
+    alive = observer()
+    if alive is not None:
+        alive.pid = os.getpid()
+        alive._pieces()
+
+
+def _extras(event: LogEvent) -> dict[str, str]:
+    """The ``EXTRA_FIELDS`` the event has, by their names in a line, as text."""
+    return {name: str(event[key]) for key, name in EXTRA_FIELDS.items()
+            if event.get(key) is not None}
+
+
+# Characters that would break a text line or hide what follows them: control
+# characters, the Unicode line breaks str.splitlines knows, and the backslash
+# that escapes them.
+_ESCAPES: dict[int, str] = {code: f"\\x{code:02x}" for code in (*range(32), 0x7F, 0x85)}
+_ESCAPES.update({ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                 0x1C: "\\x1c", 0x1D: "\\x1d", 0x1E: "\\x1e", 0x2028: "\\u2028",
+                 0x2029: "\\u2029"})
+# A column of the text format holds no space either.
+_COLUMN_ESCAPES = {**_ESCAPES, ord(" "): "\\x20"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with what would end or split a text log line escaped (``\\n``, ``\\x1b``...)."""
+    return text.translate(_ESCAPES)
+
+
+def _column(value: object) -> str:
+    """One space-free column of a text line; ``-`` for none."""
+    if value is None or value == "":
+        return "-"
+    return str(value).translate(_COLUMN_ESCAPES)
+
+
+def client_value(value: object) -> str:
+    """A client-sent value (a product name) for a log line: text, cut to ``MAX_VALUE_CHARS``."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+
+
+def address_text(address: IAddress | None) -> str:
+    """
+    A peer's address for a log line: ``host:port``, ``[v6 host]:port``,
+    ``unix`` for a Unix socket, ``-`` when unknown.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        if address is None:
+            return "-"
+        return "unix" if hasattr(address, "name") else str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@implementer(ILogObserver)
+@attr.s
+class TextObserver:
+    """
+    Writes each event as one line of text (``LOGGING_FORMAT=text``)::
+
+        TIME LEVEL LOGGER CRASH_ID CLIENT MESSAGE
+
+    ``TIME`` is UTC, ISO 8601 to the millisecond, ``LEVEL`` one of
+    ``LEVELS``; ``CRASH_ID`` and ``CLIENT`` are ``-`` when the event has
+    none. The first five columns hold no space; ``MESSAGE`` is the rest of
+    the line, followed by `` | product=P version=V`` when the event names
+    them and by a failure's traceback. Control characters and backslashes
+    in any column are escaped (``\\n``, ``\\x1b``, ``\\\\``), so a client's
+    text never makes a line of its own.
+    """
+
+    write: Callable[[str], object] = attr.ib()
+
+    def __call__(self, event: LogEvent) -> None:
+        self.write(self.line(event))
+
+    def line(self, event: LogEvent) -> str:
+        """The event's line, with its newline."""
+        when = datetime.fromtimestamp(event.get("log_time", time.time()), UTC)
+        level = LEVEL_NAMES.get(event.get("log_level", LogLevel.info), "INFO")
+        text = one_line(format_message(event))
+        if "crash_product" in event or "crash_version" in event:
+            text += (f" | product={_column(event.get('crash_product'))}"
+                     f" version={_column(event.get('crash_version'))}")
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += one_line(f"\n{failure.getTraceback()}".rstrip("\n"))
+        return (f"{when.isoformat(timespec='milliseconds')[:-6]}Z {level} "
+                f"{_column(event.get('log_namespace') or 'antenna')} "
+                f"{_column(event.get('crash_id'))} {_column(event.get('client'))} {text}\n")
 
 
 @implementer(ILogObserver)
@@ -212,17 +334,20 @@ class LevelFilter:
 
 
 def make_observer(stream: IO[str], level_name: str, host_id: str,
-                  repeat_interval: float = 60.0) -> ILogObserver:
+                  repeat_interval: float = 60.0, log_format: str = "mozlog",
+                  syslog: Callable[[int, str], None] | None = None) -> ILogObserver:
     """
-    A filtered mozlog observer writing to ``stream``: one unbuffered write
-    per line, so lines reach the log even if the process is killed. The
-    lines twisted logs for each connection refused for lack of file
-    descriptors come out as one warning per ``repeat_interval`` seconds.
+    A filtered observer writing each event as one line (``log_format``:
+    ``mozlog`` JSON or ``text``) to ``stream``: one unbuffered write per
+    line, so lines reach the log even if the process is killed; to
+    ``syslog(severity, line)`` instead when given. The lines twisted logs for each
+    connection refused for lack of file descriptors come out as one warning
+    per ``repeat_interval`` seconds.
     """
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):
-        fd = None
+        fd = None  # a twisted LogFile, whose file changes when it rotates
 
     write: Callable[[str], None]
     if fd is None:
@@ -238,8 +363,156 @@ def make_observer(stream: IO[str], level_name: str, host_id: str,
             while data:
                 data = data[os.write(out, data):]
 
-    return QuietAcceptErrors(LevelFilter(MozLogObserver(write, host_id), LEVELS[level_name]),
-                             repeat_interval)
+    def formatter(write: Callable[[str], object]) -> ILogObserver:
+        return TextObserver(write) if log_format == "text" else MozLogObserver(write, host_id)
+
+    observer = formatter(write) if syslog is None else SyslogObserver(formatter, syslog)
+    return QuietAcceptErrors(LevelFilter(observer, LEVELS[level_name]), repeat_interval)
+
+
+class Syslog:
+    """
+    ``send(severity, line)`` through the standard library's syslog module,
+    opened as twistd's ``--syslog`` opens it (``prefix``, facility user).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        import syslog
+
+        self._syslog = syslog.syslog
+        syslog.openlog(prefix, 0, syslog.LOG_USER)
+
+    def __call__(self, severity: int, line: str) -> None:
+        self._syslog(severity, line)
+
+
+@implementer(ILogObserver)
+class SyslogObserver:
+    """
+    Sends each event's line (as ``formatter(write)`` writes it), without
+    its newline, to ``send(severity, line)`` (a ``Syslog``) at the event's
+    severity (``SEVERITY``).
+    """
+
+    def __init__(self, formatter: Callable[[Callable[[str], object]], ILogObserver],
+                 send: Callable[[int, str], None]) -> None:
+        self._lines: list[str] = []
+        self._format = formatter(self._lines.append)
+        self._send = send
+
+    def __call__(self, event: LogEvent) -> None:
+        self._format(event)
+        severity = SEVERITY.get(event.get("log_level", LogLevel.info), 6)
+        for line in self._lines:
+            self._send(severity, line.rstrip("\n"))
+        self._lines.clear()
+
+
+@attr.s(frozen=True)
+class Destination:
+    """
+    Where a process writes its lines, as twistd's options say:
+    ``stream`` (stdout, or a twisted ``LogFile`` for ``--logfile``), or
+    ``syslog`` (a ``Syslog``, for ``--syslog``). ``to_stdout``: lines go
+    to this process's own stdout, which its ``--workers`` inherit;
+    otherwise the workers' output reaches this one through pipes
+    (``relay``).
+    """
+
+    stream: Any = attr.ib()
+    syslog: Callable[[int, str], None] | None = attr.ib(default=None)
+    to_stdout: bool = attr.ib(default=True)
+
+    def relay(self, data: bytes, from_stderr: bool = False) -> None:
+        """
+        Write ``data``, whole lines a worker wrote on its stdout (or stderr),
+        as they are: to the log file, or each line to syslog (stderr's as
+        errors). Lines a worker wrote to syslog itself never come here.
+        """
+        if self.syslog is None:
+            self.stream.write(data)
+            self.stream.flush()
+            return
+        for line in data.decode("utf-8", "replace").splitlines():
+            self.syslog(SEVERITY[LogLevel.error if from_stderr else LogLevel.info], line)
+
+
+def twistd_destination(twistd_options: Mapping[str, Any] | None, stdout: IO[str],
+                       install_rotation: Callable[[Any], None] | None = None) -> Destination:
+    """
+    The ``Destination`` twistd's own options choose (``twistd_options``:
+    its ``--nodaemon``, ``--logfile``, ``--syslog``, ``--prefix``), as
+    twistd would choose for its own text lines: syslog; else stdout with
+    ``-n`` and no log file (or ``--logfile -``); else the log file, by
+    default ``twistd.log``, rotated by twistd's ``LogFile`` (at 1 MB, and
+    on SIGUSR1 through ``install_rotation(log_file)``). A daemon cannot log
+    to stdout: that stops the start, as in twistd.
+    """
+    options = twistd_options or {"nodaemon": True}
+    if options.get("syslog"):
+        return Destination(None, Syslog(options.get("prefix") or "twisted"), to_stdout=False)
+    logfile = options.get("logfile") or ""
+    if logfile == "-" or (options.get("nodaemon") and not logfile):
+        if not options.get("nodaemon"):
+            raise SystemExit("Daemons cannot log to stdout, exiting!")
+        return Destination(stdout)
+    from twisted.python.logfile import LogFile
+
+    log_file = LogFile.fromFullPath(logfile or "twistd.log")
+    (install_rotation or rotate_on_sigusr1)(log_file)
+    return Destination(log_file, to_stdout=False)
+
+
+def rotate_on_sigusr1(log_file: Any) -> None:
+    """Rotate ``log_file`` on SIGUSR1, as twistd does, unless something else handles it."""
+    import signal
+
+    if signal.getsignal(signal.SIGUSR1):
+        return
+
+    def rotate(signum: int, frame: object) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.interfaces import IReactorThreads
+
+        # Out of the signal handler, into the reactor's loop, as twistd does.
+        cast(IReactorThreads, reactor).callFromThread(log_file.rotate)
+
+    signal.signal(signal.SIGUSR1, rotate)
+
+
+class LineBudget:
+    """
+    At most ``per_second`` lines a second, in bursts of as many: each
+    ``allows()`` takes a line's share of the budget. A line over it is only
+    counted: a warning says so at once, then once per ``interval`` seconds
+    with how many were left out (``Repeats``). This keeps the per-request
+    lines a flood of hostile requests makes (refusals, 413s, busy answers)
+    to a bounded volume and cost. ``clock`` is the reactor.
+    """
+
+    log = Logger(namespace="antenna.logs")
+
+    def __init__(self, clock: IReactorTime, per_second: float,
+                 interval: float = 60.0) -> None:
+        self.clock = clock
+        self.per_second = per_second
+        self._tokens = per_second
+        self._since = clock.seconds()
+        self._repeats = Repeats(self.log, clock, interval)
+
+    def allows(self) -> bool:
+        """True when one more line may be logged now; else it is counted."""
+        now = self.clock.seconds()
+        self._tokens = min(self.per_second,
+                           self._tokens + (now - self._since) * self.per_second)
+        self._since = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self._repeats.warn("over budget", "more than {rate:g} refusal lines a second "
+                           "(LOGGING_REFUSALS_PER_SECOND): the others are only counted",
+                           rate=self.per_second)
+        return False
 
 
 @attr.s

@@ -53,10 +53,9 @@ class CollectorService(MultiService):
         super().setServiceParent(parent)
 
     def startService(self) -> None:
-        """Logs the options, starts the collector, then opens the port (raising if it cannot)."""
+        """Starts the collector, then opens the port (raising if it cannot)."""
+        # The options were logged once for the node, as one line (tap.py).
         self.log.info("antenna-tw {version} starting", version=__version__)
-        for line in self.collector.config.log_lines():
-            self.log.info("{line}", line=line)
         self.collector.start(self.entries)
         self.entries = []
         super().startService()

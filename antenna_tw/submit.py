@@ -31,7 +31,7 @@ from antenna_tw import answers, crashid, metricnames
 from antenna_tw.admission import Admission
 from antenna_tw.crash import Crash, build_raw_crash, finish_raw_crash
 from antenna_tw.intake.http import CrashRequest, Upload
-from antenna_tw.logs import Logger
+from antenna_tw.logs import LineBudget, Logger, address_text, client_value
 from antenna_tw.throttler import ACCEPT, DEFER, FAKEACCEPT, REJECT, RESULT_NAMES, Throttler
 
 if TYPE_CHECKING:
@@ -85,21 +85,28 @@ class SubmitHandler:
     repeat_interval: float = attr.ib(default=60.0)
     #: With the console on: counts each crash by product, version and result (console/figures.py).
     figures: Figures | None = attr.ib(default=None)
+    #: How many refusal lines may be logged (LOGGING_REFUSALS_PER_SECOND), shared with intake.
+    refusals: LineBudget | None = attr.ib(default=None)
     log = Logger(namespace="antenna.breakpad_resource")
 
     def __attrs_post_init__(self) -> None:
         self._repeats = self.log.repeats(self.admission.clock, self.repeat_interval)
+        if self.refusals is None:
+            self.refusals = LineBudget(self.admission.clock, 50.0, self.repeat_interval)
 
     def add_routes(self, app: Klein) -> None:
         """Route ``POST /submit`` and ``/submit/`` of ``app`` to ``submit``."""
         for path, endpoint in (("/submit", "submit"), ("/submit/", "submit_slash")):
             app.route(path, methods=["POST"], endpoint=endpoint)(self.submit)
 
-    def _refuse(self, reason: str) -> answers.Answer:
+    def _refuse(self, reason: str, request: CrashRequest) -> answers.Answer:
         # Antenna's tag values: reason:no_content_type, not malformed_no_content_type
         tag = reason.removeprefix("malformed_")
         self.metrics.incr(metricnames.MALFORMED, tags=[f"reason:{tag}"])
-        self.log.info("refused: {reason}", reason=reason)
+        assert self.refusals is not None  # set by __attrs_post_init__
+        if self.refusals.allows():
+            client = address_text(request.getClientAddress())
+            self.log.info("refused: {reason}, from {client}", reason=reason, client=client)
         return answers.discarded(reason)
 
     async def submit(self, request: CrashRequest) -> bytes:
@@ -114,7 +121,7 @@ class SubmitHandler:
 
     async def _submit(self, request: CrashRequest, upload: Upload) -> answers.Answer:
         if upload.refused is not None:
-            return self._refuse(upload.refused)
+            return self._refuse(upload.refused, request)
         report = upload.report
         assert report is not None  # an Upload has a report or a reason
         submitted = datetime.fromtimestamp(upload.arrived, UTC)
@@ -132,17 +139,22 @@ class SubmitHandler:
         if "uuid" in raw_crash:
             if not self._authorized(request):
                 self.metrics.incr(metricnames.UNAUTHORIZED_UUID)
-                return self._refuse("unauthorized_uuid")
+                return self._refuse("unauthorized_uuid", request)
             crash_id = raw_crash["uuid"]
             if not crashid.is_valid_crash_id(crash_id):
-                return self._refuse("malformed_invalid_uuid")
+                return self._refuse("malformed_invalid_uuid", request)
             self.log.info("{crash_id} has existing crash_id", crash_id=crash_id)
         else:
             crash_id = self._mint(submitted, THROTTLE_DIGITS[result])
 
         result_name = RESULT_NAMES[result]
+        client = address_text(request.getClientAddress())
+        # Antenna's message; the client, product and version go beside it
+        # (mozlog's Fields, the text format's columns).
         self.log.info("{crash_id}: matched by {rule}; returned {result}",
-                      crash_id=crash_id, rule=rule_name, result=result_name)
+                      crash_id=crash_id, rule=rule_name, result=result_name, client=client,
+                      crash_product=client_value(raw_crash.get("ProductName", "")),
+                      crash_version=client_value(raw_crash.get("Version", "")))
         self.metrics.incr(metricnames.THROTTLE_RULE, tags=[f"rule:{rule_name}"])
         self.metrics.incr(metricnames.THROTTLE, tags=[f"result:{result_name.lower()}"])
 
@@ -154,7 +166,7 @@ class SubmitHandler:
             # One reason holds for every crash while it lasts (a full disk, a
             # full spool): once per interval, with a count.
             self._repeats.warn(f"busy: {busy}", "{crash_id}: {why}; answered busy",
-                               crash_id=crash_id, why=busy)
+                               crash_id=crash_id, why=busy, client=client)
             return self._busy()
         self._count(raw_crash, result_name)
         if result == FAKEACCEPT:

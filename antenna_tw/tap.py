@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from antenna_tw import __version__
 from antenna_tw.config import ConfigError, load_config
-from antenna_tw.logs import Logger, make_observer
+from antenna_tw.logs import Destination, Logger, make_observer, twistd_destination
 from antenna_tw.prometheus import MULTIPROC_DIR, private_directory
 from antenna_tw.prometheus import wanted as prometheus_wanted
 from antenna_tw.publisher import PublisherUnavailable, publisher_class
@@ -117,9 +117,15 @@ def _ports(options: usage.Options) -> list[Port | str]:
     return ports
 
 
-def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
+def _worker_args(options: usage.Options,
+                 destination: Destination | None = None) -> Callable[[int], list[str]]:
+    # A worker logs to syslog itself, or to its stdout: the parent's, or a
+    # pipe to the parent, which writes its lines to the log file.
+    logging = [] if destination is None or destination.syslog is None else [
+        "--syslog", "--prefix", str(_twistd_options(options).get("prefix") or "twisted")]
+
     def args(index: int) -> list[str]:
-        argv = ["-n", "--pidfile=", "antenna"]
+        argv = ["-n", *logging, "--pidfile=", "antenna"]
         for description in options["port"]:
             argv += ["--port", description]
         argv += ["--workers", str(options["workers"]), "--worker-index", str(index),
@@ -130,9 +136,15 @@ def _worker_args(options: usage.Options) -> Callable[[int], list[str]]:
     return args
 
 
+def _twistd_options(options: usage.Options) -> dict[str, object]:
+    """twistd's own options (``--logfile``, ``--syslog``...); none when run outside twistd."""
+    parent = getattr(options, "parent", None)
+    return dict(parent) if parent is not None else {}
+
+
 def _supervisor(options: usage.Options, config: Config, observer: ILogObserver,
-                ports: list[SharedPort],
-                activation: Mapping[str, str]) -> WorkerSupervisor:
+                ports: list[SharedPort], activation: Mapping[str, str],
+                destination: Destination) -> WorkerSupervisor:
     """
     The parent of ``--workers N``: it checks what it can, then only
     supervises. It never serves HTTP nor speaks TLS, so it imports neither
@@ -167,9 +179,10 @@ def _supervisor(options: usage.Options, config: Config, observer: ILogObserver,
     metrics_dir = (private_directory(reactor) if prometheus_wanted(config.app.metrics_class)
                    else None)
     return WorkerSupervisor(
-        reactor, options["workers"], _worker_args(options),
+        reactor, options["workers"], _worker_args(options, destination),
         stop_timeout=config.spool.shutdown_timeout + 15, log_observer=observer,
-        listeners=open_listeners(ports, activation), metrics_dir=metrics_dir)
+        listeners=open_listeners(ports, activation), metrics_dir=metrics_dir,
+        relay=None if destination.to_stdout else destination.relay)
 
 
 def _console_description(config: Config, options: usage.Options) -> str:
@@ -222,21 +235,25 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     try:
         ports = _ports(options)
         config = load_config(environ, options["env"])
+        # twistd's --logfile and --syslog: where twistd would write its own lines.
+        destination = twistd_destination(_twistd_options(options) or None, stream)
         observer = with_sentry(
-            make_observer(stream, config.app.logging_level, config.app.host_id,
-                          config.app.logging_repeat_interval),
+            make_observer(destination.stream, config.app.logging_level, config.app.host_id,
+                          config.app.logging_repeat_interval, config.app.logging_format,
+                          destination.syslog),
             config.app.secret_sentry_dsn, config.app.host_id, __version__)
+        log = Logger(namespace="antenna.config", observer=observer)
         if index is None:  # once, by the process the operator started
-            log = Logger(namespace="antenna.config", observer=observer)
+            log.info("{summary}", summary=config.summary())
             for warning in config.warnings:
                 log.warn("{warning}", warning=warning)
             if config.console.console_port:  # refused before anything listens
                 _console_description(config, options)
         if options["workers"] > 0 and index is None:
             shared = cast("list[SharedPort]", ports)  # _ports checked them
-            return _with_console(options, config,
-                                 _supervisor(options, config, observer, shared, activation),
-                                 observer)
+            return _with_console(
+                options, config,
+                _supervisor(options, config, observer, shared, activation, destination), observer)
         endpoint: IStreamServerEndpoint
         if index is not None:
             # A worker serves the parent's sockets; it needs TLS for an
@@ -252,6 +269,11 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             worker.start()
             # Each worker gets its shard and its share of the size limits.
             config = worker.configure(config)
+            log.info("worker {index} of {count}: spool shard {shard}, SPOOL_MAX_BYTES "
+                     "{spool_max_bytes} and MAX_INFLIGHT_BYTES {inflight} (its share)",
+                     index=index, count=options["workers"], shard=config.spool.spool_dir,
+                     spool_max_bytes=config.spool.spool_max_bytes,
+                     inflight=config.intake.max_inflight_bytes)
             endpoint = worker.endpoint(reactor, cast("list[Port]", ports))
         else:
             # One process: Twisted's endpoints, and its plugins for other kinds.

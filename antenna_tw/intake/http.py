@@ -42,7 +42,7 @@ from antenna_tw.intake.connections import (
     descriptor_limit,
 )
 from antenna_tw.intake.payload import CrashReport, MalformedCrashReport, UploadReader
-from antenna_tw.logs import Logger
+from antenna_tw.logs import LineBudget, Logger, address_text
 
 UPLOAD_READ_SIZE = 256 * 1024
 # Body bytes after a header block, in the same read, past which the block is
@@ -235,15 +235,23 @@ class CrashRequest(server.Request):
 
     def _answer_too_large(self) -> None:
         """413 now, then drop what the client still sends for a bounded time."""
+        site = self._site
+        if site.refusals.allows():
+            self.log.info("refused: too_large, from {client}: the body is over "
+                          "MAX_PAYLOAD_SIZE ({limit} bytes); answered 413",
+                          client=address_text(self.getClientAddress()),
+                          limit=site.limits.max_payload_size)
         self._let_go_of_upload()
-        self._site.metrics.incr(metricnames.MALFORMED, tags=["reason:too_large"])
+        site.metrics.incr(metricnames.MALFORMED, tags=["reason:too_large"])
         self._answer_early(answers.too_large())
 
     def _answer_busy(self) -> None:
         """503 busy now: the uploads in flight hold too much memory."""
         site = self._site
-        self.log.warn("upload answered busy: uploads in flight hold {held} bytes, over "
-                      "MAX_INFLIGHT_BYTES", held=site.admission.inflight_bytes)
+        if site.refusals.allows():
+            self.log.warn("upload answered busy: uploads in flight hold {held} bytes, over "
+                          "MAX_INFLIGHT_BYTES; from {client}", held=site.admission.inflight_bytes,
+                          client=address_text(self.getClientAddress()))
         self._let_go_of_upload()
         site.metrics.incr(metricnames.BUSY)
         self._answer_early(answers.busy())
@@ -291,6 +299,9 @@ class CrashRequest(server.Request):
         if not self.finished:
             self.finish()
         return reason
+
+
+_log = Logger(namespace="antenna_tw.intake.CrashSite")
 
 
 def _header(headers: http.Headers, name: bytes) -> str | None:
@@ -394,7 +405,8 @@ class CrashSite(server.Site):
                  takes_body: Callable[[bytes, bytes], bool],
                  linger_seconds: float = 30.0,
                  free_memory: Callable[[], object] | None = None,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None,
+                 refusals: LineBudget | None = None) -> None:
         super().__init__(
             resource,
             requestFactory=CrashRequest,
@@ -407,6 +419,8 @@ class CrashSite(server.Site):
         self.metrics = metrics
         self.clock = clock
         self.linger_seconds = linger_seconds
+        #: How many refusal lines may be logged (LOGGING_REFUSALS_PER_SECOND).
+        self.refusals = refusals or LineBudget(clock, 50.0)
         # Called after a large upload is refused part way (antenna_tw.intake.heap).
         self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
@@ -428,6 +442,10 @@ class CrashSite(server.Site):
         if len(self.channels) >= self.max_connections:
             self.watch.turned_away += 1
             self.metrics.incr(metricnames.BUSY)
+            if self.refusals.allows():
+                _log.warn("connection answered busy: {open} connections open, the most this "
+                          "process serves (MAX_CONNECTIONS); from {client}",
+                          open=len(self.channels), client=address_text(addr))
             return BusyProtocol(self.clock)
         return super().buildProtocol(addr)
 

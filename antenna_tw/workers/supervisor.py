@@ -7,7 +7,9 @@ dying young (``antenna_tw.backoff.Backoff``). On stop the parent passes
 SIGTERM on and waits for every worker to finish draining (SIGKILL past the
 stop timeout), then lets its error reporter (Sentry) send what it still
 holds. The workers write their logs straight to the parent's stdout and
-stderr, and serve the parent's listening sockets (``listener.py``): they
+stderr, or, when the parent logs to a file (twistd's ``--logfile``, a
+daemon), to pipes whose lines it writes there (``relay``). They serve the
+parent's listening sockets (``listener.py``): they
 stay open while a worker restarts, so connections wait in their queues
 instead of being refused. Why this is not ``twisted.runner.procmon.ProcessMonitor``:
 docs/architecture.rst, *Choices worth knowing*.
@@ -47,12 +49,37 @@ def _restart_backoff() -> Backoff:
     return Backoff(base=0.5, cap=30.0)
 
 
+# A worker's output held back waiting for the end of its line, at most.
+MAX_PARTIAL_LINE = 64 * 1024
+
+
 class _WorkerProtocol(protocol.ProcessProtocol):
     def __init__(self, supervisor: WorkerSupervisor, index: int) -> None:
         self.supervisor = supervisor
         self.index = index
+        self._partial = {1: b"", 2: b""}
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        # Only with a relay (pipes for 1 and 2): whole lines, so that two
+        # workers' lines never interleave.
+        relay = self.supervisor.relay
+        if relay is None or childFD not in self._partial:
+            return
+        data = self._partial[childFD] + data
+        end = data.rfind(b"\n") + 1
+        if not end and len(data) < MAX_PARTIAL_LINE:
+            self._partial[childFD] = data
+            return
+        if not end:
+            end = len(data)
+        self._partial[childFD] = data[end:]
+        relay(data[:end], childFD == 2)
 
     def processEnded(self, reason: Failure) -> None:
+        relay = self.supervisor.relay
+        for fd, left in self._partial.items():
+            if left and relay is not None:
+                relay(left + b"\n", fd == 2)
         self.supervisor.worker_ended(self.index, reason)
 
 
@@ -78,6 +105,9 @@ class WorkerSupervisor(Service):
     listeners: Sequence[socket.socket] = attr.ib(default=())
     # METRICS_CLASS=prometheus: the directory of the workers' metric files.
     metrics_dir: str | None = attr.ib(default=None)
+    #: Where the workers' output goes when it is not the parent's stdout and
+    #: stderr: ``relay(lines, from_stderr)``, given their whole lines.
+    relay: Callable[[bytes, bool], None] | None = attr.ib(default=None)
     log = Logger(namespace="antenna.workers")
 
     def __attrs_post_init__(self) -> None:
@@ -107,8 +137,10 @@ class WorkerSupervisor(Service):
         # -P: no current directory on sys.path (as for the twistd script),
         # so a worker imports the same modules as its parent.
         args = [sys.executable, "-P", "-c", TWISTD] + self.worker_args(index)
-        # childFDs 1 and 2: a worker's log lines go out as it wrote them.
-        child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        # childFDs 1 and 2: a worker's log lines go out as it wrote them, or
+        # through pipes to ``relay``.
+        child_fds: dict[int, int | str] = (
+            {0: "w", 1: 1, 2: 2} if self.relay is None else {0: "w", 1: "r", 2: "r"})
         for offset, listener in enumerate(self.listeners):
             child_fds[WORKER_FD + offset] = listener.fileno()
         env = dict(self.environ)

@@ -51,8 +51,10 @@ def test_twistd_collects_a_crash_and_stops_on_sigterm(tmp_path, collectors):
     assert {record["Logger"] for record in records} == {"antenna"}
     assert all(record["Fields"]["host_id"] == "test-host" for record in records)
     messages = [record["Fields"]["msg"] for record in records]
-    assert "CRASHSTORAGE_SECRET_ACCESS_KEY=*****" in messages
-    assert "CONCURRENT_CRASHMOVERS=2" in messages
+    # The options: one line, those not at their defaults, secrets masked.
+    [summary] = [message for message in messages if message.startswith("configuration: ")]
+    assert "CRASHSTORAGE_SECRET_ACCESS_KEY=*****" in summary.split()
+    assert "HOST_ID=test-host" in summary.split()
     assert not any("do-not-log-me" in line for line in lines)
     assert f"{crash_id}: matched by accept_everything; returned ACCEPT" in messages
     assert f"{crash_id} saved" in messages

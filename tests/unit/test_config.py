@@ -59,11 +59,23 @@ def test_secret_values_never_appear_in_errors_or_log_lines():
     config = load_config({"CRASHSTORAGE_SECRET_ACCESS_KEY": secret,
                           "STAGE_SUBMITTER_BEARER_TOKEN": secret,
                           "SECRET_SENTRY_DSN": secret})
-    lines = config.log_lines()
-    assert "CRASHSTORAGE_SECRET_ACCESS_KEY=*****" in lines
-    assert "STAGE_SUBMITTER_BEARER_TOKEN=*****" in lines
-    assert not any(secret in line for line in lines)
+    summary = config.summary().split()
+    assert "CRASHSTORAGE_SECRET_ACCESS_KEY=*****" in summary
+    assert "STAGE_SUBMITTER_BEARER_TOKEN=*****" in summary
+    assert "SECRET_SENTRY_DSN=*****" in summary
+    assert secret not in config.summary()
     assert secret not in repr(config)
+
+
+def test_the_start_up_summary_is_one_line_of_the_options_not_at_their_defaults():
+    config = load_config({"SPOOL_DIR": "/var/spool/a b", "CONCURRENT_CRASHMOVERS": "2",
+                          "LOGGING_FORMAT": "Text", "HOST_ID": "line\nbreak"})
+    summary = config.summary()
+    assert "\n" not in summary
+    assert summary.startswith("configuration: HOST_ID=\"line\\nbreak\" LOGGING_FORMAT=text "
+                              "SPOOL_DIR=\"/var/spool/a b\" (3 set, ")
+    assert "CONCURRENT_CRASHMOVERS" not in summary  # 2 is its default
+    assert load_config({}).summary().startswith("configuration: all defaults (0 set, ")
 
 
 def test_sizes_and_durations_read_like_an_operator_writes_them():

@@ -1,0 +1,199 @@
+"""
+The real ``twistd antenna``'s logs (issue 20, item 2): ``LOGGING_FORMAT=text``
+lines read back by the documented format, refusals and 413s with the client's
+address and the reason, one start-up configuration line per node, and the
+crash lines in twistd's ``--logfile`` in daemon mode (without ``-n``), with
+workers and without.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from antenna_tw.send_crash import build_multipart
+from tests.helpers import minidump
+from tests.s3server import free_port
+from tests.system.collector_process import TWISTD, children_of, running, wait_for
+
+# The text format as docs/architecture.rst (Logs) describes it.
+TEXT_LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) "
+                       r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<logger>\S+) "
+                       r"(?P<crash_id>\S+) (?P<client>\S+) (?P<message>.*)")
+CRASH_ID = re.compile(rb"CrashID=bp-([0-9a-f-]{36})")
+MAX_PAYLOAD = 100_000
+
+
+def parse_text(line):
+    """A text line's columns (``-`` read as None); AssertionError if it is not one."""
+    match = TEXT_LINE.fullmatch(line)
+    assert match, f"not a text log line: {line!r}"
+    fields = {key: (None if value == "-" else value) for key, value in match.groupdict().items()}
+    fields["time"] = datetime.strptime(fields["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=UTC)
+    return fields
+
+
+def exchange(port, request, until):
+    """
+    Send ``request`` from a socket of our own; return our address as the
+    collector sees it (``host:port``) and what it answered, read until
+    ``until`` is in it.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        client = "%s:%d" % sock.getsockname()
+        sock.sendall(request)
+        answer = b""
+        while until not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return client, answer
+
+
+def post(port, body, content_type, extra=b""):
+    head = (f"POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + extra + b"\r\n"
+    return exchange(port, head + body, b"\n\n")  # the answers' bodies end with a newline
+
+
+def send_three(port):
+    """A crash, a malformed upload and one over MAX_PAYLOAD_SIZE: (client, answer) each."""
+    body, content_type = build_multipart({"ProductName": "Firefox", "Version": "120.0 b"},
+                                         {"upload_file_minidump": minidump()})
+    crash = exchange(port, (
+        f"POST /submit HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body,
+        b"\n", )
+    malformed = exchange(port, b"POST /submit HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                               b"Content-Length: 1\r\nConnection: close\r\n\r\nx",
+                         b"Discarded=malformed_wrong_content_type")
+    # Headers only: the 413 comes at once, before any of the body.
+    too_large = exchange(port, b"POST /submit HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               b"multipart/form-data; boundary=b\r\n"
+                               b"Content-Length: %d\r\n\r\n" % (MAX_PAYLOAD * 10),
+                         b"Discarded=too_large")
+    return crash, malformed, too_large
+
+
+def test_text_lines_parse_back_with_the_client_and_the_reason(tmp_path, collectors):
+    collector = collectors.start(tmp_path, {
+        "LOGGING_FORMAT": "text", "MAX_PAYLOAD_SIZE": str(MAX_PAYLOAD),
+        "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"),
+        "CRASHSTORAGE_SECRET_ACCESS_KEY": "do-not-log-me"}, args=["--workers", "2"])
+    started = datetime.now(UTC)
+    (client, answer), (bad_client, bad), (big_client, big) = send_three(collector.port)
+    assert b" 200 " in answer.split(b"\r\n")[0], answer
+    crash_id = CRASH_ID.search(answer).group(1).decode()
+    assert b" 400 " in bad.split(b"\r\n")[0] and b" 413 " in big.split(b"\r\n")[0]
+    wait_for(lambda: f"{crash_id} saved" in collector.output())
+    collector.stop()
+
+    assert (tmp_path / "stderr").read_text() == ""
+    lines = [parse_text(line) for line in (tmp_path / "stdout").read_text().splitlines()]
+    assert all(started.timestamp() - 60 < line["time"].timestamp() < time.time() + 1
+               for line in lines)
+    by_message = {line["message"]: line for line in lines}
+
+    accepted = by_message[f"{crash_id}: matched by accept_everything; returned ACCEPT"
+                          " | product=Firefox version=120.0\\x20b"]
+    assert (accepted["level"], accepted["logger"], accepted["crash_id"], accepted["client"]) \
+        == ("INFO", "antenna.breakpad_resource", crash_id, client)
+    saved = by_message[f"{crash_id} saved"]
+    assert (saved["logger"], saved["crash_id"], saved["client"]) == (
+        "antenna.crashmover", crash_id, None)
+
+    refused = by_message[f"refused: malformed_wrong_content_type, from {bad_client}"]
+    assert (refused["level"], refused["crash_id"], refused["client"]) == (
+        "INFO", None, bad_client)
+    too_large = by_message[f"refused: too_large, from {big_client}: the body is over "
+                           f"MAX_PAYLOAD_SIZE ({MAX_PAYLOAD} bytes); answered 413"]
+    assert (too_large["crash_id"], too_large["client"]) == (None, big_client)
+
+    # One configuration line for the node, secrets masked; one line per worker.
+    [summary] = [line["message"] for line in lines
+                 if line["message"].startswith("configuration: ")]
+    assert "CRASHSTORAGE_SECRET_ACCESS_KEY=*****" in summary.split()
+    assert sum(line["message"].startswith("worker ") and " of 2: spool shard " in line["message"]
+               for line in lines) == 2
+    assert not any("do-not-log-me" in line["message"] for line in lines)
+    assert len(lines) < 50  # was about 95 lines of options alone
+
+
+def daemon_pid(pidfile, logfile, timeout=20.0):
+    """The daemon's pid, once its pidfile names it and it listens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return int(pidfile.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise AssertionError(f"no pidfile; the log says: {_read(logfile)}")
+
+
+def _read(path):
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _kill_tree(pid):
+    for child in children_of(pid):
+        os.kill(child, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_a_daemon_writes_its_crash_lines_to_its_logfile(tmp_path, workers):
+    port = free_port()
+    pidfile, logfile = tmp_path / "twistd.pid", tmp_path / "antenna.log"
+    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", METRICS_CLASS="none",
+               SPOOL_DIR=str(tmp_path / "spool"), SPOOL_MIN_FREE_BYTES="0",
+               CRASHSTORAGE_FS_ROOT=str(tmp_path / "crashes"), MAX_PAYLOAD_SIZE=str(MAX_PAYLOAD))
+    # No -n: twistd forks, its first process exits, stdout and stderr become /dev/null.
+    started = subprocess.run(
+        [TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "antenna",
+         "--port", f"tcp:{port}:interface=127.0.0.1", "--workers", str(workers)],
+        cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert started.returncode == 0, started
+    pid = daemon_pid(pidfile, logfile)
+    try:
+        wait_for(lambda: _read(logfile).count("listening on") == max(workers, 1))
+        (client, answer), (bad_client, _), (big_client, _) = send_three(port)
+        crash_id = CRASH_ID.search(answer).group(1).decode()
+        wait_for(lambda: f"{crash_id} saved" in _read(logfile))
+        workers_pids = children_of(pid)
+        assert len(workers_pids) == workers
+        os.kill(pid, signal.SIGTERM)  # as an init script stops it: by its pidfile
+        wait_for(lambda: not running(pid) and not any(map(running, workers_pids)))
+    finally:
+        _kill_tree(pid)
+
+    records = [json.loads(line) for line in _read(logfile).splitlines()]
+    messages = {record["Fields"]["msg"]: record for record in records}
+    accepted = messages[f"{crash_id}: matched by accept_everything; returned ACCEPT"]
+    assert accepted["Fields"]["client"] == client
+    assert (accepted["Fields"]["product"], accepted["Fields"]["version"]) == (
+        "Firefox", "120.0 b")
+    assert f"{crash_id} saved" in messages
+    assert f"refused: malformed_wrong_content_type, from {bad_client}" in messages
+    assert any(message.startswith(f"refused: too_large, from {big_client}: ")
+               for message in messages)
+    # The workers' lines came through the parent, which wrote them.
+    assert {record["Pid"] for record in records if record["Type"] == "antenna.service"} == \
+        set(workers_pids or [pid])
+    assert "Server Shut Down." in messages
+    assert sum(message.startswith("configuration: ") for message in messages) == 1
