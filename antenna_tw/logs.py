@@ -493,12 +493,12 @@ class LineBudget:
     log = Logger(namespace="antenna.logs")
 
     def __init__(self, clock: IReactorTime, per_second: float,
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, log: Logger | None = None) -> None:
         self.clock = clock
         self.per_second = per_second
         self._tokens = per_second
         self._since = clock.seconds()
-        self._repeats = Repeats(self.log, clock, interval)
+        self._repeats = Repeats(log or self.log, clock, interval)
 
     def allows(self) -> bool:
         """True when one more line may be logged now; else it is counted."""

@@ -42,28 +42,22 @@ def parse_text(line):
     return fields
 
 
-def exchange(port, request, until):
+def exchange(port, request, until=None):
     """
     Send ``request`` from a socket of our own; return our address as the
     collector sees it (``host:port``) and what it answered, read until
-    ``until`` is in it.
+    ``until`` is in it, or until it closes.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
         client = "%s:%d" % sock.getsockname()
         sock.sendall(request)
         answer = b""
-        while until not in answer:
+        while until is None or until not in answer:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             answer += chunk
     return client, answer
-
-
-def post(port, body, content_type, extra=b""):
-    head = (f"POST /submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + extra + b"\r\n"
-    return exchange(port, head + body, b"\n\n")  # the answers' bodies end with a newline
 
 
 def send_three(port):
@@ -72,12 +66,11 @@ def send_three(port):
                                          {"upload_file_minidump": minidump()})
     crash = exchange(port, (
         f"POST /submit HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body,
-        b"\n", )
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
     malformed = exchange(port, b"POST /submit HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-                               b"Content-Length: 1\r\nConnection: close\r\n\r\nx",
-                         b"Discarded=malformed_wrong_content_type")
-    # Headers only: the 413 comes at once, before any of the body.
+                               b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
+    # Headers only: the 413 comes at once, before any of the body (the
+    # collector then waits for the body a while: read only the answer).
     too_large = exchange(port, b"POST /submit HTTP/1.1\r\nHost: x\r\nContent-Type: "
                                b"multipart/form-data; boundary=b\r\n"
                                b"Content-Length: %d\r\n\r\n" % (MAX_PAYLOAD * 10),
@@ -129,6 +122,14 @@ def test_text_lines_parse_back_with_the_client_and_the_reason(tmp_path, collecto
     assert len(lines) < 50  # was about 95 lines of options alone
 
 
+def environment(directory, **settings):
+    """The environment of a collector started by hand, its files under ``directory``."""
+    return dict(os.environ, AWS_EC2_METADATA_DISABLED="true", METRICS_CLASS="none",
+                SPOOL_DIR=str(directory / "spool"), SPOOL_MIN_FREE_BYTES="0",
+                CRASHSTORAGE_FS_ROOT=str(directory / "crashes"),
+                MAX_PAYLOAD_SIZE=str(MAX_PAYLOAD), **settings)
+
+
 def daemon_pid(pidfile, logfile, timeout=20.0):
     """The daemon's pid, once its pidfile names it and it listens."""
     deadline = time.monotonic() + timeout
@@ -160,9 +161,7 @@ def _kill_tree(pid):
 def test_a_daemon_writes_its_crash_lines_to_its_logfile(tmp_path, workers):
     port = free_port()
     pidfile, logfile = tmp_path / "twistd.pid", tmp_path / "antenna.log"
-    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", METRICS_CLASS="none",
-               SPOOL_DIR=str(tmp_path / "spool"), SPOOL_MIN_FREE_BYTES="0",
-               CRASHSTORAGE_FS_ROOT=str(tmp_path / "crashes"), MAX_PAYLOAD_SIZE=str(MAX_PAYLOAD))
+    env = environment(tmp_path)
     # No -n: twistd forks, its first process exits, stdout and stderr become /dev/null.
     started = subprocess.run(
         [TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "antenna",
@@ -197,3 +196,90 @@ def test_a_daemon_writes_its_crash_lines_to_its_logfile(tmp_path, workers):
         set(workers_pids or [pid])
     assert "Server Shut Down." in messages
     assert sum(message.startswith("configuration: ") for message in messages) == 1
+
+
+# Run in a mount namespace of its own: /dev is a tmpfs there, with the few
+# devices a collector opens and /dev/log bound to the test's socket, so that
+# glibc's syslog() writes to the test (nothing outside the namespace sees it).
+PRIVATE_DEV_LOG = r"""
+set -e
+old="$1"; socket="$2"; shift 2
+mount --bind /dev "$old"
+mount -t tmpfs tmpfs /dev
+for name in null zero full random urandom; do
+    touch "/dev/$name"; mount --bind "$old/$name" "/dev/$name"
+done
+ln -s /proc/self/fd /dev/fd
+touch /dev/log; mount --bind "$socket" /dev/log
+exec "$@"
+"""
+SYSLOG_LINE = re.compile(rb"<(\d+)>\w{3} [ \d]\d \d\d:\d\d:\d\d ([^:]+): (.*)", re.DOTALL)
+
+
+@pytest.fixture
+def dev_log(tmp_path):
+    """A datagram socket the collector's /dev/log is, in its own mount namespace."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a mount namespace with its own /dev/log")
+    tried = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                           capture_output=True, text=True)
+    if tried.returncode:
+        pytest.skip(f"cannot make a mount namespace: {tried.stderr.strip()}")
+    (tmp_path / "olddev").mkdir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "log"))
+    sock.settimeout(0.1)
+    yield sock
+    sock.close()
+
+
+def test_syslog_gets_the_lines_of_the_node_and_its_workers(tmp_path, dev_log):
+    port = free_port()
+    env = environment(tmp_path, LOGGING_FORMAT="text")
+    with open(tmp_path / "stdout", "wb") as out:
+        process = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", PRIVATE_DEV_LOG, "sh",
+             str(tmp_path / "olddev"), str(tmp_path / "log"),
+             TWISTD, "-n", "--syslog", "--prefix", "antenna-test", "--pidfile=", "antenna",
+             "--port", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    received = []
+
+    def read_all():
+        while True:
+            try:
+                received.append(dev_log.recv(65536))
+            except TimeoutError:
+                return
+
+    def logged(text, times=1):
+        read_all()
+        return sum(text.encode() in datagram for datagram in received) >= times
+
+    try:
+        wait_for(lambda: logged("listening on", 2) or process.poll() is not None)
+        assert process.poll() is None, (tmp_path / "stdout").read_text()
+        (client, answer), (bad_client, _), _ = send_three(port)
+        crash_id = CRASH_ID.search(answer).group(1).decode()
+        wait_for(lambda: logged(f"{crash_id} saved"))
+        workers = children_of(process.pid)
+    finally:
+        for pid in children_of(process.pid):
+            os.kill(pid, signal.SIGKILL)
+        process.kill()
+        process.wait(10)
+
+    lines = {}
+    for datagram in received:
+        match = SYSLOG_LINE.fullmatch(datagram)
+        assert match, datagram
+        priority, ident, line = match.groups()
+        assert ident == b"antenna-test"
+        lines[parse_text(line.decode())["message"]] = int(priority)
+    # facility user (8) + severity info (6), from a worker; one of the node
+    assert lines[f"{crash_id}: matched by accept_everything; returned ACCEPT"
+                 " | product=Firefox version=120.0\\x20b"] == 14
+    assert lines[f"refused: malformed_wrong_content_type, from {bad_client}"] == 14
+    assert sum(message.startswith("configuration: ") for message in lines) == 1
+    assert len(workers) == 2
+    assert (tmp_path / "stdout").read_text() == ""
