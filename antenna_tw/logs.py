@@ -291,13 +291,23 @@ class TextObserver:
     """
 
     write: Callable[[str], object] = attr.ib()
+    # The last second's text, kept: formatting a time costs more than the rest.
+    _second: int = attr.ib(default=-1, init=False)
+    _second_text: str = attr.ib(default="", init=False)
 
     def __call__(self, event: LogEvent) -> None:
         self.write(self.line(event))
 
+    def _time(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((when - second) * 1000):03d}Z"
+
     def line(self, event: LogEvent) -> str:
         """The event's line, with its newline."""
-        when = datetime.fromtimestamp(event.get("log_time", time.time()), UTC)
         level = LEVEL_NAMES.get(event.get("log_level", LogLevel.info), "INFO")
         text = one_line(format_message(event))
         if "crash_product" in event or "crash_version" in event:
@@ -306,7 +316,8 @@ class TextObserver:
         failure = event.get("log_failure")
         if failure is not None:
             text += one_line(f"\n{failure.getTraceback()}".rstrip("\n"))
-        return (f"{when.isoformat(timespec='milliseconds')[:-6]}Z {level} "
+        when = event.get("log_time")
+        return (f"{self._time(time.time() if when is None else when)} {level} "
                 f"{_column(event.get('log_namespace') or 'antenna')} "
                 f"{_column(event.get('crash_id'))} {_column(event.get('client'))} {text}\n")
 
