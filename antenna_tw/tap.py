@@ -244,16 +244,17 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
             config.app.secret_sentry_dsn, config.app.host_id, __version__)
         log = Logger(namespace="antenna.config", observer=observer)
         if index is None:  # once, by the process the operator started
-            log.info("{summary}", summary=config.summary())
             for warning in config.warnings:
                 log.warn("{warning}", warning=warning)
             if config.console.console_port:  # refused before anything listens
                 _console_description(config, options)
         if options["workers"] > 0 and index is None:
             shared = cast("list[SharedPort]", ports)  # _ports checked them
-            return _with_console(
+            supervisor = _with_console(
                 options, config,
                 _supervisor(options, config, observer, shared, activation, destination), observer)
+            log.info("{summary}", summary=config.summary())  # once it can start
+            return supervisor
         endpoint: IStreamServerEndpoint
         if index is not None:
             # A worker serves the parent's sockets; it needs TLS for an
@@ -308,6 +309,8 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     if index is not None:
         return service  # a worker: its parent serves the console
     try:
-        return _with_console(options, config, service, observer, collector)
+        node = _with_console(options, config, service, observer, collector)
     except ValueError as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
+    log.info("{summary}", summary=config.summary())  # once it can start
+    return node

@@ -91,11 +91,12 @@ def test_text_lines_parse_back_with_the_client_and_the_reason(tmp_path, collecto
     wait_for(lambda: f"{crash_id} saved" in collector.output())
     collector.stop()
 
-    assert (tmp_path / "stderr").read_text() == ""
-    lines = [parse_text(line) for line in (tmp_path / "stdout").read_text().splitlines()]
+    output = (tmp_path / "stdout").read_text()
+    assert (tmp_path / "stderr").read_text() == "", output
+    lines = [parse_text(line) for line in output.splitlines()]
     assert all(started.timestamp() - 60 < line["time"].timestamp() < time.time() + 1
-               for line in lines)
-    by_message = {line["message"]: line for line in lines}
+               for line in lines), output
+    by_message = Lines({line["message"]: line for line in lines}, output)
 
     accepted = by_message[f"{crash_id}: matched by accept_everything; returned ACCEPT"
                           " | product=Firefox version=120.0\\x20b"]
@@ -128,6 +129,17 @@ def environment(directory, **settings):
                 SPOOL_DIR=str(directory / "spool"), SPOOL_MIN_FREE_BYTES="0",
                 CRASHSTORAGE_FS_ROOT=str(directory / "crashes"),
                 MAX_PAYLOAD_SIZE=str(MAX_PAYLOAD), **settings)
+
+
+class Lines(dict):
+    """Lines by message; a missing one fails with the whole log."""
+
+    def __init__(self, lines, output):
+        super().__init__(lines)
+        self.output = output
+
+    def __missing__(self, message):
+        raise AssertionError(f"no line {message!r} in:\n{self.output}")
 
 
 def daemon_pid(pidfile, logfile, timeout=20.0):
@@ -182,7 +194,7 @@ def test_a_daemon_writes_its_crash_lines_to_its_logfile(tmp_path, workers):
         _kill_tree(pid)
 
     records = [json.loads(line) for line in _read(logfile).splitlines()]
-    messages = {record["Fields"]["msg"]: record for record in records}
+    messages = Lines({record["Fields"]["msg"]: record for record in records}, _read(logfile))
     accepted = messages[f"{crash_id}: matched by accept_everything; returned ACCEPT"]
     assert accepted["Fields"]["client"] == client
     assert (accepted["Fields"]["product"], accepted["Fields"]["version"]) == (
