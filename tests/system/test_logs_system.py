@@ -1,5 +1,5 @@
 """
-The real ``twistd antenna``'s logs (issue 20, item 2): ``LOGGING_FORMAT=text``
+The real ``twistd antenna``'s logs: ``LOGGING_FORMAT=text``
 lines read back by the documented format, refusals and 413s with the client's
 address and the reason, one start-up configuration line per node, and the
 crash lines in twistd's ``--logfile`` in daemon mode (without ``-n``), with
