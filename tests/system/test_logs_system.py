@@ -83,6 +83,7 @@ def test_text_lines_parse_back_with_the_client_and_the_reason(tmp_path, collecto
         "LOGGING_FORMAT": "text", "MAX_PAYLOAD_SIZE": str(MAX_PAYLOAD),
         "CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"),
         "CRASHSTORAGE_SECRET_ACCESS_KEY": "do-not-log-me"}, args=["--workers", "2"])
+    wait_for(lambda: collector.output().count(" listening on ") == 2)  # both workers
     started = datetime.now(UTC)
     (client, answer), (bad_client, bad), (big_client, big) = send_three(collector.port)
     assert b" 200 " in answer.split(b"\r\n")[0], answer
