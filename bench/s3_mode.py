@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 import run_bench as rb
+from ab_versions import machine_busy
 from s3_standin import PutLog, S3StandIn, free_port
 
 
@@ -173,12 +174,6 @@ def tree_cpu_ticks(pid):
     return ticks
 
 
-def machine_busy_ticks():
-    with open("/proc/stat") as fp:
-        fields = [int(x) for x in fp.readline().split()[1:9]]
-    return sum(fields) - fields[3] - fields[4], sum(fields)
-
-
 def wrk_command(args, url, secs):
     body = args.payloads / f"{args.payload}.body"
     headers = args.payloads / f"{args.payload}.headers"
@@ -209,7 +204,7 @@ def one_run(args, out, label, kind, twistd, settings, number, standin):
     t0 = time.monotonic()
     cpu0 = tree_cpu_ticks(collector.pid)
     nginx0 = standin.cpu_seconds()
-    machine0 = machine_busy_ticks()
+    machine0 = machine_busy()
 
     lock = threading.Lock()
 
@@ -276,7 +271,7 @@ def one_run(args, out, label, kind, twistd, settings, number, standin):
     reaper.join()
     cpu = rb.cpu_delta_seconds(cpu0, tree_cpu_ticks(collector.pid))
     standin_cpu = standin.cpu_seconds() - nginx0
-    machine1 = machine_busy_ticks()
+    machine1 = machine_busy()
     stored = delivered.read() - base_stored
     new_ids = delivered.raw_ids[base_stored:]
     checked = random.sample(new_ids, min(5, len(new_ids)))
