@@ -86,13 +86,13 @@ class SubmitHandler:
     #: With the console on: counts each crash by product, version and result (console/figures.py).
     figures: Figures | None = attr.ib(default=None)
     #: How many refusal lines may be logged (LOGGING_REFUSALS_PER_SECOND), shared with intake.
-    refusals: LineBudget | None = attr.ib(default=None)
+    refusals: LineBudget = attr.ib(default=attr.Factory(
+        lambda self: LineBudget(self.admission.clock, 50.0, self.repeat_interval),
+        takes_self=True))
     log = Logger(namespace="antenna.breakpad_resource")
 
     def __attrs_post_init__(self) -> None:
         self._repeats = self.log.repeats(self.admission.clock, self.repeat_interval)
-        if self.refusals is None:
-            self.refusals = LineBudget(self.admission.clock, 50.0, self.repeat_interval)
 
     def add_routes(self, app: Klein) -> None:
         """Route ``POST /submit`` and ``/submit/`` of ``app`` to ``submit``."""
@@ -103,7 +103,6 @@ class SubmitHandler:
         # Antenna's tag values: reason:no_content_type, not malformed_no_content_type
         tag = reason.removeprefix("malformed_")
         self.metrics.incr(metricnames.MALFORMED, tags=[f"reason:{tag}"])
-        assert self.refusals is not None  # set by __attrs_post_init__
         if self.refusals.allows():
             client = address_text(request.getClientAddress())
             self.log.info("refused: {reason}, from {client}", reason=reason, client=client)
