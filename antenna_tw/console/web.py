@@ -6,6 +6,8 @@ Every route checks the credential first: the login cookie (an HMAC of its
 expiry, keyed from ``SECRET_CONSOLE_TOKEN``, never the token itself) or
 ``Authorization: Bearer <token>``, compared in constant time. Without it a
 page answers 401 with the login form, an API call 401 with a JSON error.
+Wrong tokens are counted per client address (``TokenGuesses``): past the
+limit, that address's token checks answer 429 until the oldest ages out.
 Every answer carries a strict Content-Security-Policy (no script at all),
 ``nosniff`` and ``no-store``. Disk reads (spool, storage, minidumps) run in
 the console's thread pool; nothing here blocks the reactor.
@@ -16,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -47,6 +51,12 @@ from antenna_tw.logs import Logger
 
 COOKIE = b"antenna_console"
 LOGIN_SECONDS = 12 * 3600
+# Wrong tokens one client address may send within GUESS_WINDOW seconds
+# before its token checks are refused (a token of 20 random characters
+# then takes longer than the universe's age to guess).
+GUESS_LIMIT = 20
+GUESS_WINDOW = 60.0
+GUESS_CLIENTS = 10_000  # addresses tracked at once; the least recent is forgotten first
 HEADERS = (
     (b"Content-Security-Policy",
      b"default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
@@ -106,13 +116,70 @@ class Credential:
         """The request carries the token or a valid login cookie (any request, without a token)."""
         if not self.token:
             return True
-        header = request.getHeader(b"authorization") or b""
-        if isinstance(header, bytes):
-            header = header.decode("latin-1")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and self.valid_token(value.strip()):
+        given = _bearer(request)
+        if given is not None and self.valid_token(given):
             return True
         return self.valid_cookie(request.getCookie(COOKIE))
+
+
+@attr.s
+class TokenGuesses:
+    """
+    Wrong tokens by client address, in bounded memory: ``limit`` of them
+    within ``window`` seconds and that address's token checks are refused
+    (``wait`` > 0) until the oldest is ``window`` seconds old. At most
+    ``clients`` addresses are tracked.
+    """
+
+    clock: Callable[[], float] = attr.ib()
+    limit: int = attr.ib(default=GUESS_LIMIT)
+    window: float = attr.ib(default=GUESS_WINDOW)
+    clients: int = attr.ib(default=GUESS_CLIENTS)
+
+    def __attrs_post_init__(self) -> None:
+        self._wrong: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, client: str) -> deque[float]:
+        times = self._wrong.get(client)
+        if times is None:
+            return deque()
+        cutoff = self.clock() - self.window
+        while times and times[0] <= cutoff:
+            times.popleft()
+        if not times:
+            del self._wrong[client]
+        return times
+
+    def wait(self, client: str) -> float:
+        """Seconds before ``client``'s next token may be checked; 0: now."""
+        times = self._recent(client)
+        if len(times) < self.limit:
+            return 0.0
+        return max(0.0, times[0] + self.window - self.clock())
+
+    def wrong(self, client: str) -> bool:
+        """Count a wrong token from ``client``; True when that reaches the limit."""
+        times = self._recent(client)
+        if client not in self._wrong:
+            self._wrong[client] = times = deque(maxlen=self.limit)
+            if len(self._wrong) > self.clients:
+                self._wrong.popitem(last=False)
+        self._wrong.move_to_end(client)
+        times.append(self.clock())
+        return len(times) == self.limit
+
+
+def _client(request: IRequest) -> str:
+    return str(getattr(request.getClientAddress(), "host", "?"))
+
+
+def _bearer(request: IRequest) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, None without one."""
+    header = request.getHeader(b"authorization") or b""
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def _dump_filename(crash_id: str, name: str) -> str:
@@ -132,6 +199,8 @@ class Console:
     recent_limit: int = attr.ib(default=500)
     # Summarize a dump's bytes (console/minidump.py's summarize), run in the pool.
     summarize: Callable[[bytes], Any] | None = attr.ib(default=None)
+    guesses: TokenGuesses = attr.ib(default=attr.Factory(
+        lambda self: TokenGuesses(self.reactor.seconds), takes_self=True))
     log = Logger(namespace="antenna.console")
 
     def __attrs_post_init__(self) -> None:
@@ -175,9 +244,36 @@ class Console:
     async def _page(self, request: IRequest, code: int, page: Any) -> bytes:
         return self._answer(request, code, HTML, await pages.render(page))
 
+    def _wrong_token(self, request: IRequest) -> None:
+        client = _client(request)
+        if self.guesses.wrong(client):
+            self.log.warn("console: {limit} wrong tokens from {client} within {window:.0f} s; "
+                          "its token checks are refused for a while", limit=self.guesses.limit,
+                          client=client, window=self.guesses.window)
+        else:
+            self.log.info("console: a wrong token from {client}", client=client)
+
+    async def _too_many(self, request: IRequest, page: bool, wait: float,
+                        next_path: str = "/") -> bytes:
+        """429: this address sent too many wrong tokens lately; the token was not checked."""
+        seconds = math.ceil(wait)
+        request.setHeader(b"Retry-After", b"%d" % seconds)
+        message = f"Too many wrong tokens from this address: try again in {seconds} s."
+        if page:
+            return await self._page(request, 429, pages.login_page(message, next_path))
+        return self._json(request, 429, {"error": "too many wrong tokens",
+                                         "retry_after": seconds})
+
     def _guarded(self, handler: Handler, page: bool) -> Handler:
         async def guarded(request: IRequest, **kwargs: Any) -> bytes:
+            if self.credential.token and _bearer(request) is not None:
+                wait = self.guesses.wait(_client(request))
+                if wait:
+                    return await self._too_many(request, page, wait,
+                                                request.path.decode("utf-8", "replace"))
             if not self.credential.allows(request):
+                if self.credential.token and _bearer(request) is not None:
+                    self._wrong_token(request)
                 if page:
                     path = request.path.decode("utf-8", "replace")
                     return await self._page(request, 401, pages.login_page(
@@ -202,10 +298,11 @@ class Console:
     async def login(self, request: Request) -> bytes:
         """Check the token of the form; on success set the login cookie and go on."""
         given = (request.args or {}).get(b"token", [b""])[0].decode("utf-8", "replace")
+        wait = self.guesses.wait(_client(request))
+        if wait:
+            return await self._too_many(request, True, wait, self._next(request))
         if not self.credential.token or not self.credential.valid_token(given):
-            self.log.info("console: a sign-in with a wrong token from {client}",
-                          client=request.getClientAddress().host
-                          if hasattr(request.getClientAddress(), "host") else "?")
+            self._wrong_token(request)
             return await self._page(request, 401, pages.login_page(
                 "That is not the console token.", self._next(request)))
         request.addCookie(COOKIE, self.credential.cookie(), path=b"/", httpOnly=True,
