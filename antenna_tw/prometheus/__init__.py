@@ -9,7 +9,8 @@ adds up the files of every process (``backend.py``). The directory must be
 in ``PROMETHEUS_MULTIPROC_DIR`` before ``prometheus_client`` is imported:
 the process the operator started makes a private one (``private_directory``)
 and, with workers, passes it on in their environment; it is removed when
-that process stops.
+that process stops, or, after a SIGKILL, by the next start (its name holds
+the pid of the process that made it).
 
 This module imports nothing from ``prometheus_client`` nor the reactor:
 the ``--workers`` parent, which never counts, imports it.
@@ -18,6 +19,7 @@ the ``--workers`` parent, which never counts, imports it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -26,6 +28,8 @@ from antenna_tw.config import metrics_class_names
 
 #: The environment variable ``prometheus_client`` reads its directory from.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "antenna-tw-metrics-"
+_OWNED = re.compile(re.escape(PREFIX) + r"(\d+)-")
 
 
 def wanted(metrics_class: str) -> bool:
@@ -33,14 +37,53 @@ def wanted(metrics_class: str) -> bool:
     return "prometheus" in metrics_class_names(metrics_class)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_orphans(parent: str) -> list[str]:
+    """
+    Remove the metric directories in ``parent`` that this user's processes
+    made and that outlived them (a SIGKILL skips the removal at shutdown);
+    the paths removed. A directory whose pid now names another live process
+    stays: a few files kept are better than a live node's counts lost.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        owner = _OWNED.match(name)
+        path = os.path.join(parent, name)
+        if owner is None or _alive(int(owner.group(1))):
+            continue
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def private_directory(reactor: Any) -> str:
     """
     A new empty directory for the node's metric files, removed after
     ``reactor`` shuts down (every worker has ended by then). A directory
     inherited in the environment is not used: files left by an earlier run
-    would be counted again.
+    would be counted again. Orphans of earlier runs are removed first.
+    Called at start-up, before the reactor runs.
     """
-    path = tempfile.mkdtemp(prefix="antenna-tw-metrics-")
+    remove_orphans(tempfile.gettempdir())
+    path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, path, True)
     return path
 

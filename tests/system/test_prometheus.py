@@ -82,3 +82,25 @@ def test_one_process_serves_metrics_too(tmp_path, collectors):
     samples, _ = scrape(collector)
     assert samples[INCOMING] == 3
     assert samples["antenna_breakpad_resource_save_queue_size", ()] >= 0
+
+
+def test_a_sigkilled_nodes_directory_is_removed_by_the_next_start(tmp_path, collectors):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    environ = {"CRASHSTORAGE_FS_ROOT": str(tmp_path / "crashes"), "METRICS_CLASS": "prometheus",
+               "TMPDIR": str(temp)}
+    (tmp_path / "a").mkdir()
+    first = collectors.start(tmp_path / "a", environ, args=["--workers", "1"])
+    workers = children_of(first.process.pid)
+    [left] = os.listdir(temp)
+    assert left.startswith(f"antenna-tw-metrics-{first.process.pid}-")
+    os.kill(first.process.pid, signal.SIGKILL)  # no shutdown: the directory stays
+    first.process.wait(10)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers))
+    assert os.listdir(temp) == [left]
+    (tmp_path / "b").mkdir()
+    second = collectors.start(tmp_path / "b", environ, args=["--workers", "1"])
+    [now] = os.listdir(temp)
+    assert now != left and now.startswith(f"antenna-tw-metrics-{second.process.pid}-")
+    second.stop()
+    assert os.listdir(temp) == []

@@ -164,3 +164,23 @@ def test_statsd_sends_what_markus_datadog_backend_sends(udp):
         ours.emit_to_backend(record)
     assert received(udp, len(records)) == theirs
     assert theirs[1] == "ns.a.level:7|g|#x:y\n"
+
+
+def test_orphaned_prometheus_directories_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from antenna_tw.prometheus import PREFIX, remove_orphans
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"{PREFIX}{gone.pid}-x1"
+    live = tmp_path / f"{PREFIX}{os.getpid()}-x2"
+    other = tmp_path / f"{PREFIX}x3"  # not named by this code: left alone
+    for path in (orphan, live, other):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"\0" * 16)
+    assert remove_orphans(str(tmp_path)) == [str(orphan)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    assert remove_orphans(str(tmp_path / "missing")) == []
