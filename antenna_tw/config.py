@@ -18,7 +18,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import attr
 
@@ -29,39 +29,42 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message is one line."""
 
 
-def option_metadata(key: str, parser: Callable[[str], Any] = str, secret: bool = False,
-                    doc: str = "", type_name: str | None = None,
-                    aliases: Mapping[str, str] | None = None,
-                    alternates: Iterable[str] = ()) -> dict[str, Any]:
-    """
-    What makes an attrs field an option read from the environment variable
-    ``key``: ``name: int = attr.ib(default, metadata=option_metadata(...))``,
-    with ``repr=False`` too when ``secret``. (``attr.ib`` is written out at
-    each option so that mypy's attrs plugin, which knows no other field
-    maker, types the settings classes' fields and constructors.)
-
-    ``parser`` turns the variable's text into the value; ``secret`` masks
-    it in logs; ``doc`` says what the option does (the option reference
-    shows it); ``type_name`` names the shape of a string option (a path, a
-    URL) where the parser alone would only say "string"; ``aliases`` maps
-    the other values accepted for it (Antenna's class paths) to what they
-    mean; ``alternates`` are the other names it is read from (Antenna's
-    names of 2021 to today), after ``key``, in their order.
-    """
-    return {"key": key, "parser": parser, "secret": secret, "doc": doc,
-            "type_name": type_name, "aliases": dict(aliases or {}),
-            "alternates": tuple(alternates)}
+T = TypeVar("T")
 
 
-def option(key: str, default: Any, parser: Callable[[str], Any] = str, secret: bool = False,
+@overload
+def option(key: str, default: str, *, secret: bool = False, doc: str = "",
+           type_name: str | None = None, aliases: Mapping[str, str] | None = None,
+           alternates: Iterable[str] = ()) -> str: ...
+@overload
+def option(key: str, default: T, parser: Callable[[str], T], *, secret: bool = False,
+           doc: str = "", type_name: str | None = None,
+           aliases: Mapping[str, str] | None = None, alternates: Iterable[str] = ()) -> T: ...
+def option(key: str, default: Any, parser: Callable[[str], Any] = str, *, secret: bool = False,
            doc: str = "", type_name: str | None = None,
            aliases: Mapping[str, str] | None = None, alternates: Iterable[str] = ()) -> Any:
-    """An option's attrs field in one call, for classes made at run time (tests)."""
-    return attr.ib(
-        default=default,
-        metadata=option_metadata(key, parser, secret, doc, type_name, aliases, alternates),
-        repr=not secret,
-    )
+    """
+    The attrs field of an option read from the environment variable ``key``:
+    ``name: int = option("KEY", 1, int, doc=...)`` in a settings class
+    (``auto_attribs``: mypy's attrs plugin takes the field's type from the
+    annotation, and the overloads check the default and the parser against it).
+
+    ``parser`` turns the variable's text into the value; ``secret`` masks
+    it in logs (and keeps it out of the repr); ``doc`` says what the option
+    does (the option reference shows it); ``type_name`` names the shape of a
+    string option (a path, a URL) where the parser alone would only say
+    "string"; ``aliases`` maps the other values accepted for it (Antenna's
+    class paths) to what they mean; ``alternates`` are the other names it is
+    read from (Antenna's names of 2021 to today), after ``key``, in their order.
+    """
+    return attr.ib(default=default, repr=not secret, metadata={
+        "key": key, "parser": parser, "secret": secret, "doc": doc, "type_name": type_name,
+        "aliases": dict(aliases or {}), "alternates": tuple(alternates)})
+
+
+def group(cls: type[T]) -> T:
+    """The attrs field of a group of options: those of the settings class ``cls``."""
+    return attr.ib(factory=cls, metadata={"group": cls})
 
 
 def parse_positive_int(value: str) -> int:
@@ -227,165 +230,163 @@ def metrics_class_names(value: str) -> list[str]:
 THROTTLER_ALIASES = {"antenna.throttler.<NAME>": "antenna_tw.throttler.<NAME>"}
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class AppSettings:
     """Process-wide settings: identity, logging, metrics and error reporting."""
 
-    basedir: str = attr.ib(".", metadata=option_metadata(
-        "BASEDIR", type_name="directory path",
+    basedir: str = option(
+        "BASEDIR", ".", type_name="directory path",
         doc="Directory holding ``version.json``, which ``GET /__version__`` answers "
-            "(``{}`` when the file is missing)."))
-    logging_level: str = attr.ib("INFO", metadata=option_metadata(
-        "LOGGING_LEVEL", parse_log_level,
+            "(``{}`` when the file is missing).")
+    logging_level: str = option(
+        "LOGGING_LEVEL", "INFO", parse_log_level,
         doc="Lowest level of the log lines written (to stdout, or where twistd's "
-            "``--logfile`` or ``--syslog`` says)."))
-    logging_format: str = attr.ib("mozlog", metadata=option_metadata(
-        "LOGGING_FORMAT", parse_log_format,
+            "``--logfile`` or ``--syslog`` says).")
+    logging_format: str = option(
+        "LOGGING_FORMAT", "mozlog", parse_log_format,
         doc="How each log line is written: ``mozlog`` (one JSON object per line, as Antenna "
             "writes) or ``text`` (``TIME LEVEL LOGGER CRASH_ID CLIENT MESSAGE``, with ``-`` "
             "for a crash id or client address the line has not; the Logs section of the "
-            "architecture page has the details and an example)."))
-    logging_refusals_per_second: float = attr.ib(50.0, metadata=option_metadata(
-        "LOGGING_REFUSALS_PER_SECOND", parse_positive_float,
+            "architecture page has the details and an example).")
+    logging_refusals_per_second: float = option(
+        "LOGGING_REFUSALS_PER_SECOND", 50.0, parse_positive_float,
         doc="Each process logs at most this many lines a second (in bursts of as many) for "
             "uploads it refuses (``Discarded=`` answers, 413 and busy answers, each with the "
             "client's address and the reason); past it, they are only counted, in a warning "
             "logged once per :envvar:`LOGGING_REPEAT_INTERVAL`, so a flood of hostile "
-            "requests costs a bounded log volume."))
-    logging_repeat_interval: float = attr.ib(60.0, metadata=option_metadata(
-        "LOGGING_REPEAT_INTERVAL", parse_seconds,
+            "requests costs a bounded log volume.")
+    logging_repeat_interval: float = option(
+        "LOGGING_REPEAT_INTERVAL", 60.0, parse_seconds,
         doc="A failure that repeats (a spool write refused by a full disk, a connection "
             "refused for lack of file descriptors) is logged at once, then at most once per "
             "this many seconds with how many times it happened meanwhile; a failure with a "
-            "traceback reaches Sentry as often as it is logged."))
-    host_id: str = attr.ib("", metadata=option_metadata(
-        "HOST_ID",
+            "traceback reaches Sentry as often as it is logged.")
+    host_id: str = option(
+        "HOST_ID", "",
         doc="Name put into every log line (``Fields.host_id``) and given to Sentry as the "
-            "server name; empty means the machine's hostname."))
-    secret_sentry_dsn: str = attr.ib("", repr=False, metadata=option_metadata(
-        "SECRET_SENTRY_DSN", secret=True, type_name="Sentry DSN (a URL)",
+            "server name; empty means the machine's hostname.")
+    secret_sentry_dsn: str = option(
+        "SECRET_SENTRY_DSN", "", secret=True, type_name="Sentry DSN (a URL)",
         doc="Every failure logged at error or critical level (an unhandled error in a request, "
             "an unreadable spool entry, a worker that died) is sent to this Sentry project, from "
             "the Sentry client's own thread, with up to 2 s at shutdown for what is still "
-            "queued. Empty turns Sentry off; a value that is not a DSN stops start-up."))
-    metrics_class: str = attr.ib("logging", metadata=option_metadata(
-        "METRICS_CLASS", type_name="comma-separated list of names",
+            "queued. Empty turns Sentry off; a value that is not a DSN stops start-up.")
+    metrics_class: str = option(
+        "METRICS_CLASS", "logging", type_name="comma-separated list of names",
         aliases=METRICS_CLASS_ALIASES,
         doc="Where metrics go: any of ``statsd`` (statsd/DogStatsd packets over UDP), "
             "``prometheus`` (``GET /metrics`` on the collector's port, for the whole node; "
             ":doc:`metrics`), ``logging`` (debug log lines) and ``none``, in any letter case; "
-            "an empty value means ``none``."))
-    statsd_host: str = attr.ib("localhost", metadata=option_metadata(
-        "STATSD_HOST", type_name="host name or address",
+            "an empty value means ``none``.")
+    statsd_host: str = option(
+        "STATSD_HOST", "localhost", type_name="host name or address",
         doc="Host of the statsd/DogStatsd daemon when :envvar:`METRICS_CLASS` includes "
             "``statsd``; looked up once at start-up, and a name that does not resolve stops "
-            "start-up."))
-    statsd_port: int = attr.ib(8125, metadata=option_metadata(
-        "STATSD_PORT", int,
-        doc="UDP port of the statsd/DogStatsd daemon."))
-    statsd_namespace: str = attr.ib("", metadata=option_metadata(
-        "STATSD_NAMESPACE",
-        doc="Prefix put before every metric name, joined with a dot; empty means none."))
-    config_strict: bool = attr.ib(False, metadata=option_metadata(
-        "CONFIG_STRICT", parse_bool,
+            "start-up.")
+    statsd_port: int = option(
+        "STATSD_PORT", 8125, int,
+        doc="UDP port of the statsd/DogStatsd daemon.")
+    statsd_namespace: str = option(
+        "STATSD_NAMESPACE", "",
+        doc="Prefix put before every metric name, joined with a dot; empty means none.")
+    config_strict: bool = option(
+        "CONFIG_STRICT", False, parse_bool,
         doc="What start-up does with an unknown name that looks like one of the collector's "
             "(it begins with the first word of an option's name, such as ``CRASHSTORAGE_`` "
             "or ``SPOOL_``, or is nearly an option's name; the section on unknown names at "
             "the top of this page has the rule): false logs a warning naming the nearest "
-            "option, true refuses to start with that line."))
+            "option, true refuses to start with that line.")
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class IntakeSettings:
     """How ``/submit`` reads, limits and answers an upload."""
 
-    dump_field: str = attr.ib("upload_file_minidump", metadata=option_metadata(
-        "DUMP_FIELD",
-        alternates=("BREAKPAD_DUMP_FIELD",),
+    dump_field: str = option(
+        "DUMP_FIELD", "upload_file_minidump", alternates=("BREAKPAD_DUMP_FIELD",),
         doc="Read for compatibility with Antenna's env files and otherwise unused: every file "
-            "part of an upload is kept as a dump under its own field name."))
-    dump_id_prefix: str = attr.ib("bp-", metadata=option_metadata(
-        "DUMP_ID_PREFIX",
+            "part of an upload is kept as a dump under its own field name.")
+    dump_id_prefix: str = option(
+        "DUMP_ID_PREFIX", "bp-",
         doc="Put before the crash id in the answer to an accepted crash "
-            "(``CrashID=bp-<id>``); storage uses the bare id."))
-    max_payload_size: int = attr.ib(25 * 1024 * 1024, metadata=option_metadata(
-        "MAX_PAYLOAD_SIZE", parse_bytes,
+            "(``CrashID=bp-<id>``); storage uses the bare id.")
+    max_payload_size: int = option(
+        "MAX_PAYLOAD_SIZE", 25 * 1024 * 1024, parse_bytes,
         doc="Largest request body on the wire, judged from Content-Length or by counting "
             "chunked bytes as they arrive; a larger upload is answered 413 "
-            "``Discarded=too_large`` at once."))
-    max_decompressed_size: int = attr.ib(100 * 1024 * 1024, metadata=option_metadata(
-        "MAX_DECOMPRESSED_SIZE", parse_bytes,
+            "``Discarded=too_large`` at once.")
+    max_decompressed_size: int = option(
+        "MAX_DECOMPRESSED_SIZE", 100 * 1024 * 1024, parse_bytes,
         doc="Largest body after gunzip or inflate (an uncompressed body counts as it is); "
             "inflating stops as soon as it is passed and the upload is answered 413 "
-            "``Discarded=too_large``. A request never holds more than this."))
-    max_parts: int = attr.ib(256, metadata=option_metadata(
-        "MAX_PARTS", parse_positive_int,
+            "``Discarded=too_large``. A request never holds more than this.")
+    max_parts: int = option(
+        "MAX_PARTS", 256, parse_positive_int,
         doc="Most multipart parts in one upload; one more makes it a broken upload, answered "
-            "400 ``Discarded=malformed_invalid_payload_structure``."))
-    request_timeout: float = attr.ib(60.0, metadata=option_metadata(
-        "REQUEST_TIMEOUT", parse_seconds,
+            "400 ``Discarded=malformed_invalid_payload_structure``.")
+    request_timeout: float = option(
+        "REQUEST_TIMEOUT", 60.0, parse_seconds,
         doc="How long a connection may stay silent, in the headers or mid-body, before it is "
-            "closed and nothing of it kept; ``0`` turns the timeout off."))
-    header_timeout: float = attr.ib(15.0, metadata=option_metadata(
-        "REQUEST_HEADER_TIMEOUT", parse_seconds,
+            "closed and nothing of it kept; ``0`` turns the timeout off.")
+    header_timeout: float = option(
+        "REQUEST_HEADER_TIMEOUT", 15.0, parse_seconds,
         doc="How long a client may take to send a request's line and headers, counted from "
             "the connection (or from the first byte of a later request on it), however "
-            "steadily it sends; past it the connection is closed. ``0`` turns it off."))
-    min_body_rate: int = attr.ib(1024, metadata=option_metadata(
-        "REQUEST_MIN_BODY_RATE", parse_bytes,
+            "steadily it sends; past it the connection is closed. ``0`` turns it off.")
+    min_body_rate: int = option(
+        "REQUEST_MIN_BODY_RATE", 1024, parse_bytes,
         doc="Bytes per second a request's body must average, counted from the end of its "
             "headers once :envvar:`REQUEST_BODY_GRACE` has passed; a slower body's connection "
-            "is closed and nothing of it kept. ``0`` turns the check off."))
-    body_rate_grace: float = attr.ib(20.0, metadata=option_metadata(
-        "REQUEST_BODY_GRACE", parse_seconds,
-        doc="Seconds a body may take before :envvar:`REQUEST_MIN_BODY_RATE` is checked."))
-    max_connections: int = attr.ib(0, metadata=option_metadata(
-        "MAX_CONNECTIONS", parse_count,
+            "is closed and nothing of it kept. ``0`` turns the check off.")
+    body_rate_grace: float = option(
+        "REQUEST_BODY_GRACE", 20.0, parse_seconds,
+        doc="Seconds a body may take before :envvar:`REQUEST_MIN_BODY_RATE` is checked.")
+    max_connections: int = option(
+        "MAX_CONNECTIONS", 0, parse_count,
         doc="Connections one process serves at once; a connection past it is answered 503 "
             "``Discarded=busy`` with ``Retry-After`` and closed. ``0`` (the default) takes "
             "the process's descriptor limit (its soft limit, raised to the hard limit at "
-            "start) less an eighth of it, at least 64, kept for spool, storage and log files."))
-    max_inflight_bytes: int = attr.ib(1024 * 1024 * 1024, metadata=option_metadata(
-        "MAX_INFLIGHT_BYTES", parse_bytes,
+            "start) less an eighth of it, at least 64, kept for spool, storage and log files.")
+    max_inflight_bytes: int = option(
+        "MAX_INFLIGHT_BYTES", 1024 * 1024 * 1024, parse_bytes,
         doc="Bytes all the uploads being received may hold at once, split evenly between the "
             "workers. The upload that takes the total past it while others hold bytes too is "
             "answered 503 ``Discarded=busy`` with ``Retry-After`` at once; a lone upload is "
-            "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone."))
-    stage_submitter_bearer_token: str = attr.ib("", repr=False, metadata=option_metadata(
-        "STAGE_SUBMITTER_BEARER_TOKEN", secret=True,
+            "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone.")
+    stage_submitter_bearer_token: str = option(
+        "STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True,
         alternates=("BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN",),
         doc="A client sending ``Authorization: Bearer <token>`` with this token may choose "
             "its crash's id with a ``uuid`` field. Empty means nobody may: a ``uuid`` is then "
-            "answered 401 ``Discarded=unauthorized_uuid``."))
+            "answered 401 ``Discarded=unauthorized_uuid``.")
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class ThrottleSettings:
     """Which throttle rules decide what is kept, and which products they know."""
 
-    throttle_rules: str = attr.ib("antenna_tw.throttler.ACCEPT_ALL", metadata=option_metadata(
-        "THROTTLE_RULES",
+    throttle_rules: str = option(
+        "THROTTLE_RULES", "antenna_tw.throttler.ACCEPT_ALL",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_RULES",),
         doc="The list of throttle rules that decides, crash by crash, what is kept; imported "
             "once at start-up, and a path that does not import or a rule that is not valid "
-            "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set."))
-    products: str = attr.ib("antenna_tw.throttler.ALL_PRODUCTS", metadata=option_metadata(
-        "PRODUCTS",
+            "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set.")
+    products: str = option(
+        "PRODUCTS", "antenna_tw.throttler.ALL_PRODUCTS",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_PRODUCTS",),
         doc="The list of product names the rules may check against "
-            "(``throttler.products``); the default is an empty list."))
-    product_packagenames: str = attr.ib(
-        "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES", metadata=option_metadata(
-        "PRODUCT_PACKAGENAMES",
+            "(``throttler.products``); the default is an empty list.")
+    product_packagenames: str = option(
+        "PRODUCT_PACKAGENAMES", "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES",),
         doc="A mapping of product name to the Android package names accepted for it "
-            "(``throttler.product_packagenames``); the default is an empty mapping."))
+            "(``throttler.product_packagenames``); the default is an empty mapping.")
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class AwsSettings:
     """
     How one AWS service is reached: its region, an endpoint of your own, the
@@ -393,26 +394,25 @@ class AwsSettings:
     (``{prefix}`` is ``CRASHSTORAGE_`` for S3, ``CRASHPUBLISH_`` for SQS).
     """
 
-    region: str = attr.ib("us-west-2", metadata=option_metadata(
-        "{prefix}REGION", type_name="AWS region name",
+    region: str = option(
+        "{prefix}REGION", "us-west-2", type_name="AWS region name",
         alternates=("CRASHMOVER_{prefix}REGION", "S3_REGION"),
         doc="Region of the {service} {thing}, used to sign requests and to name the AWS "
-            "endpoint."))
-    endpoint_url: str = attr.ib("", metadata=option_metadata(
-        "{prefix}ENDPOINT_URL", type_name="http(s) URL",
+            "endpoint.")
+    endpoint_url: str = option(
+        "{prefix}ENDPOINT_URL", "", type_name="http(s) URL",
         alternates=("CRASHMOVER_{prefix}ENDPOINT_URL", "S3_ENDPOINT_URL"),
-        doc="Base URL of a {service}-compatible server ({servers}); empty means AWS."))
-    access_key: str = attr.ib("", repr=False, metadata=option_metadata(
-        "{prefix}ACCESS_KEY", secret=True,
-        alternates=("CRASHMOVER_{prefix}ACCESS_KEY",),
+        doc="Base URL of a {service}-compatible server ({servers}); empty means AWS.")
+    access_key: str = option(
+        "{prefix}ACCESS_KEY", "", secret=True, alternates=("CRASHMOVER_{prefix}ACCESS_KEY",),
         doc="{service} access key id, set together with :envvar:`{prefix}SECRET_ACCESS_KEY`; "
             "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
             "``~/.aws``, a container or instance role). One set without the other stops "
-            "start-up."))
-    secret_access_key: str = attr.ib("", repr=False, metadata=option_metadata(
-        "{prefix}SECRET_ACCESS_KEY", secret=True,
+            "start-up.")
+    secret_access_key: str = option(
+        "{prefix}SECRET_ACCESS_KEY", "", secret=True,
         alternates=("CRASHMOVER_{prefix}SECRET_ACCESS_KEY",),
-        doc="{service} secret access key, the pair of :envvar:`{prefix}ACCESS_KEY`."))
+        doc="{service} secret access key, the pair of :envvar:`{prefix}ACCESS_KEY`.")
 
     @property
     def key_names(self) -> tuple[str, str]:
@@ -446,128 +446,118 @@ S3Settings = aws_settings("CRASHSTORAGE_", "S3", "bucket", "MinIO, LocalStack, m
 SqsSettings = aws_settings("CRASHPUBLISH_", "SQS", "queue", "LocalStack, moto")
 
 
-def group_metadata(cls: type[attr.AttrsInstance]) -> dict[str, Any]:
-    """What makes an attrs field a group of options: those of the settings class ``cls``."""
-    return {"group": cls}
-
-
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class StorageSettings:
     """Where the crash movers save crashes: a directory, an S3 bucket, or a class of your own."""
 
-    crashstorage_class: str = attr.ib("fs", metadata=option_metadata(
-        "CRASHSTORAGE_CLASS", parse_storage_class,
-        type_name="name or dotted path to a class",
-        aliases=STORAGE_CLASS_ALIASES,
-        alternates=("CRASHMOVER_CRASHSTORAGE_CLASS",),
+    crashstorage_class: str = option(
+        "CRASHSTORAGE_CLASS", "fs", parse_storage_class, type_name="name or dotted path to a class",
+        aliases=STORAGE_CLASS_ALIASES, alternates=("CRASHMOVER_CRASHSTORAGE_CLASS",),
         doc="``fs`` saves crashes under :envvar:`CRASHSTORAGE_FS_ROOT`, ``s3`` to the bucket "
             ":envvar:`CRASHSTORAGE_BUCKET_NAME`, ``noop`` nowhere; any other value is the "
             "dotted path of a storage class of your own. Antenna's "
             "``antenna.ext.gcs.crashstorage.GcsCrashStorage`` stops start-up: there is no "
-            "Google Cloud Storage here."))
-    fs_root: str = attr.ib("./antenna_crashes", metadata=option_metadata(
-        "CRASHSTORAGE_FS_ROOT", type_name="directory path",
+            "Google Cloud Storage here.")
+    fs_root: str = option(
+        "CRASHSTORAGE_FS_ROOT", "./antenna_crashes", type_name="directory path",
         alternates=("CRASHMOVER_CRASHSTORAGE_FS_ROOT",),
-        doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``."))
-    aws: AwsSettings = attr.ib(factory=S3Settings, metadata=group_metadata(S3Settings))
-    bucket_name: str = attr.ib("", metadata=option_metadata(
-        "CRASHSTORAGE_BUCKET_NAME",
-        alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
+        doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``.")
+    aws: AwsSettings = group(S3Settings)
+    bucket_name: str = option(
+        "CRASHSTORAGE_BUCKET_NAME", "", alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
         doc="The S3 bucket crashes are saved to; required with ``s3`` storage, and checked "
-            "with a HEAD request before the port opens."))
-    raw_crash_layout: str = attr.ib("v2", metadata=option_metadata(
-        "CRASHSTORAGE_RAW_CRASH_LAYOUT", parse_raw_crash_layout,
+            "with a HEAD request before the port opens.")
+    raw_crash_layout: str = option(
+        "CRASHSTORAGE_RAW_CRASH_LAYOUT", "v2", parse_raw_crash_layout,
         doc="Where S3 storage writes the raw crash: ``v2`` at "
             "``v2/raw_crash/<first 3 characters of id>/<YYYYMMDD>/<id>``; ``v1`` at "
             "``v1/raw_crash/<YYYYMMDD>/<id>``, where Antenna wrote it from 2022 to 2024, for "
             "processors that read it there. Dumps and dump names are at the same keys either "
-            "way (:doc:`s3`)."))
+            "way (:doc:`s3`).")
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class SpoolSettings:
     """The durable local queue holding every accepted crash, and the crash movers draining it."""
 
-    spool_dir: str = attr.ib("./antenna_spool", metadata=option_metadata(
-        "SPOOL_DIR", type_name="directory path",
+    spool_dir: str = option(
+        "SPOOL_DIR", "./antenna_spool", type_name="directory path",
         doc="Directory where every accepted crash is written before it is answered, and waits "
             "until it is stored (with workers, one shard ``worker-<i>`` each); put it on a "
-            "volume that outlives the machine."))
-    spool_fsync: bool = attr.ib(False, metadata=option_metadata(
-        "SPOOL_FSYNC", parse_bool,
+            "volume that outlives the machine.")
+    spool_fsync: bool = option(
+        "SPOOL_FSYNC", False, parse_bool,
         doc="fsync each spool entry and its directory before answering, so an answered crash "
             "survives a power loss; each answer then waits for the disk's flush (about 1 ms "
-            "on the development VM, see :doc:`spool`)."))
-    spool_direct_io: bool = attr.ib(True, metadata=option_metadata(
-        "SPOOL_DIRECT_IO", parse_bool,
+            "on the development VM, see :doc:`spool`).")
+    spool_direct_io: bool = option(
+        "SPOOL_DIRECT_IO", True, parse_bool,
         doc="Write dumps with ``O_DIRECT``, past the page cache; where the filesystem refuses "
             "it (tmpfs, some network filesystems) the process falls back to ordinary writes by "
-            "itself."))
-    spool_max_bytes: int = attr.ib(10 * 1024 * 1024 * 1024, metadata=option_metadata(
-        "SPOOL_MAX_BYTES", parse_bytes,
+            "itself.")
+    spool_max_bytes: int = option(
+        "SPOOL_MAX_BYTES", 10 * 1024 * 1024 * 1024, parse_bytes,
         doc="Most bytes the spool may hold, split evenly between the workers; past its share "
-            "a worker answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``."))
-    spool_min_free_bytes: int = attr.ib(512 * 1024 * 1024, metadata=option_metadata(
-        "SPOOL_MIN_FREE_BYTES", parse_bytes,
+            "a worker answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``.")
+    spool_min_free_bytes: int = option(
+        "SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes,
         doc="Free space the spool's filesystem must keep; below it ``/submit`` answers 503 "
-            "``Discarded=busy`` (not split: the workers share the disk)."))
-    spool_max_age: float = attr.ib(600.0, metadata=option_metadata(
-        "SPOOL_MAX_AGE", parse_seconds,
+            "``Discarded=busy`` (not split: the workers share the disk).")
+    spool_max_age: float = option(
+        "SPOOL_MAX_AGE", 600.0, parse_seconds,
         doc="``/__heartbeat__`` answers 503 with a ``crashmover`` error when the oldest crash "
-            "not yet stored has waited longer than this."))
-    concurrent_crashmovers: int = attr.ib(2, metadata=option_metadata(
-        "CONCURRENT_CRASHMOVERS", parse_positive_int,
+            "not yet stored has waited longer than this.")
+    concurrent_crashmovers: int = option(
+        "CONCURRENT_CRASHMOVERS", 2, parse_positive_int,
         alternates=("CRASHMOVER_CONCURRENT_CRASHMOVERS",),
         doc="Crashes each process saves to storage at once; with S3, also its number of "
-            "persistent connections."))
-    crashmover_retry_base_delay: float = attr.ib(1.0, metadata=option_metadata(
-        "CRASHMOVER_RETRY_BASE_DELAY", parse_seconds,
+            "persistent connections.")
+    crashmover_retry_base_delay: float = option(
+        "CRASHMOVER_RETRY_BASE_DELAY", 1.0, parse_seconds,
         doc="Wait after a crash's first failed save; it doubles with each failure in a row up "
-            "to :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped."))
-    crashmover_retry_max_delay: float = attr.ib(60.0, metadata=option_metadata(
-        "CRASHMOVER_RETRY_MAX_DELAY", parse_seconds,
+            "to :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped.")
+    crashmover_retry_max_delay: float = option(
+        "CRASHMOVER_RETRY_MAX_DELAY", 60.0, parse_seconds,
         doc="Longest wait between two tries to save one crash, and about how often storage "
-            "is probed while it is down."))
-    shutdown_timeout: float = attr.ib(30.0, metadata=option_metadata(
-        "SHUTDOWN_TIMEOUT", parse_seconds,
+            "is probed while it is down.")
+    shutdown_timeout: float = option(
+        "SHUTDOWN_TIMEOUT", 30.0, parse_seconds,
         doc="How long the crash movers may go on saving after SIGTERM; what is not stored by "
-            "then stays in the spool for the next start."))
+            "then stays in the spool for the next start.")
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class PublishSettings:
     """Where the id of each stored crash is published, for the processors to pick it up."""
 
-    crashpublish_class: str = attr.ib("none", metadata=option_metadata(
-        "CRASHPUBLISH_CLASS", parse_crashpublish_class,
-        alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
+    crashpublish_class: str = option(
+        "CRASHPUBLISH_CLASS", "none", parse_crashpublish_class,
         aliases={path: short for path, short in CRASHPUBLISH_CLASS_ALIASES.items() if path},
+        alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
         doc="``none`` publishes nothing; ``sqs`` sends each stored crash's id to the SQS queue "
             ":envvar:`CRASHPUBLISH_QUEUE_NAME`; ``rabbitmq`` publishes it to a RabbitMQ "
             "queue; any other value is the dotted path of a publisher class of your own. "
             "Antenna's Pub/Sub publisher stops start-up: there is no Pub/Sub here. "
-            "See :doc:`publishing`."))
-    accepted_only: bool = attr.ib(False, metadata=option_metadata(
-        "CRASHPUBLISH_ACCEPTED_ONLY", parse_bool,
+            "See :doc:`publishing`.")
+    accepted_only: bool = option(
+        "CRASHPUBLISH_ACCEPTED_ONLY", False, parse_bool,
         doc="false publishes every stored crash, as Antenna does; true publishes only those "
             "the throttle rules accepted (``ACCEPT``, the id's throttle digit 0), not the "
-            "deferred ones, as the 2018 pipeline did."))
+            "deferred ones, as the 2018 pipeline did.")
     # SQS (antenna_tw/ext/sqs.py)
-    queue_name: str = attr.ib("", metadata=option_metadata(
-        "CRASHPUBLISH_QUEUE_NAME",
-        alternates=("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",),
+    queue_name: str = option(
+        "CRASHPUBLISH_QUEUE_NAME", "", alternates=("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",),
         doc="Name of the SQS queue crash ids are sent to; required with ``sqs``, and "
-            "resolved with ``GetQueueUrl`` before the port opens."))
-    aws: AwsSettings = attr.ib(factory=SqsSettings, metadata=group_metadata(SqsSettings))
-    verify_message: bool = attr.ib(True, metadata=option_metadata(
-        "CRASHPUBLISH_VERIFY_MESSAGE", parse_bool,
+            "resolved with ``GetQueueUrl`` before the port opens.")
+    aws: AwsSettings = group(SqsSettings)
+    verify_message: bool = option(
+        "CRASHPUBLISH_VERIFY_MESSAGE", True, parse_bool,
         doc="Send Antenna's start-up verification message, the body ``test`` (which "
             "Socorro's processor ignores), to the queue before the port opens; false sends "
-            "nothing at start."))
+            "nothing at start.")
     # RabbitMQ (antenna_tw/ext/rabbitmq.py)
-    amqp_url: str = attr.ib(
-        "amqp://guest:guest@localhost:5672/%2F", repr=False, metadata=option_metadata(
-        "CRASHPUBLISH_AMQP_URL", parse_amqp_url,
+    amqp_url: str = option(
+        "CRASHPUBLISH_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F", parse_amqp_url,
         secret=True, type_name="AMQP URL",
         doc="The RabbitMQ broker of ``rabbitmq``, with user, password and virtual host: "
             "``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; "
@@ -575,79 +565,68 @@ class PublishSettings:
             "A secret: the option log masks it, and errors show it with the password masked. "
             "Checked before the port opens by connecting and declaring the queue. The "
             "default is RabbitMQ's own ``guest`` user on this machine, "
-            "``amqp://guest:guest@localhost:5672/%2F``."))
-    amqp_queue: str = attr.ib("socorro.normal", metadata=option_metadata(
-        "CRASHPUBLISH_AMQP_QUEUE",
+            "``amqp://guest:guest@localhost:5672/%2F``.")
+    amqp_queue: str = option(
+        "CRASHPUBLISH_AMQP_QUEUE", "socorro.normal",
         doc="The queue crash ids go to with ``rabbitmq``; declared durable on every "
             "connection (see :envvar:`CRASHPUBLISH_AMQP_DECLARE_QUEUE`). ``socorro.normal`` is "
-            "the queue Socorro's processor reads."))
-    amqp_exchange: str = attr.ib("", metadata=option_metadata(
-        "CRASHPUBLISH_AMQP_EXCHANGE",
+            "the queue Socorro's processor reads.")
+    amqp_exchange: str = option(
+        "CRASHPUBLISH_AMQP_EXCHANGE", "",
         doc="Exchange crash ids are published to; empty means the default exchange, which "
             "routes by queue name. A named exchange must exist (checked at start) and route "
             "the routing key to a queue: an id that reaches no queue is returned by the "
-            "broker and published again later, never counted as published."))
-    amqp_routing_key: str = attr.ib("", metadata=option_metadata(
-        "CRASHPUBLISH_AMQP_ROUTING_KEY",
-        doc="Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`."))
-    amqp_declare_queue: bool = attr.ib(True, metadata=option_metadata(
-        "CRASHPUBLISH_AMQP_DECLARE_QUEUE", parse_bool,
+            "broker and published again later, never counted as published.")
+    amqp_routing_key: str = option(
+        "CRASHPUBLISH_AMQP_ROUTING_KEY", "",
+        doc="Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`.")
+    amqp_declare_queue: bool = option(
+        "CRASHPUBLISH_AMQP_DECLARE_QUEUE", True, parse_bool,
         doc="true declares :envvar:`CRASHPUBLISH_AMQP_QUEUE` as a durable classic queue "
             "(creating it if missing); false only checks that it exists, for a queue its "
             "owner declared otherwise (a quorum queue, a queue with arguments), which a "
-            "durable declare would be refused for."))
-    amqp_timeout: float = attr.ib(10.0, metadata=option_metadata(
-        "CRASHPUBLISH_AMQP_TIMEOUT", parse_seconds,
+            "durable declare would be refused for.")
+    amqp_timeout: float = option(
+        "CRASHPUBLISH_AMQP_TIMEOUT", 10.0, parse_seconds,
         doc="Longest wait for a connection to the broker, for its confirms of one batch of "
             "ids, and for the ``/__heartbeat__`` check; past it the connection is dropped "
-            "and the unconfirmed ids are published again."))
+            "and the unconfirmed ids are published again.")
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class ConsoleSettings:
     """The crash console: pages and a JSON API about this node and its crashes (:doc:`console`)."""
 
-    console_port: str = attr.ib("", metadata=option_metadata(
-        "CONSOLE_PORT", parse_port_description,
+    console_port: str = option(
+        "CONSOLE_PORT", "", parse_port_description,
         doc="Where the console listens, as a strports description of its own, never the "
             "``/submit`` port: ``tcp:8001`` listens on 127.0.0.1 unless it names an "
             "``interface``. Empty (the default) turns the console off. A console on an "
             "interface other than loopback without :envvar:`SECRET_CONSOLE_TOKEN` stops "
-            "start-up. With ``--workers N`` the supervising parent serves it."))
-    secret_console_token: str = attr.ib("", repr=False, metadata=option_metadata(
-        "SECRET_CONSOLE_TOKEN", secret=True,
+            "start-up. With ``--workers N`` the supervising parent serves it.")
+    secret_console_token: str = option(
+        "SECRET_CONSOLE_TOKEN", "", secret=True,
         doc="The console's credential: its pages ask for it once and keep a signed login "
             "cookie, its API takes ``Authorization: Bearer <token>``. Empty lets anyone who "
-            "can reach a loopback console in."))
-    console_recent_crashes: int = attr.ib(500, metadata=option_metadata(
-        "CONSOLE_RECENT_CRASHES", parse_positive_int,
-        doc="How many of the newest crashes the console's recent list shows."))
+            "can reach a loopback console in.")
+    console_recent_crashes: int = option(
+        "CONSOLE_RECENT_CRASHES", 500, parse_positive_int,
+        doc="How many of the newest crashes the console's recent list shows.")
 
 
-SETTINGS_CLASSES: dict[str, type[attr.AttrsInstance]] = {
-    "app": AppSettings,
-    "intake": IntakeSettings,
-    "throttle": ThrottleSettings,
-    "storage": StorageSettings,
-    "spool": SpoolSettings,
-    "publish": PublishSettings,
-    "console": ConsoleSettings,
-}
-
-
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class Config:
-    """Every component's settings, as read at start-up."""
+    """Every component's settings, as read at start-up: one group of options each."""
 
-    app: AppSettings = attr.ib()
-    intake: IntakeSettings = attr.ib()
-    throttle: ThrottleSettings = attr.ib()
-    storage: StorageSettings = attr.ib()
-    spool: SpoolSettings = attr.ib()
-    publish: PublishSettings = attr.ib()
+    app: AppSettings = group(AppSettings)
+    intake: IntakeSettings = group(IntakeSettings)
+    throttle: ThrottleSettings = group(ThrottleSettings)
+    storage: StorageSettings = group(StorageSettings)
+    spool: SpoolSettings = group(SpoolSettings)
+    publish: PublishSettings = group(PublishSettings)
+    console: ConsoleSettings = group(ConsoleSettings)
     # One line per unknown name that looks like an option (unknown_name_messages).
-    warnings: tuple[str, ...] = attr.ib(default=())
-    console: ConsoleSettings = attr.ib(factory=ConsoleSettings)
+    warnings: tuple[str, ...] = ()
 
     def value_of(self, path: str) -> Any:
         """The value of the option at ``path`` (``storage.aws.region``), from ``all_options``."""
@@ -677,6 +656,13 @@ class Config:
         return (f"configuration: {' '.join(sorted(changed)) or 'all defaults'}"
                 f" ({len(changed)} set, {defaults} at their defaults)")
 
+
+
+# Config's groups by name, in its order (the option reference's sections).
+SETTINGS_CLASSES: dict[str, type[attr.AttrsInstance]] = {
+    field.name: field.metadata["group"] for field in attr.fields(Config)
+    if "group" in field.metadata
+}
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
