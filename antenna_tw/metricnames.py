@@ -27,8 +27,8 @@ class MetricSpec:
 
     name: str = attr.ib()
     type: str = attr.ib(validator=attr.validators.in_(TYPES))
-    tags: tuple[str, ...] = attr.ib(default=(), converter=_tag_names)
     doc: str = attr.ib(default="")
+    tags: tuple[str, ...] = attr.ib(default=(), converter=_tag_names)
 
 
 INCOMING_CRASH = "breakpad_resource.incoming_crash"
@@ -54,51 +54,52 @@ HEALTH_BROKEN_COUNT = "health.broken.count"
 
 # In the order the docs list them: intake, throttling, saving, publishing, health.
 METRICS = (
-    MetricSpec(INCOMING_CRASH, "incr", (),
-               "A crash report was parsed, before throttling."),
-    MetricSpec(MALFORMED, "incr", ("reason",),
+    MetricSpec(INCOMING_CRASH, "incr", "A crash report was parsed, before throttling."),
+    MetricSpec(MALFORMED, "incr",
                "An upload was refused (400; 401 for ``unauthorized_uuid``, 413 for "
                "``too_large``); ``reason`` is its ``Discarded=`` reason without "
                "``malformed_``, as Antenna's, e.g. ``no_content_type``, ``bad_gzip`` "
-               "(:doc:`intake`)."),
-    MetricSpec(UNAUTHORIZED_UUID, "incr", (),
+               "(:doc:`intake`).",
+               tags=("reason",)),
+    MetricSpec(UNAUTHORIZED_UUID, "incr",
                "An upload carried a ``uuid`` field without a valid bearer token (401; "
                "also counted as ``malformed``)."),
-    MetricSpec(THROTTLE_RULE, "incr", ("rule",),
-               "The throttle rule that decided a crash; ``rule`` is its name."),
-    MetricSpec(THROTTLE, "incr", ("result",),
+    MetricSpec(THROTTLE_RULE, "incr",
+               "The throttle rule that decided a crash; ``rule`` is its name.",
+               tags=("rule",)),
+    MetricSpec(THROTTLE, "incr",
                "The throttle result of a crash: ``result`` is ``accept``, ``defer``, "
-               "``reject`` or ``fakeaccept``."),
-    MetricSpec(BUSY, "incr", (),
+               "``reject`` or ``fakeaccept``.",
+               tags=("result",)),
+    MetricSpec(BUSY, "incr",
                "An upload was answered 503 ``Discarded=busy`` (spool full or uploads in "
                "flight over their memory limit)."),
-    MetricSpec(ON_POST_TIME, "timing", (),
+    MetricSpec(ON_POST_TIME, "timing",
                "Milliseconds in the ``/submit`` handler, parsed request to answer."),
-    MetricSpec(SAVE_QUEUE_SIZE, "gauge", (),
+    MetricSpec(SAVE_QUEUE_SIZE, "gauge",
                "Crashes accepted but not yet stored, at each change and at each heartbeat."),
-    MetricSpec(SAVE_CRASH_COUNT, "incr", (),
-               "A crash was stored."),
-    MetricSpec(SAVE_CRASH_EXCEPTION_COUNT, "incr", (),
+    MetricSpec(SAVE_CRASH_COUNT, "incr", "A crash was stored."),
+    MetricSpec(SAVE_CRASH_EXCEPTION_COUNT, "incr",
                "A save failed; the crash stays in the spool and is retried."),
-    MetricSpec(CRASH_SAVE_TIME, "timing", (),
+    MetricSpec(CRASH_SAVE_TIME, "timing",
                "Milliseconds of one successful move: read from the spool, save, delete."),
-    MetricSpec(CRASH_HANDLING_TIME, "timing", (),
+    MetricSpec(CRASH_HANDLING_TIME, "timing",
                "Milliseconds from accepted to stored, retries included."),
-    MetricSpec(PUBLISH_CRASH_COUNT, "incr", (),
+    MetricSpec(PUBLISH_CRASH_COUNT, "incr",
                "Crash ids published (counted by the number confirmed in one publish call), "
                "with :envvar:`CRASHPUBLISH_CLASS` set (:doc:`publishing`)."),
-    MetricSpec(PUBLISH_CRASH_EXCEPTION_COUNT, "incr", (),
+    MetricSpec(PUBLISH_CRASH_EXCEPTION_COUNT, "incr",
                "A publish call left ids unpublished; they stay in the spool and are retried."),
-    MetricSpec(CRASH_PUBLISH_TIME, "timing", (),
+    MetricSpec(CRASH_PUBLISH_TIME, "timing",
                "Milliseconds of one publish call (up to the publisher's batch of ids), "
                "failed ones included."),
-    MetricSpec(PUBLISH_QUEUE_SIZE, "gauge", (),
+    MetricSpec(PUBLISH_QUEUE_SIZE, "gauge",
                "Stored crashes whose ids are not yet published, at each change and at each "
                "heartbeat."),
-    MetricSpec(HEALTH_LBHEARTBEAT_COUNT, "incr", (), "A ``GET /__lbheartbeat__``."),
-    MetricSpec(HEALTH_HEARTBEAT_COUNT, "incr", (), "A ``GET /__heartbeat__``."),
-    MetricSpec(HEALTH_VERSION_COUNT, "incr", (), "A ``GET /__version__``."),
-    MetricSpec(HEALTH_BROKEN_COUNT, "incr", (), "A ``GET /__broken__``."),
+    MetricSpec(HEALTH_LBHEARTBEAT_COUNT, "incr", "A ``GET /__lbheartbeat__``."),
+    MetricSpec(HEALTH_HEARTBEAT_COUNT, "incr", "A ``GET /__heartbeat__``."),
+    MetricSpec(HEALTH_VERSION_COUNT, "incr", "A ``GET /__version__``."),
+    MetricSpec(HEALTH_BROKEN_COUNT, "incr", "A ``GET /__broken__``."),
 )
 
 REGISTRY = {spec.name: spec for spec in METRICS}
