@@ -58,31 +58,31 @@ class StartupError(Exception):
 STOP_GRACE = 1.0
 
 
-@attr.s
+@attr.s(auto_attribs=True)
 class Collector:
     """Every running part of one collector process."""
 
-    config: Config = attr.ib()
+    config: Config
     # The running reactor: time, TCP and calls from threads (no one interface says all three).
-    reactor: Any = attr.ib()
-    threadpool: ThreadPool = attr.ib()
-    metrics: IMetrics = attr.ib()
-    storage: ICrashStorage = attr.ib()
-    spool: Spool = attr.ib()
-    mover: CrashMover = attr.ib()
-    throttler: Throttler = attr.ib()
-    admission: Admission = attr.ib()
-    site: CrashSite = attr.ib()
+    reactor: Any
+    threadpool: ThreadPool
+    metrics: IMetrics
+    storage: ICrashStorage
+    spool: Spool
+    mover: CrashMover
+    throttler: Throttler
+    admission: Admission
+    site: CrashSite
     # With --workers: publishes what the other workers' heartbeats cannot read from files.
-    status: StatusPublisher | None = attr.ib(default=None)
+    status: StatusPublisher | None = None
     # CRASHPUBLISH_CLASS's publisher (a no-op one for none), and the queue of
     # stored crashes whose ids it publishes (None: nothing is published).
-    publisher: ICrashPublisher | None = attr.ib(default=None)
-    publish_queue: PublishQueue | None = attr.ib(default=None)
+    publisher: ICrashPublisher | None = None
+    publish_queue: PublishQueue | None = None
     # With the console on (CONSOLE_PORT): this process's per-minute figures.
-    figures: Figures | None = attr.ib(default=None)
+    figures: Figures | None = None
     # The heartbeat's background checks, run from start to stop.
-    health_checks: HealthChecks | None = attr.ib(default=None)
+    health_checks: HealthChecks | None = None
     log = Logger(namespace="antenna.app")
 
     def prepare(self, check: bool = True) -> list[SpoolEntry]:

@@ -70,25 +70,25 @@ def takes_body(method: bytes, raw_path: bytes) -> bool:
     return _SLASHES.sub(b"/", path) in SUBMIT_PATHS
 
 
-@attr.s
+@attr.s(auto_attribs=True)
 class SubmitHandler:
     """The /submit route and the decisions it makes."""
 
-    throttler: Throttler = attr.ib()
-    spool: Spool = attr.ib()
-    mover: CrashMover = attr.ib()
-    admission: Admission = attr.ib()
-    metrics: Metrics = attr.ib()
-    settings: IntakeSettings = attr.ib()
-    make_uuid: Callable[[], UUID] | None = attr.ib(default=None)
+    throttler: Throttler
+    spool: Spool
+    mover: CrashMover
+    admission: Admission
+    metrics: Metrics
+    settings: IntakeSettings
+    make_uuid: Callable[[], UUID] | None = None
     #: Seconds between two log lines of the same repeated failure (LOGGING_REPEAT_INTERVAL).
-    repeat_interval: float = attr.ib(default=60.0)
+    repeat_interval: float = 60.0
     #: With the console on: counts each crash by product, version and result (console/figures.py).
-    figures: Figures | None = attr.ib(default=None)
+    figures: Figures | None = None
     #: How many refusal lines may be logged (LOGGING_REFUSALS_PER_SECOND), shared with intake.
-    refusals: LineBudget = attr.ib(default=attr.Factory(
+    refusals: LineBudget = attr.Factory(
         lambda self: LineBudget(self.admission.clock, 50.0, self.repeat_interval),
-        takes_self=True))
+        takes_self=True)
     log = Logger(namespace="antenna.breakpad_resource")
 
     def __attrs_post_init__(self) -> None:

@@ -25,7 +25,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attr
 
@@ -169,15 +169,15 @@ def _read(description: str, option: str, path: str) -> bytes:
                         f"({error.strerror or error})") from None
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class TLSFiles:
     """What an ``ssl:`` port serves: Twisted's ``ssl:`` options, files checked."""
 
-    private_key: str = attr.ib()
-    cert_key: str = attr.ib()
-    extra_cert_chain: str | None = attr.ib(default=None)
-    dh_parameters: str | None = attr.ib(default=None)
-    method: str | None = attr.ib(default=None)
+    private_key: str
+    cert_key: str
+    extra_cert_chain: str | None = None
+    dh_parameters: str | None = None
+    method: str | None = None
 
     @classmethod
     def from_options(cls, description: str, options: Mapping[str, str]) -> TLSFiles:
@@ -263,16 +263,16 @@ def _reason(error: Exception) -> str:
     return str(getattr(error, "reason", None) or error)
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class InetPort:
     """A ``tcp:``, ``tcp6:`` or ``ssl:`` port: an address, and TLS files for ``ssl:``."""
 
-    description: str = attr.ib()
-    family: int = attr.ib()
-    interface: str = attr.ib()
-    port: int = attr.ib()
-    backlog: int = attr.ib(default=DEFAULT_BACKLOG)
-    tls: TLSFiles | None = attr.ib(default=None)
+    description: str
+    family: int
+    interface: str
+    port: int
+    backlog: int = DEFAULT_BACKLOG
+    tls: TLSFiles | None = None
 
     def open(self, environ: Mapping[str, str] | None = None) -> socket.socket:
         """The listening socket, bound and non-blocking (as ``adoptStreamPort`` wants it)."""
@@ -301,19 +301,19 @@ class InetPort:
         return endpoints.TCP4ServerEndpoint(reactor, self.port, self.backlog, self.interface)
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class UnixPort:
     """
     A ``unix:`` port: a socket file, its mode, and Twisted's lock file
     beside it. A single process only (``check_shareable``).
     """
 
-    description: str = attr.ib()
-    address: str = attr.ib()
-    mode: int = attr.ib(default=0o666)
-    backlog: int = attr.ib(default=DEFAULT_BACKLOG)
-    lockfile: bool = attr.ib(default=True)
-    tls: None = None
+    description: str
+    address: str
+    mode: int = 0o666
+    backlog: int = DEFAULT_BACKLOG
+    lockfile: bool = True
+    tls: ClassVar[None] = None  # never TLS (InetPort.tls)
 
     def endpoint(self, reactor: Any, environ: Mapping[str, str]) -> IStreamServerEndpoint:
         """Twisted's endpoint for this port, for a single process."""
@@ -323,15 +323,15 @@ class UnixPort:
                                   self.lockfile)
 
 
-@attr.s(frozen=True)
+@attr.s(frozen=True, auto_attribs=True)
 class SystemdPort:
     """A ``systemd:`` port: one of the listening sockets systemd passed this process."""
 
-    description: str = attr.ib()
-    family: int = attr.ib()
-    index: int | None = attr.ib(default=None)
-    name: str | None = attr.ib(default=None)
-    tls: None = None
+    description: str
+    family: int
+    # Which of the sockets systemd passed: its position (index=) or its name (name=).
+    which: int | str
+    tls: ClassVar[None] = None  # never TLS (InetPort.tls)
 
     def descriptor(self, environ: Mapping[str, str], pid: int) -> int:
         """
@@ -350,14 +350,14 @@ class SystemdPort:
         except ValueError:
             raise refuse("LISTEN_FDS: expected the number of sockets passed") from None
         names = environ.get("LISTEN_FDNAMES")
-        if self.index is not None:
-            if self.index >= count:
-                raise refuse(f"index={self.index}, but LISTEN_FDS={count}")
-            return SD_LISTEN_FDS_START + self.index
+        if isinstance(self.which, int):
+            if self.which >= count:
+                raise refuse(f"index={self.which}, but LISTEN_FDS={count}")
+            return SD_LISTEN_FDS_START + self.which
         listed = names.split(":") if names else []
-        if len(listed) != count or self.name not in listed:
-            raise refuse(f"name={self.name} is not in LISTEN_FDNAMES={names or ''}")
-        return SD_LISTEN_FDS_START + listed.index(self.name)
+        if len(listed) != count or self.which not in listed:
+            raise refuse(f"name={self.which} is not in LISTEN_FDNAMES={names or ''}")
+        return SD_LISTEN_FDS_START + listed.index(self.which)
 
     def open(self, environ: Mapping[str, str] | None = None) -> socket.socket:
         """
@@ -421,12 +421,10 @@ def parse_port(description: str) -> Port:
         if ("index" in options) == ("name" in options):
             raise PortError(description, "expected one of index= or name=, as in "
                             "systemd:domain=INET:index=0")
-        index = None
-        if "index" in options:
-            index = _number(description, options, "index", None, 0, 1 << 16,
-                            "the position of the socket among those systemd passes, "
-                            "from 0")
-        return SystemdPort(description, SYSTEMD_DOMAINS[domain], index, options.get("name"))
+        which = options["name"] if "name" in options else _number(
+            description, options, "index", None, 0, 1 << 16,
+            "the position of the socket among those systemd passes, from 0")
+        return SystemdPort(description, SYSTEMD_DOMAINS[domain], which)
     port = _port_number(description, options, kind)
     backlog = _backlog(description, options)
     interface = options.get("interface", "::" if kind == "tcp6" else "")

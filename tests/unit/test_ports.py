@@ -82,7 +82,7 @@ def test_unix_and_systemd_ports():
     assert parse_port("systemd:domain=INET:index=0") == SystemdPort(
         "systemd:domain=INET:index=0", IPV4, 0)
     assert parse_port("systemd:INET6:name=https") == SystemdPort(
-        "systemd:INET6:name=https", IPV6, None, "https")
+        "systemd:INET6:name=https", IPV6, "https")
 
 
 @pytest.mark.parametrize("description,reason", [
