@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attr
 from klein import Klein
@@ -31,6 +31,10 @@ from zope.interface import Interface
 
 from antenna_tw import answers, metricnames
 from antenna_tw.logs import Logger
+
+if TYPE_CHECKING:
+    from antenna_tw.publisher import ICrashPublisher
+    from antenna_tw.storage import ICrashStorage
 
 
 @attr.s(frozen=True, slots=True)
@@ -200,20 +204,19 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def heartbeat_checks(clock: Any, storage: Any, spool: Any, threadpool: Any,
+def heartbeat_checks(clock: Any, storage: ICrashStorage, spool: Any, threadpool: Any,
                      other_shards: IOtherShards | None = None,
-                     publisher: Any = None) -> HealthChecks:
+                     publisher: ICrashPublisher | None = None) -> HealthChecks:
     """
     The heartbeat's probes on ``clock`` (the reactor: time and threads):
     ``storage``, ``spool`` (a file can be written),
     ``shards`` (the other shards' states, with workers) and ``publisher``.
-    A backend's ``health_ttl`` (S3, SQS), if it has one, is how long its
-    answer is reused.
+    Each backend's answer is reused for its ``health_ttl`` seconds.
     """
     def writable() -> Deferred[list[str]]:
         return spool.check_writable().addCallback(lambda problem: [problem] if problem else [])
 
-    probes = [Probe("storage", storage.check_health, clock, getattr(storage, "health_ttl", 0.0)),
+    probes = [Probe("storage", storage.check_health, clock, storage.health_ttl),
               Probe("spool", writable, clock)]
     if other_shards is not None:
         shards = other_shards
@@ -223,8 +226,7 @@ def heartbeat_checks(clock: Any, storage: Any, spool: Any, threadpool: Any,
 
         probes.append(Probe("shards", read, clock, on_failure=lambda failure: None))
     if publisher is not None:
-        probes.append(Probe("publisher", publisher.check_health, clock,
-                            getattr(publisher, "health_ttl", 0.0)))
+        probes.append(Probe("publisher", publisher.check_health, clock, publisher.health_ttl))
     return HealthChecks(clock, probes)
 
 

@@ -58,6 +58,7 @@ class ICrashPublisher(Interface):
 
     name = Attribute("Short name for logs and the heartbeat.")
     batch_size = Attribute("How many ids one publish() call may take (SQS: 10).")
+    health_ttl = Attribute("Seconds the heartbeat may reuse a check_health answer (0: none).")
 
     def verify() -> None:
         """
@@ -92,6 +93,7 @@ class NoOpPublisher:
 
     name = "none"
     batch_size = 10
+    health_ttl = 0.0
 
     @classmethod
     def from_settings(cls, publish_settings: PublishSettings, storage_settings: StorageSettings,

@@ -25,6 +25,7 @@ class ICrashStorage(Interface):
     """
 
     name = Attribute("Short name for logs and the heartbeat.")
+    health_ttl = Attribute("Seconds the heartbeat may reuse a check_health answer (0: none).")
 
     def verify() -> None:
         """

@@ -212,6 +212,7 @@ class NeverStorage:
     """A storage backend that never finishes a save (for backlog tests)."""
 
     name = "never"
+    health_ttl = 0.0
 
     @classmethod
     def from_settings(cls, settings, reactor, threadpool, concurrency=None):

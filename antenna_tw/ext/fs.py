@@ -114,6 +114,7 @@ class FSCrashStorage:
     reactor: IReactorFromThreads = attr.ib()
     threadpool: ThreadPool = attr.ib()
     name = "fs"
+    health_ttl = 0.0
 
     @classmethod
     def from_settings(cls, settings: StorageSettings, reactor: IReactorFromThreads,

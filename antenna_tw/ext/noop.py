@@ -21,6 +21,7 @@ class NoOpCrashStorage:
     keep: int = attr.ib(default=10)
     crashes: deque[Crash] = attr.ib(init=False)
     name = "noop"
+    health_ttl = 0.0
 
     def __attrs_post_init__(self) -> None:
         self.crashes = deque(maxlen=self.keep)

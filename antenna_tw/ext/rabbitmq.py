@@ -105,6 +105,7 @@ class RabbitMQCrashPublisher:
     # AMQP has no batch call: a publish() call pipelines its messages and
     # waits for all their confirms, so a batch is only a bound on the wait.
     batch_size = 100
+    health_ttl = 0.0
 
     url: str = attr.ib(repr=False)
     queue: str = attr.ib(default=SOCORRO_QUEUE)

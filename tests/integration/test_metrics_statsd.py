@@ -92,6 +92,7 @@ class FailOncePublisher:
 
     name = "fail-once"
     batch_size = 10
+    health_ttl = 0.0
 
     def __init__(self):
         self.calls = 0

@@ -46,6 +46,7 @@ class FakePublisher:
     batch_size = attr.ib(default=3)
     calls = attr.ib(factory=list)  # [(ids, Deferred)]
     name = "fake"
+    health_ttl = 0.0
 
     def verify(self):
         pass

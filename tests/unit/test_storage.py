@@ -61,6 +61,7 @@ class WithoutClose:
     """Says it is crash storage but cannot let go of its connections."""
 
     name = "without-close"
+    health_ttl = 0.0
 
     def verify(self):
         pass
@@ -80,6 +81,8 @@ class WithoutClose:
 class BrokenMethods(Undeclared):
     """Says it is crash storage but its methods want arguments nobody gives."""
 
+    health_ttl = 0.0
+
     def verify(self, strictly):
         pass
 
@@ -91,12 +94,23 @@ class BrokenMethods(Undeclared):
 class FilesWithoutTheFileMethod(Undeclared):
     """Says it takes spooled files but has no method for them."""
 
+    health_ttl = 0.0
+
+
+@implementer(ICrashStorage)
+class WithoutHealthTtl(Undeclared):
+    """Says it is crash storage but not how long the heartbeat may reuse its health."""
+
 
 @pytest.mark.parametrize("storage,why", [
     (Undeclared(), "^Undeclared is not usable as ICrashStorage: "
-                   "Does not declaratively implement the interface.$"),
+                   "Does not declaratively implement the interface; "
+                   "The antenna_tw.storage.ICrashStorage.health_ttl attribute was not provided$"),
     (WithoutClose(), r"^WithoutClose is not usable as ICrashStorage: "
                      r"The antenna_tw.storage.ICrashStorage.close\(\) attribute was not provided.$"),
+    (WithoutHealthTtl(), r"^WithoutHealthTtl is not usable as ICrashStorage: "
+                         r"The antenna_tw.storage.ICrashStorage.health_ttl attribute was not "
+                         r"provided.$"),
     (FilesWithoutTheFileMethod(),
      r"^FilesWithoutTheFileMethod is not usable as IFileCrashStorage: The antenna_tw.storage."
      r"IFileCrashStorage.save_spooled_blocking\(spooled\) attribute was not provided.$"),
