@@ -25,6 +25,7 @@ import tempfile
 from typing import Any
 
 from antenna_tw.config import metrics_class_names
+from antenna_tw.files import process_running
 
 #: The environment variable ``prometheus_client`` reads its directory from.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -35,16 +36,6 @@ _OWNED = re.compile(re.escape(PREFIX) + r"(\d+)-")
 def wanted(metrics_class: str) -> bool:
     """True when METRICS_CLASS names ``prometheus``."""
     return "prometheus" in metrics_class_names(metrics_class)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def remove_orphans(parent: str) -> list[str]:
@@ -62,7 +53,7 @@ def remove_orphans(parent: str) -> list[str]:
     for name in names:
         owner = _OWNED.match(name)
         path = os.path.join(parent, name)
-        if owner is None or _alive(int(owner.group(1))):
+        if owner is None or process_running(int(owner.group(1))):
             continue
         try:
             if os.lstat(path).st_uid != os.getuid():

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from antenna_tw.files import process_running
 from antenna_tw.health import IOtherShards, ShardState
 from antenna_tw.logs import Logger
 from antenna_tw.spool import DUMP_SUFFIX, SUFFIX
@@ -42,16 +43,6 @@ def write_status(directory: str, status: dict[str, Any]) -> None:
     with open(temp, "w", encoding="utf-8") as status_file:
         json.dump(status, status_file, sort_keys=True)
     os.replace(temp, os.path.join(directory, STATUS_FILE))
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # running, as another user
-    return True
 
 
 def read_status(directory: str) -> dict[str, Any] | None:
@@ -77,7 +68,7 @@ def read_retrying(directory: str) -> int:
     (blocking); 0 when there is none, it is unreadable or its worker is gone.
     """
     status = read_status(directory)
-    if status is None or not _running(status["pid"]):
+    if status is None or not process_running(status["pid"]):
         return 0
     return int(status["retrying"])
 
@@ -235,7 +226,7 @@ class ConsoleShards:
         for directory in self.directories:
             status = read_status(directory)
             pid = status["pid"] if status is not None else None
-            running = pid is not None and _running(pid)
+            running = pid is not None and process_running(pid)
             waiting = waiting_in(directory, now)
             publish = (status or {}).get("publish")
             readings.append(ProcessReading(
