@@ -30,7 +30,13 @@ from antenna_tw.health import HealthChecks, HealthHandler
 from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import LineBudget, Logger
 from antenna_tw.metrics import IMetrics, IMetricsEndpoint, build_metrics
-from antenna_tw.publisher import ICrashPublisher, PublisherUnavailable, is_noop, publisher_class
+from antenna_tw.publisher import (
+    ICrashPublisher,
+    PublisherUnavailable,
+    check_publisher,
+    is_noop,
+    publisher_class,
+)
 from antenna_tw.publishqueue import PublishQueue
 from antenna_tw.spool import Spool, SpoolEntry
 from antenna_tw.startup import start_up_check
@@ -217,7 +223,8 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
         check_storage(storage)
         publisher = publisher_class(config.publish.crashpublish_class).from_settings(
             config.publish, config.storage, reactor, threadpool)
-    except (RuleError, ValueError, StorageUnavailable) as error:
+        check_publisher(publisher)
+    except (RuleError, ValueError, StorageUnavailable, PublisherUnavailable) as error:
         raise StartupError(str(error)) from None
     # The console's figures: a metrics backend, and a count per crash in /submit.
     figures = Figures(reactor) if config.console.console_port else None

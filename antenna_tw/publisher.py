@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import Attribute, Interface, implementer
 
 from antenna_tw.config import PublishSettings, StorageSettings
+from antenna_tw.storage import contract_problem
 from antenna_tw.throttler import load_dotted
 
 
@@ -130,6 +131,13 @@ PUBLISHER_CLASSES = {
 def publisher_class(name: str) -> Any:
     """The class for ``CRASHPUBLISH_CLASS``: ``none``, ``sqs``, ``rabbitmq`` or a dotted path."""
     return load_dotted(PUBLISHER_CLASSES.get(name, name))
+
+
+def check_publisher(publisher: object) -> None:
+    """PublisherUnavailable unless ``publisher`` keeps ``ICrashPublisher``."""
+    problem = contract_problem(publisher, [ICrashPublisher])
+    if problem is not None:
+        raise PublisherUnavailable(problem)
 
 
 def is_noop(publisher: object) -> bool:

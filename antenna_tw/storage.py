@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 from zope.interface.exceptions import Invalid
+from zope.interface.interface import InterfaceClass
 from zope.interface.verify import verifyObject
 
 from antenna_tw.config import STORAGE_CLASS_ALIASES
@@ -84,27 +86,36 @@ class StorageUnreachable(StorageUnavailable):
     """
 
 
-def check_storage(storage: object) -> None:
+def contract_problem(backend: object, interfaces: Iterable[InterfaceClass]) -> str | None:
     """
-    StorageUnavailable unless ``storage`` provides ``ICrashStorage`` with
-    every method and attribute it declares (and ``IFileCrashStorage``'s,
-    when it says it provides that): the callers use them without asking.
+    One line naming how ``backend`` breaks the first of ``interfaces`` it
+    does not provide with every method and attribute declared; None when
+    it keeps them all (its callers then use them without asking).
     """
-    interfaces = [ICrashStorage]
-    if IFileCrashStorage.providedBy(storage):
-        interfaces.append(IFileCrashStorage)
     for interface in interfaces:
         try:
-            verifyObject(interface, storage)
+            verifyObject(interface, backend)
         except Invalid as error:
             # zope's text names the object, then the interface, then each problem.
             text = str(error)
             _, header, problems = text.partition(f"{interface.__identifier__}:")
             lines = (problems if header else text).splitlines()
             why = "; ".join(line.strip() for line in lines if line.strip())
-            raise StorageUnavailable(
-                f"{type(storage).__name__} is not usable as {interface.__name__}: {why}"
-            ) from None
+            return f"{type(backend).__name__} is not usable as {interface.__name__}: {why}"
+    return None
+
+
+def check_storage(storage: object) -> None:
+    """
+    StorageUnavailable unless ``storage`` keeps ``ICrashStorage`` (and
+    ``IFileCrashStorage``, when it says it provides that): ``contract_problem``.
+    """
+    interfaces = [ICrashStorage]
+    if IFileCrashStorage.providedBy(storage):
+        interfaces.append(IFileCrashStorage)
+    problem = contract_problem(storage, interfaces)
+    if problem is not None:
+        raise StorageUnavailable(problem)
 
 
 _SHORT_NAMES = {

@@ -1,6 +1,7 @@
 """The publisher contract: its exceptions, the no-op publisher and the choice by name."""
 
 import pytest
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from antenna_tw import publisher
@@ -8,7 +9,9 @@ from antenna_tw.config import load_config
 from antenna_tw.publisher import (
     ICrashPublisher,
     NoOpPublisher,
+    PublisherUnavailable,
     PublishFailed,
+    check_publisher,
     is_noop,
     publisher_class,
 )
@@ -54,3 +57,18 @@ def test_a_real_publisher_is_not_noop():
         pass
 
     assert not is_noop(Other())
+
+
+@implementer(ICrashPublisher)
+class Hollow:
+    """Says it is a publisher and has nothing of one."""
+
+
+def test_a_publisher_that_breaks_the_contract_is_refused_in_one_line():
+    check_publisher(NoOpPublisher())
+    with pytest.raises(PublisherUnavailable) as caught:
+        check_publisher(Hollow())
+    message = str(caught.value)
+    assert message.startswith("Hollow is not usable as ICrashPublisher: ")
+    assert "ICrashPublisher.health_ttl attribute was not provided" in message
+    assert "\n" not in message
