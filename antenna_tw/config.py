@@ -51,15 +51,22 @@ def option(key: str, default: Any, parser: Callable[[str], Any] = str, *, secret
 
     ``parser`` turns the variable's text into the value; ``secret`` masks
     it in logs (and keeps it out of the repr); ``doc`` says what the option
-    does (the option reference shows it); ``type_name`` names the shape of a
+    does (the option reference shows it), written as a triple-quoted block
+    under the call, its lines joined into one; ``type_name`` names the shape of a
     string option (a path, a URL) where the parser alone would only say
     "string"; ``aliases`` maps the other values accepted for it (Antenna's
     class paths) to what they mean; ``alternates`` are the other names it is
     read from (Antenna's names of 2021 to today), after ``key``, in their order.
     """
     return attr.ib(default=default, repr=not secret, metadata={
-        "key": key, "parser": parser, "secret": secret, "doc": doc, "type_name": type_name,
+        "key": key, "parser": parser, "secret": secret, "doc": prose(doc),
+        "type_name": type_name,
         "aliases": dict(aliases or {}), "alternates": tuple(alternates)})
+
+
+def prose(text: str) -> str:
+    """A doc written as an indented block in the code, as one line (reST joins lines alike)."""
+    return " ".join(text.split())
 
 
 def group(cls: type[T]) -> T:
@@ -236,66 +243,88 @@ class AppSettings:
 
     basedir: str = option(
         "BASEDIR", ".", type_name="directory path",
-        doc="Directory holding ``version.json``, which ``GET /__version__`` answers "
-            "(``{}`` when the file is missing).")
+        doc="""
+        Directory holding ``version.json``, which ``GET /__version__`` answers (``{}`` when the
+        file is missing).
+        """)
     logging_level: str = option(
         "LOGGING_LEVEL", "INFO", parse_log_level,
-        doc="Lowest level of the log lines written (to stdout, or where twistd's "
-            "``--logfile`` or ``--syslog`` says).")
+        doc="""
+        Lowest level of the log lines written (to stdout, or where twistd's ``--logfile`` or
+        ``--syslog`` says).
+        """)
     logging_format: str = option(
         "LOGGING_FORMAT", "mozlog", parse_log_format,
-        doc="How each log line is written: ``mozlog`` (one JSON object per line, as Antenna "
-            "writes) or ``text`` (``TIME LEVEL LOGGER CRASH_ID CLIENT MESSAGE``, with ``-`` "
-            "for a crash id or client address the line has not; the Logs section of the "
-            "architecture page has the details and an example).")
+        doc="""
+        How each log line is written: ``mozlog`` (one JSON object per line, as Antenna writes) or
+        ``text`` (``TIME LEVEL LOGGER CRASH_ID CLIENT MESSAGE``, with ``-`` for a crash id or
+        client address the line has not; the Logs section of the architecture page has the details
+        and an example).
+        """)
     logging_refusals_per_second: float = option(
         "LOGGING_REFUSALS_PER_SECOND", 50.0, parse_positive_float,
-        doc="Each process logs at most this many lines a second (in bursts of as many) for "
-            "uploads it refuses (``Discarded=`` answers, 413 and busy answers, each with the "
-            "client's address and the reason); past it, they are only counted, in a warning "
-            "logged once per :envvar:`LOGGING_REPEAT_INTERVAL`, so a flood of hostile "
-            "requests costs a bounded log volume.")
+        doc="""
+        Each process logs at most this many lines a second (in bursts of as many) for uploads it
+        refuses (``Discarded=`` answers, 413 and busy answers, each with the client's address and
+        the reason); past it, they are only counted, in a warning logged once per
+        :envvar:`LOGGING_REPEAT_INTERVAL`, so a flood of hostile requests costs a bounded log
+        volume.
+        """)
     logging_repeat_interval: float = option(
         "LOGGING_REPEAT_INTERVAL", 60.0, parse_seconds,
-        doc="A failure that repeats (a spool write refused by a full disk, a connection "
-            "refused for lack of file descriptors) is logged at once, then at most once per "
-            "this many seconds with how many times it happened meanwhile; a failure with a "
-            "traceback reaches Sentry as often as it is logged.")
+        doc="""
+        A failure that repeats (a spool write refused by a full disk, a connection refused for lack
+        of file descriptors) is logged at once, then at most once per this many seconds with how
+        many times it happened meanwhile; a failure with a traceback reaches Sentry as often as it
+        is logged.
+        """)
     host_id: str = option(
         "HOST_ID", "",
-        doc="Name put into every log line (``Fields.host_id``) and given to Sentry as the "
-            "server name; empty means the machine's hostname.")
+        doc="""
+        Name put into every log line (``Fields.host_id``) and given to Sentry as the server name;
+        empty means the machine's hostname.
+        """)
     secret_sentry_dsn: str = option(
         "SECRET_SENTRY_DSN", "", secret=True, type_name="Sentry DSN (a URL)",
-        doc="Every failure logged at error or critical level (an unhandled error in a request, "
-            "an unreadable spool entry, a worker that died) is sent to this Sentry project, from "
-            "the Sentry client's own thread, with up to 2 s at shutdown for what is still "
-            "queued. Empty turns Sentry off; a value that is not a DSN stops start-up.")
+        doc="""
+        Every failure logged at error or critical level (an unhandled error in a request, an
+        unreadable spool entry, a worker that died) is sent to this Sentry project, from the Sentry
+        client's own thread, with up to 2 s at shutdown for what is still queued. Empty turns
+        Sentry off; a value that is not a DSN stops start-up.
+        """)
     metrics_class: str = option(
         "METRICS_CLASS", "logging", type_name="comma-separated list of names",
         aliases=METRICS_CLASS_ALIASES,
-        doc="Where metrics go: any of ``statsd`` (statsd/DogStatsd packets over UDP), "
-            "``prometheus`` (``GET /metrics`` on the collector's port, for the whole node; "
-            ":doc:`metrics`), ``logging`` (debug log lines) and ``none``, in any letter case; "
-            "an empty value means ``none``.")
+        doc="""
+        Where metrics go: any of ``statsd`` (statsd/DogStatsd packets over UDP), ``prometheus``
+        (``GET /metrics`` on the collector's port, for the whole node; :doc:`metrics`), ``logging``
+        (debug log lines) and ``none``, in any letter case; an empty value means ``none``.
+        """)
     statsd_host: str = option(
         "STATSD_HOST", "localhost", type_name="host name or address",
-        doc="Host of the statsd/DogStatsd daemon when :envvar:`METRICS_CLASS` includes "
-            "``statsd``; looked up once at start-up, and a name that does not resolve stops "
-            "start-up.")
+        doc="""
+        Host of the statsd/DogStatsd daemon when :envvar:`METRICS_CLASS` includes ``statsd``;
+        looked up once at start-up, and a name that does not resolve stops start-up.
+        """)
     statsd_port: int = option(
         "STATSD_PORT", 8125, int,
-        doc="UDP port of the statsd/DogStatsd daemon.")
+        doc="""
+        UDP port of the statsd/DogStatsd daemon.
+        """)
     statsd_namespace: str = option(
         "STATSD_NAMESPACE", "",
-        doc="Prefix put before every metric name, joined with a dot; empty means none.")
+        doc="""
+        Prefix put before every metric name, joined with a dot; empty means none.
+        """)
     config_strict: bool = option(
         "CONFIG_STRICT", False, parse_bool,
-        doc="What start-up does with an unknown name that looks like one of the collector's "
-            "(it begins with the first word of an option's name, such as ``CRASHSTORAGE_`` "
-            "or ``SPOOL_``, or is nearly an option's name; the section on unknown names at "
-            "the top of this page has the rule): false logs a warning naming the nearest "
-            "option, true refuses to start with that line.")
+        doc="""
+        What start-up does with an unknown name that looks like one of the collector's (it begins
+        with the first word of an option's name, such as ``CRASHSTORAGE_`` or ``SPOOL_``, or is
+        nearly an option's name; the section on unknown names at the top of this page has the
+        rule): false logs a warning naming the nearest option, true refuses to start with that
+        line.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -304,61 +333,84 @@ class IntakeSettings:
 
     dump_field: str = option(
         "DUMP_FIELD", "upload_file_minidump", alternates=("BREAKPAD_DUMP_FIELD",),
-        doc="Read for compatibility with Antenna's env files and otherwise unused: every file "
-            "part of an upload is kept as a dump under its own field name.")
+        doc="""
+        Read for compatibility with Antenna's env files and otherwise unused: every file part of an
+        upload is kept as a dump under its own field name.
+        """)
     dump_id_prefix: str = option(
         "DUMP_ID_PREFIX", "bp-",
-        doc="Put before the crash id in the answer to an accepted crash "
-            "(``CrashID=bp-<id>``); storage uses the bare id.")
+        doc="""
+        Put before the crash id in the answer to an accepted crash (``CrashID=bp-<id>``); storage
+        uses the bare id.
+        """)
     max_payload_size: int = option(
         "MAX_PAYLOAD_SIZE", 25 * 1024 * 1024, parse_bytes,
-        doc="Largest request body on the wire, judged from Content-Length or by counting "
-            "chunked bytes as they arrive; a larger upload is answered 413 "
-            "``Discarded=too_large`` at once.")
+        doc="""
+        Largest request body on the wire, judged from Content-Length or by counting chunked bytes
+        as they arrive; a larger upload is answered 413 ``Discarded=too_large`` at once.
+        """)
     max_decompressed_size: int = option(
         "MAX_DECOMPRESSED_SIZE", 100 * 1024 * 1024, parse_bytes,
-        doc="Largest body after gunzip or inflate (an uncompressed body counts as it is); "
-            "inflating stops as soon as it is passed and the upload is answered 413 "
-            "``Discarded=too_large``. A request never holds more than this.")
+        doc="""
+        Largest body after gunzip or inflate (an uncompressed body counts as it is); inflating
+        stops as soon as it is passed and the upload is answered 413 ``Discarded=too_large``. A
+        request never holds more than this.
+        """)
     max_parts: int = option(
         "MAX_PARTS", 256, parse_positive_int,
-        doc="Most multipart parts in one upload; one more makes it a broken upload, answered "
-            "400 ``Discarded=malformed_invalid_payload_structure``.")
+        doc="""
+        Most multipart parts in one upload; one more makes it a broken upload, answered 400
+        ``Discarded=malformed_invalid_payload_structure``.
+        """)
     request_timeout: float = option(
         "REQUEST_TIMEOUT", 60.0, parse_seconds,
-        doc="How long a connection may stay silent, in the headers or mid-body, before it is "
-            "closed and nothing of it kept; ``0`` turns the timeout off.")
+        doc="""
+        How long a connection may stay silent, in the headers or mid-body, before it is closed and
+        nothing of it kept; ``0`` turns the timeout off.
+        """)
     header_timeout: float = option(
         "REQUEST_HEADER_TIMEOUT", 15.0, parse_seconds,
-        doc="How long a client may take to send a request's line and headers, counted from "
-            "the connection (or from the first byte of a later request on it), however "
-            "steadily it sends; past it the connection is closed. ``0`` turns it off.")
+        doc="""
+        How long a client may take to send a request's line and headers, counted from the
+        connection (or from the first byte of a later request on it), however steadily it sends;
+        past it the connection is closed. ``0`` turns it off.
+        """)
     min_body_rate: int = option(
         "REQUEST_MIN_BODY_RATE", 1024, parse_bytes,
-        doc="Bytes per second a request's body must average, counted from the end of its "
-            "headers once :envvar:`REQUEST_BODY_GRACE` has passed; a slower body's connection "
-            "is closed and nothing of it kept. ``0`` turns the check off.")
+        doc="""
+        Bytes per second a request's body must average, counted from the end of its headers once
+        :envvar:`REQUEST_BODY_GRACE` has passed; a slower body's connection is closed and nothing
+        of it kept. ``0`` turns the check off.
+        """)
     body_rate_grace: float = option(
         "REQUEST_BODY_GRACE", 20.0, parse_seconds,
-        doc="Seconds a body may take before :envvar:`REQUEST_MIN_BODY_RATE` is checked.")
+        doc="""
+        Seconds a body may take before :envvar:`REQUEST_MIN_BODY_RATE` is checked.
+        """)
     max_connections: int = option(
         "MAX_CONNECTIONS", 0, parse_count,
-        doc="Connections one process serves at once; a connection past it is answered 503 "
-            "``Discarded=busy`` with ``Retry-After`` and closed. ``0`` (the default) takes "
-            "the process's descriptor limit (its soft limit, raised to the hard limit at "
-            "start) less an eighth of it, at least 64, kept for spool, storage and log files.")
+        doc="""
+        Connections one process serves at once; a connection past it is answered 503
+        ``Discarded=busy`` with ``Retry-After`` and closed. ``0`` (the default) takes the process's
+        descriptor limit (its soft limit, raised to the hard limit at start) less an eighth of it,
+        at least 64, kept for spool, storage and log files.
+        """)
     max_inflight_bytes: int = option(
         "MAX_INFLIGHT_BYTES", 1024 * 1024 * 1024, parse_bytes,
-        doc="Bytes all the uploads being received may hold at once, split evenly between the "
-            "workers. The upload that takes the total past it while others hold bytes too is "
-            "answered 503 ``Discarded=busy`` with ``Retry-After`` at once; a lone upload is "
-            "bounded by :envvar:`MAX_DECOMPRESSED_SIZE` alone.")
+        doc="""
+        Bytes all the uploads being received may hold at once, split evenly between the workers.
+        The upload that takes the total past it while others hold bytes too is answered 503
+        ``Discarded=busy`` with ``Retry-After`` at once; a lone upload is bounded by
+        :envvar:`MAX_DECOMPRESSED_SIZE` alone.
+        """)
     stage_submitter_bearer_token: str = option(
         "STAGE_SUBMITTER_BEARER_TOKEN", "", secret=True,
         alternates=("BREAKPAD_STAGE_SUBMITTER_BEARER_TOKEN",),
-        doc="A client sending ``Authorization: Bearer <token>`` with this token may choose "
-            "its crash's id with a ``uuid`` field. Empty means nobody may: a ``uuid`` is then "
-            "answered 401 ``Discarded=unauthorized_uuid``.")
+        doc="""
+        A client sending ``Authorization: Bearer <token>`` with this token may choose its crash's
+        id with a ``uuid`` field. Empty means nobody may: a ``uuid`` is then answered 401
+        ``Discarded=unauthorized_uuid``.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -369,21 +421,27 @@ class ThrottleSettings:
         "THROTTLE_RULES", "antenna_tw.throttler.ACCEPT_ALL",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_RULES",),
-        doc="The list of throttle rules that decides, crash by crash, what is kept; imported "
-            "once at start-up, and a path that does not import or a rule that is not valid "
-            "stops start-up. ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set.")
+        doc="""
+        The list of throttle rules that decides, crash by crash, what is kept; imported once at
+        start-up, and a path that does not import or a rule that is not valid stops start-up.
+        ``antenna_tw.throttler.MOZILLA_RULES`` is Mozilla's set.
+        """)
     products: str = option(
         "PRODUCTS", "antenna_tw.throttler.ALL_PRODUCTS",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_PRODUCTS",),
-        doc="The list of product names the rules may check against "
-            "(``throttler.products``); the default is an empty list.")
+        doc="""
+        The list of product names the rules may check against (``throttler.products``); the default
+        is an empty list.
+        """)
     product_packagenames: str = option(
         "PRODUCT_PACKAGENAMES", "antenna_tw.throttler.ALL_PRODUCT_PACKAGENAMES",
         type_name="dotted path to a Python attribute", aliases=THROTTLER_ALIASES,
         alternates=("BREAKPAD_THROTTLER_PRODUCT_PACKAGENAMES",),
-        doc="A mapping of product name to the Android package names accepted for it "
-            "(``throttler.product_packagenames``); the default is an empty mapping.")
+        doc="""
+        A mapping of product name to the Android package names accepted for it
+        (``throttler.product_packagenames``); the default is an empty mapping.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -397,22 +455,28 @@ class AwsSettings:
     region: str = option(
         "{prefix}REGION", "us-west-2", type_name="AWS region name",
         alternates=("CRASHMOVER_{prefix}REGION", "S3_REGION"),
-        doc="Region of the {service} {thing}, used to sign requests and to name the AWS "
-            "endpoint.")
+        doc="""
+        Region of the {service} {thing}, used to sign requests and to name the AWS endpoint.
+        """)
     endpoint_url: str = option(
         "{prefix}ENDPOINT_URL", "", type_name="http(s) URL",
         alternates=("CRASHMOVER_{prefix}ENDPOINT_URL", "S3_ENDPOINT_URL"),
-        doc="Base URL of a {service}-compatible server ({servers}); empty means AWS.")
+        doc="""
+        Base URL of a {service}-compatible server ({servers}); empty means AWS.
+        """)
     access_key: str = option(
         "{prefix}ACCESS_KEY", "", secret=True, alternates=("CRASHMOVER_{prefix}ACCESS_KEY",),
-        doc="{service} access key id, set together with :envvar:`{prefix}SECRET_ACCESS_KEY`; "
-            "with both empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, "
-            "``~/.aws``, a container or instance role). One set without the other stops "
-            "start-up.")
+        doc="""
+        {service} access key id, set together with :envvar:`{prefix}SECRET_ACCESS_KEY`; with both
+        empty, credentials come from botocore's chain (``AWS_ACCESS_KEY_ID``, ``~/.aws``, a
+        container or instance role). One set without the other stops start-up.
+        """)
     secret_access_key: str = option(
         "{prefix}SECRET_ACCESS_KEY", "", secret=True,
         alternates=("CRASHMOVER_{prefix}SECRET_ACCESS_KEY",),
-        doc="{service} secret access key, the pair of :envvar:`{prefix}ACCESS_KEY`.")
+        doc="""
+        {service} secret access key, the pair of :envvar:`{prefix}ACCESS_KEY`.
+        """)
 
     @property
     def key_names(self) -> tuple[str, str]:
@@ -453,27 +517,33 @@ class StorageSettings:
     crashstorage_class: str = option(
         "CRASHSTORAGE_CLASS", "fs", parse_storage_class, type_name="name or dotted path to a class",
         aliases=STORAGE_CLASS_ALIASES, alternates=("CRASHMOVER_CRASHSTORAGE_CLASS",),
-        doc="``fs`` saves crashes under :envvar:`CRASHSTORAGE_FS_ROOT`, ``s3`` to the bucket "
-            ":envvar:`CRASHSTORAGE_BUCKET_NAME`, ``noop`` nowhere; any other value is the "
-            "dotted path of a storage class of your own. Antenna's "
-            "``antenna.ext.gcs.crashstorage.GcsCrashStorage`` stops start-up: there is no "
-            "Google Cloud Storage here.")
+        doc="""
+        ``fs`` saves crashes under :envvar:`CRASHSTORAGE_FS_ROOT`, ``s3`` to the bucket
+        :envvar:`CRASHSTORAGE_BUCKET_NAME`, ``noop`` nowhere; any other value is the dotted path of
+        a storage class of your own. Antenna's ``antenna.ext.gcs.crashstorage.GcsCrashStorage``
+        stops start-up: there is no Google Cloud Storage here.
+        """)
     fs_root: str = option(
         "CRASHSTORAGE_FS_ROOT", "./antenna_crashes", type_name="directory path",
         alternates=("CRASHMOVER_CRASHSTORAGE_FS_ROOT",),
-        doc="Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``.")
+        doc="""
+        Root directory of ``fs`` storage; each crash goes under ``<root>/<YYYYMMDD>/``.
+        """)
     aws: AwsSettings = group(S3Settings)
     bucket_name: str = option(
         "CRASHSTORAGE_BUCKET_NAME", "", alternates=("CRASHMOVER_CRASHSTORAGE_BUCKET_NAME",),
-        doc="The S3 bucket crashes are saved to; required with ``s3`` storage, and checked "
-            "with a HEAD request before the port opens.")
+        doc="""
+        The S3 bucket crashes are saved to; required with ``s3`` storage, and checked with a HEAD
+        request before the port opens.
+        """)
     raw_crash_layout: str = option(
         "CRASHSTORAGE_RAW_CRASH_LAYOUT", "v2", parse_raw_crash_layout,
-        doc="Where S3 storage writes the raw crash: ``v2`` at "
-            "``v2/raw_crash/<first 3 characters of id>/<YYYYMMDD>/<id>``; ``v1`` at "
-            "``v1/raw_crash/<YYYYMMDD>/<id>``, where Antenna wrote it from 2022 to 2024, for "
-            "processors that read it there. Dumps and dump names are at the same keys either "
-            "way (:doc:`s3`).")
+        doc="""
+        Where S3 storage writes the raw crash: ``v2`` at ``v2/raw_crash/<first 3 characters of
+        id>/<YYYYMMDD>/<id>``; ``v1`` at ``v1/raw_crash/<YYYYMMDD>/<id>``, where Antenna wrote it
+        from 2022 to 2024, for processors that read it there. Dumps and dump names are at the same
+        keys either way (:doc:`s3`).
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -482,48 +552,67 @@ class SpoolSettings:
 
     spool_dir: str = option(
         "SPOOL_DIR", "./antenna_spool", type_name="directory path",
-        doc="Directory where every accepted crash is written before it is answered, and waits "
-            "until it is stored (with workers, one shard ``worker-<i>`` each); put it on a "
-            "volume that outlives the machine.")
+        doc="""
+        Directory where every accepted crash is written before it is answered, and waits until it
+        is stored (with workers, one shard ``worker-<i>`` each); put it on a volume that outlives
+        the machine.
+        """)
     spool_fsync: bool = option(
         "SPOOL_FSYNC", False, parse_bool,
-        doc="fsync each spool entry and its directory before answering, so an answered crash "
-            "survives a power loss; each answer then waits for the disk's flush (about 1 ms "
-            "on the development VM, see :doc:`spool`).")
+        doc="""
+        fsync each spool entry and its directory before answering, so an answered crash survives a
+        power loss; each answer then waits for the disk's flush (about 1 ms on the development VM,
+        see :doc:`spool`).
+        """)
     spool_direct_io: bool = option(
         "SPOOL_DIRECT_IO", True, parse_bool,
-        doc="Write dumps with ``O_DIRECT``, past the page cache; where the filesystem refuses "
-            "it (tmpfs, some network filesystems) the process falls back to ordinary writes by "
-            "itself.")
+        doc="""
+        Write dumps with ``O_DIRECT``, past the page cache; where the filesystem refuses it (tmpfs,
+        some network filesystems) the process falls back to ordinary writes by itself.
+        """)
     spool_max_bytes: int = option(
         "SPOOL_MAX_BYTES", 10 * 1024 * 1024 * 1024, parse_bytes,
-        doc="Most bytes the spool may hold, split evenly between the workers; past its share "
-            "a worker answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``.")
+        doc="""
+        Most bytes the spool may hold, split evenly between the workers; past its share a worker
+        answers ``/submit`` with 503 ``Discarded=busy`` and ``Retry-After``.
+        """)
     spool_min_free_bytes: int = option(
         "SPOOL_MIN_FREE_BYTES", 512 * 1024 * 1024, parse_bytes,
-        doc="Free space the spool's filesystem must keep; below it ``/submit`` answers 503 "
-            "``Discarded=busy`` (not split: the workers share the disk).")
+        doc="""
+        Free space the spool's filesystem must keep; below it ``/submit`` answers 503
+        ``Discarded=busy`` (not split: the workers share the disk).
+        """)
     spool_max_age: float = option(
         "SPOOL_MAX_AGE", 600.0, parse_seconds,
-        doc="``/__heartbeat__`` answers 503 with a ``crashmover`` error when the oldest crash "
-            "not yet stored has waited longer than this.")
+        doc="""
+        ``/__heartbeat__`` answers 503 with a ``crashmover`` error when the oldest crash not yet
+        stored has waited longer than this.
+        """)
     concurrent_crashmovers: int = option(
         "CONCURRENT_CRASHMOVERS", 2, parse_positive_int,
         alternates=("CRASHMOVER_CONCURRENT_CRASHMOVERS",),
-        doc="Crashes each process saves to storage at once; with S3, also its number of "
-            "persistent connections.")
+        doc="""
+        Crashes each process saves to storage at once; with S3, also its number of persistent
+        connections.
+        """)
     crashmover_retry_base_delay: float = option(
         "CRASHMOVER_RETRY_BASE_DELAY", 1.0, parse_seconds,
-        doc="Wait after a crash's first failed save; it doubles with each failure in a row up "
-            "to :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped.")
+        doc="""
+        Wait after a crash's first failed save; it doubles with each failure in a row up to
+        :envvar:`CRASHMOVER_RETRY_MAX_DELAY`, jittered. A crash is never dropped.
+        """)
     crashmover_retry_max_delay: float = option(
         "CRASHMOVER_RETRY_MAX_DELAY", 60.0, parse_seconds,
-        doc="Longest wait between two tries to save one crash, and about how often storage "
-            "is probed while it is down.")
+        doc="""
+        Longest wait between two tries to save one crash, and about how often storage is probed
+        while it is down.
+        """)
     shutdown_timeout: float = option(
         "SHUTDOWN_TIMEOUT", 30.0, parse_seconds,
-        doc="How long the crash movers may go on saving after SIGTERM; what is not stored by "
-            "then stays in the spool for the next start.")
+        doc="""
+        How long the crash movers may go on saving after SIGTERM; what is not stored by then stays
+        in the spool for the next start.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -534,63 +623,79 @@ class PublishSettings:
         "CRASHPUBLISH_CLASS", "none", parse_crashpublish_class,
         aliases={path: short for path, short in CRASHPUBLISH_CLASS_ALIASES.items() if path},
         alternates=("CRASHMOVER_CRASHPUBLISH_CLASS",),
-        doc="``none`` publishes nothing; ``sqs`` sends each stored crash's id to the SQS queue "
-            ":envvar:`CRASHPUBLISH_QUEUE_NAME`; ``rabbitmq`` publishes it to a RabbitMQ "
-            "queue; any other value is the dotted path of a publisher class of your own. "
-            "Antenna's Pub/Sub publisher stops start-up: there is no Pub/Sub here. "
-            "See :doc:`publishing`.")
+        doc="""
+        ``none`` publishes nothing; ``sqs`` sends each stored crash's id to the SQS queue
+        :envvar:`CRASHPUBLISH_QUEUE_NAME`; ``rabbitmq`` publishes it to a RabbitMQ queue; any other
+        value is the dotted path of a publisher class of your own. Antenna's Pub/Sub publisher
+        stops start-up: there is no Pub/Sub here. See :doc:`publishing`.
+        """)
     accepted_only: bool = option(
         "CRASHPUBLISH_ACCEPTED_ONLY", False, parse_bool,
-        doc="false publishes every stored crash, as Antenna does; true publishes only those "
-            "the throttle rules accepted (``ACCEPT``, the id's throttle digit 0), not the "
-            "deferred ones, as the 2018 pipeline did.")
+        doc="""
+        false publishes every stored crash, as Antenna does; true publishes only those the throttle
+        rules accepted (``ACCEPT``, the id's throttle digit 0), not the deferred ones, as the 2018
+        pipeline did.
+        """)
     # SQS (antenna_tw/ext/sqs.py)
     queue_name: str = option(
         "CRASHPUBLISH_QUEUE_NAME", "", alternates=("CRASHMOVER_CRASHPUBLISH_QUEUE_NAME",),
-        doc="Name of the SQS queue crash ids are sent to; required with ``sqs``, and "
-            "resolved with ``GetQueueUrl`` before the port opens.")
+        doc="""
+        Name of the SQS queue crash ids are sent to; required with ``sqs``, and resolved with
+        ``GetQueueUrl`` before the port opens.
+        """)
     aws: AwsSettings = group(SqsSettings)
     verify_message: bool = option(
         "CRASHPUBLISH_VERIFY_MESSAGE", True, parse_bool,
-        doc="Send Antenna's start-up verification message, the body ``test`` (which "
-            "Socorro's processor ignores), to the queue before the port opens; false sends "
-            "nothing at start.")
+        doc="""
+        Send Antenna's start-up verification message, the body ``test`` (which Socorro's processor
+        ignores), to the queue before the port opens; false sends nothing at start.
+        """)
     # RabbitMQ (antenna_tw/ext/rabbitmq.py)
     amqp_url: str = option(
         "CRASHPUBLISH_AMQP_URL", "amqp://guest:guest@localhost:5672/%2F", parse_amqp_url,
         secret=True, type_name="AMQP URL",
-        doc="The RabbitMQ broker of ``rabbitmq``, with user, password and virtual host: "
-            "``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; "
-            "``amqps://`` for TLS; pika's query options such as ``?heartbeat=30`` apply). "
-            "A secret: the option log masks it, and errors show it with the password masked. "
-            "Checked before the port opens by connecting and declaring the queue. The "
-            "default is RabbitMQ's own ``guest`` user on this machine, "
-            "``amqp://guest:guest@localhost:5672/%2F``.")
+        doc="""
+        The RabbitMQ broker of ``rabbitmq``, with user, password and virtual host:
+        ``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; ``amqps://``
+        for TLS; pika's query options such as ``?heartbeat=30`` apply). A secret: the option log
+        masks it, and errors show it with the password masked. Checked before the port opens by
+        connecting and declaring the queue. The default is RabbitMQ's own ``guest`` user on this
+        machine, ``amqp://guest:guest@localhost:5672/%2F``.
+        """)
     amqp_queue: str = option(
         "CRASHPUBLISH_AMQP_QUEUE", "socorro.normal",
-        doc="The queue crash ids go to with ``rabbitmq``; declared durable on every "
-            "connection (see :envvar:`CRASHPUBLISH_AMQP_DECLARE_QUEUE`). ``socorro.normal`` is "
-            "the queue Socorro's processor reads.")
+        doc="""
+        The queue crash ids go to with ``rabbitmq``; declared durable on every connection (see
+        :envvar:`CRASHPUBLISH_AMQP_DECLARE_QUEUE`). ``socorro.normal`` is the queue Socorro's
+        processor reads.
+        """)
     amqp_exchange: str = option(
         "CRASHPUBLISH_AMQP_EXCHANGE", "",
-        doc="Exchange crash ids are published to; empty means the default exchange, which "
-            "routes by queue name. A named exchange must exist (checked at start) and route "
-            "the routing key to a queue: an id that reaches no queue is returned by the "
-            "broker and published again later, never counted as published.")
+        doc="""
+        Exchange crash ids are published to; empty means the default exchange, which routes by
+        queue name. A named exchange must exist (checked at start) and route the routing key to a
+        queue: an id that reaches no queue is returned by the broker and published again later,
+        never counted as published.
+        """)
     amqp_routing_key: str = option(
         "CRASHPUBLISH_AMQP_ROUTING_KEY", "",
-        doc="Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`.")
+        doc="""
+        Routing key of every message; empty means :envvar:`CRASHPUBLISH_AMQP_QUEUE`.
+        """)
     amqp_declare_queue: bool = option(
         "CRASHPUBLISH_AMQP_DECLARE_QUEUE", True, parse_bool,
-        doc="true declares :envvar:`CRASHPUBLISH_AMQP_QUEUE` as a durable classic queue "
-            "(creating it if missing); false only checks that it exists, for a queue its "
-            "owner declared otherwise (a quorum queue, a queue with arguments), which a "
-            "durable declare would be refused for.")
+        doc="""
+        true declares :envvar:`CRASHPUBLISH_AMQP_QUEUE` as a durable classic queue (creating it if
+        missing); false only checks that it exists, for a queue its owner declared otherwise (a
+        quorum queue, a queue with arguments), which a durable declare would be refused for.
+        """)
     amqp_timeout: float = option(
         "CRASHPUBLISH_AMQP_TIMEOUT", 10.0, parse_seconds,
-        doc="Longest wait for a connection to the broker, for its confirms of one batch of "
-            "ids, and for the ``/__heartbeat__`` check; past it the connection is dropped "
-            "and the unconfirmed ids are published again.")
+        doc="""
+        Longest wait for a connection to the broker, for its confirms of one batch of ids, and for
+        the ``/__heartbeat__`` check; past it the connection is dropped and the unconfirmed ids are
+        published again.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -599,19 +704,25 @@ class ConsoleSettings:
 
     console_port: str = option(
         "CONSOLE_PORT", "", parse_port_description,
-        doc="Where the console listens, as a strports description of its own, never the "
-            "``/submit`` port: ``tcp:8001`` listens on 127.0.0.1 unless it names an "
-            "``interface``. Empty (the default) turns the console off. A console on an "
-            "interface other than loopback without :envvar:`SECRET_CONSOLE_TOKEN` stops "
-            "start-up. With ``--workers N`` the supervising parent serves it.")
+        doc="""
+        Where the console listens, as a strports description of its own, never the ``/submit``
+        port: ``tcp:8001`` listens on 127.0.0.1 unless it names an ``interface``. Empty (the
+        default) turns the console off. A console on an interface other than loopback without
+        :envvar:`SECRET_CONSOLE_TOKEN` stops start-up. With ``--workers N`` the supervising parent
+        serves it.
+        """)
     secret_console_token: str = option(
         "SECRET_CONSOLE_TOKEN", "", secret=True,
-        doc="The console's credential: its pages ask for it once and keep a signed login "
-            "cookie, its API takes ``Authorization: Bearer <token>``. Empty lets anyone who "
-            "can reach a loopback console in.")
+        doc="""
+        The console's credential: its pages ask for it once and keep a signed login cookie, its API
+        takes ``Authorization: Bearer <token>``. Empty lets anyone who can reach a loopback console
+        in.
+        """)
     console_recent_crashes: int = option(
         "CONSOLE_RECENT_CRASHES", 500, parse_positive_int,
-        doc="How many of the newest crashes the console's recent list shows.")
+        doc="""
+        How many of the newest crashes the console's recent list shows.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)
