@@ -79,16 +79,10 @@ class S3Crashes:
             query.items()))
         credentials = await connection.credentials.frozen()
         headers = signed_headers(credentials, connection.location.region, "GET", url)
-        sent: dict[bytes | str, list[bytes | str]] = {
-            name: [value] for name, value in headers.items()}
-
-        async def exchange() -> tuple[int, bytes]:
-            response = await connection.http.request("GET", url, headers=sent)
-            return response.code, await response.content()
-
-        listing = defer.ensureDeferred(exchange())
+        listing = connection.http.request("GET", url, b"", headers)
         listing.addTimeout(REQUEST_TIMEOUT, connection.reactor)
-        code, body = await listing
+        response = await listing
+        code, body = response.status, response.body
         if code != 200:
             raise S3ListError(f"ListObjectsV2 answered {code} {error_code(body)}")
         return bytes(body)

@@ -1,18 +1,21 @@
-"""Retries, backoff and timeouts of S3 requests, on a task.Clock with a fake HTTP client."""
+"""
+Retries, backoff and timeouts of S3 requests, on a task.Clock with a fake
+HTTP client (``wire.IHTTP``; tests/unit/test_s3_wire.py tests the real one).
+"""
 
 import hashlib
 
 import attr
 import pytest
 from twisted.internet import defer, error, task
-from twisted.web.client import ResponseNeverReceived
-from twisted.web.http_headers import Headers
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
 from antenna_tw.ext.s3.client import (
     BucketLocation, CredentialSource, S3Connection, S3Error, S3Unreachable, Timeouts, error_code,
 )
+from antenna_tw.ext.s3.wire import IHTTP, Response
 
 SECRET = "do-not-leak-this-secret"
 SLOWDOWN = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>x</Message></Error>"
@@ -29,15 +32,8 @@ class Highest:
         return high
 
 
-@attr.s
-class FakeResponse:
-    code = attr.ib()
-    body = attr.ib(default=b"")
-    phrase = attr.ib(default=b"")
-    headers = attr.ib(factory=Headers)
-
-    def content(self):
-        return defer.succeed(self.body)
+def FakeResponse(status, body=b"", phrase="", headers=None):  # noqa: N802 - reads as a class
+    return Response(status, phrase, headers or {}, body)
 
 
 @attr.s
@@ -50,16 +46,17 @@ class Sent:
     cancelled = attr.ib(default=False)
 
 
+@implementer(IHTTP)
 class FakeHTTP:
     """Records requests; the test answers each one."""
 
     def __init__(self):
         self.sent = []
-        # What a cancelled request fails with (treq's, when the answer never came).
-        self.cancel_error = ResponseNeverReceived([Failure(defer.CancelledError())])
+        # What a cancelled request fails with.
+        self.cancel_error = defer.CancelledError()
 
-    def request(self, method, url, data=None, headers=None):
-        sent = Sent(method, url, headers, data, None)
+    def request(self, method, url, body, headers):
+        sent = Sent(method, url, headers, body, None)
 
         def cancel(d):
             sent.cancelled = True
@@ -115,7 +112,7 @@ def test_success_needs_one_request(clock, http):
         "PUT", "http://127.0.0.1:9/crashes/v1/dump/x", b"dump")
     assert set(sent.headers) >= {"Authorization", "X-Amz-Content-SHA256", "X-Amz-Date"}
     assert "Content-MD5" not in sent.headers  # the signed SHA-256 protects the body
-    assert all(isinstance(value, list) for value in sent.headers.values())
+    assert all(isinstance(value, str) for value in sent.headers.values())
     http.answer(200)
     assert results == [None]
 
@@ -215,7 +212,6 @@ def test_a_request_without_answer_times_out_and_is_retried(clock, http):
 
 
 @pytest.mark.parametrize("cancel_error", [
-    ResponseNeverReceived([Failure(defer.CancelledError())]),  # treq, waiting for the answer
     error.ConnectingCancelledError(("127.0.0.1", 9)),  # still connecting
     defer.CancelledError(),
 ])
@@ -295,15 +291,15 @@ def test_large_bodies_are_hashed_in_a_thread_unless_their_hash_is_given(clock, h
     given = hashlib.sha256(b"y" * 1000).hexdigest()
     defer.ensureDeferred(connection.put_object("v1/dump/y", b"y" * 1000, given))
     assert threaded == ["sha256_hex"]
-    assert http.sent[-1].headers["X-Amz-Content-SHA256"] == [given]
+    assert http.sent[-1].headers["X-Amz-Content-SHA256"] == given
 
 
 def test_the_payload_hash_sent_is_the_bodys(clock, http):
     connection = make_connection(clock, http)
     for body in (b"", b"dump", b"\x00" * 300_000):
         put(connection, body=body)
-        assert http.sent[-1].headers["X-Amz-Content-SHA256"] == [
-            hashlib.sha256(body).hexdigest()]
+        assert http.sent[-1].headers["X-Amz-Content-SHA256"] == (
+            hashlib.sha256(body).hexdigest())
 
 
 def test_the_signing_key_is_derived_once_a_day(clock, http):
@@ -340,8 +336,8 @@ def test_head_bucket_returns_any_answer_without_retrying(clock, http):
     defer.ensureDeferred(connection.head_bucket()).addBoth(results.append)
     assert http.sent[0].method == "HEAD"
     assert http.sent[0].url == "http://127.0.0.1:9/crashes"
-    headers = Headers({"x-amz-bucket-region": ["eu-west-1"]})
-    http.sent[0].deferred.callback(FakeResponse(301, phrase=b"Moved Permanently",
+    headers = {b"x-amz-bucket-region": b"eu-west-1"}
+    http.sent[0].deferred.callback(FakeResponse(301, phrase="Moved Permanently",
                                                 headers=headers))
     [answer] = results
     assert (answer.status, answer.phrase, answer.bucket_region) == (

@@ -2,9 +2,9 @@
 The S3 client: where the bucket is, credentials, SigV4 signing, and
 requests with timeouts and reactor-timed retries.
 
-Twisted's ``Agent`` sends the crash movers' and the heartbeat's requests
-over a persistent ``HTTPConnectionPool`` (``AgentHTTP``); every response body
-is read (so the connection can go back to the pool) and its status checked.
+``wire.ConnectionPool`` (HTTP/1.1 on kept-alive Twisted connections, answers
+parsed by httptools) sends the crash movers' and the heartbeat's requests;
+every answer is read whole and its status checked.
 Throttling (429, 503 SlowDown), server errors (5xx), 408 and S3's
 ``RequestTimeout``, and transport errors (refused, reset, no answer within the
 timeout) are retried a few times with ``antenna_tw.backoff.Backoff``'s
@@ -13,7 +13,7 @@ What still fails raises, and the caller (the crash mover) puts the crash back
 on its queue. A cancelled request (the crash movers stopping at the shutdown
 deadline) raises ``CancelledError`` at once: it is never retried.
 
-The HEAD of the bucket has two transports and one request: the Agent on the
+The HEAD of the bucket has two transports and one request: the pool on the
 reactor (``S3Connection.head_bucket``, the heartbeat) and ``http.client``,
 blocking (``head_bucket_blocking``, the start-up check, which runs before the
 reactor, in the ``--workers`` parent too, and so must not need Twisted's TLS:
@@ -36,7 +36,6 @@ from urllib.parse import quote, urlsplit
 import attr
 import botocore.exceptions
 import botocore.session
-import treq
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
@@ -48,17 +47,15 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import (
-    Agent,
     HTTPConnectionPool,
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
 )
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
+from antenna_tw.ext.s3.wire import IHTTP, BadAnswer, ConnectionPool, Response
 from antenna_tw.logs import Logger
 
 if TYPE_CHECKING:
@@ -493,6 +490,7 @@ TRANSPORT_ERRORS = (
     ResponseNeverReceived,
     RequestTransmissionFailed,
     ConnectionError,
+    BadAnswer,  # bytes that are not an HTTP answer
 )
 
 _CODE = re.compile(rb"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
@@ -632,25 +630,23 @@ class S3Connection:
     """
     Signed requests to the bucket at ``location``.
 
-    ``http`` is an ``AgentHTTP`` (or anything with its ``request`` method,
-    as treq's ``HTTPClient``); ``run_in_thread(function, *args)`` returns a
+    ``http`` is a ``wire.ConnectionPool`` (any ``wire.IHTTP``);
+    ``run_in_thread(function, *args)`` returns a
     Deferred and is used to hash large bodies off the reactor thread when
     their SHA-256 is not given (``hash_in_thread_bytes``). ``signer`` signs
     every request and keeps the day's signing key.
-    ``pool`` is the HTTPConnectionPool behind ``http``, closed by ``close``.
     A request is tried ``attempts`` times in all, ``backoff`` apart;
     cancelling it (shutdown) ends it at once with ``CancelledError``.
     """
 
     location: BucketLocation = attr.ib()
     credentials: CredentialSource = attr.ib()
-    http: Any = attr.ib(repr=False)
+    http: IHTTP = attr.ib(repr=False)
     reactor: IReactorTime = attr.ib(repr=False)
     run_in_thread: RunInThread = attr.ib(repr=False)
     attempts: int = attr.ib(default=4)
     backoff: Backoff = attr.ib(factory=_default_backoff)
     timeouts: Timeouts = attr.ib(factory=Timeouts)
-    pool: HTTPConnectionPool | None = attr.ib(default=None, repr=False)
     hash_in_thread_bytes: int = attr.ib(default=256 * 1024)
     signer: SigV4Signer = attr.ib(
         default=attr.Factory(lambda self: SigV4Signer(self.location.region), takes_self=True),
@@ -718,7 +714,7 @@ class S3Connection:
         credentials = await self.credentials.frozen()
         url, headers = signed_request(self.location, credentials, method, key, payload_hash,
                                       self.reactor.seconds(), self.signer)
-        exchange = defer.ensureDeferred(self._exchange(method, url, body, headers))
+        exchange = self.http.request(method, url, body, headers).addCallback(_answer)
         exchange.addTimeout(timeout, self.reactor, onTimeoutCancel=_timed_out)
         try:
             return await exchange
@@ -727,20 +723,17 @@ class S3Connection:
                 raise defer.CancelledError(f"S3 {method} cancelled") from None
             raise
 
-    async def _exchange(self, method: str, url: str, body: bytes,
-                        headers: dict[str, str]) -> Answer:
-        sent = {name: [value] for name, value in headers.items()}
-        response = await self.http.request(method, url, data=body or None, headers=sent)
-        content = await response.content()  # always drained: the connection goes back
-        region = response.headers.getRawHeaders(BUCKET_REGION)
-        return Answer(response.code, response.phrase.decode("latin-1"),
-                      region[0] if region else None, content)
-
     def close(self) -> Deferred[None]:
         """Close idle pooled connections (tests, shutdown). A Deferred."""
-        if self.pool is None:
+        if self.http is None:
             return defer.succeed(None)
-        return self.pool.closeCachedConnections()
+        return self.http.close()
+
+
+def _answer(response: Response) -> Answer:
+    region = response.headers.get(b"x-amz-bucket-region")
+    return Answer(response.status, response.phrase,
+                  region.decode("latin-1") if region is not None else None, response.body)
 
 
 # -- the blocking HEAD of the start-up check ----------------------------------
@@ -809,85 +802,9 @@ class QuietConnectionPool(HTTPConnectionPool):
 # opens a connection for each, closed after use.
 PUTS_AT_ONCE = 2
 
-
-@implementer(IBodyProducer)
-@attr.s(frozen=True, repr=False)
-class BytesProducer:
-    """
-    A request body already in memory, written to the connection in one
-    call (treq's ``FileBodyProducer`` copies it out of a ``BytesIO`` 64 KiB
-    at a time through a cooperative task).
-    """
-
-    body: bytes = attr.ib()
-
-    @property
-    def length(self) -> int:
-        """The body's size: the request's Content-Length."""
-        return len(self.body)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:  # noqa: N802, N803 (interface)
-        """Write the whole body; done at once."""
-        consumer.write(self.body)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802 (interface)
-        """Nothing to pause: the body is written already."""
-
-    def resumeProducing(self) -> None:  # noqa: N802 (interface)
-        """Nothing to resume."""
-
-    def stopProducing(self) -> None:  # noqa: N802 (interface)
-        """Nothing to stop."""
-
-
-@attr.s(frozen=True, slots=True)
-class AgentResponse:
-    """An Agent's response as ``S3Connection`` reads it: status, headers, ``content()``."""
-
-    response: IResponse = attr.ib()
-
-    @property
-    def code(self) -> int:
-        """The status code."""
-        return self.response.code
-
-    @property
-    def phrase(self) -> bytes:
-        """The reason phrase."""
-        return self.response.phrase
-
-    @property
-    def headers(self) -> Headers:
-        """The response headers."""
-        return self.response.headers
-
-    def content(self) -> Deferred[bytes]:
-        """The whole body (read to the end, so the connection goes back to the pool)."""
-        return treq.content(self.response)
-
-
-@attr.s(frozen=True)
-class AgentHTTP:
-    """
-    The one call ``S3Connection`` makes of treq's ``HTTPClient``,
-    ``request(method, url, data=, headers=)``, made straight on a
-    ``twisted.web.client.Agent``: the URL is already encoded and the body
-    already bytes, so treq's per-request work (parsing the URL with
-    hyperlink, its cookie jar, wrapping the body) bought nothing, at about
-    0.1 ms of CPU a request.
-    """
-
-    agent: IAgent = attr.ib()
-
-    def request(self, method: str, url: str, data: bytes | None = None,
-                headers: dict[str, list[str]] | None = None
-                ) -> Deferred[AgentResponse]:
-        """Send the request; a Deferred of its response (cancelling it aborts the request)."""
-        sent = Headers(headers or {})
-        producer = BytesProducer(data) if data else None
-        return self.agent.request(method.encode("ascii"), url.encode("ascii"), sent,
-                                  producer).addCallback(AgentResponse)
+# Bytes a connection hands the kernel per reactor turn: a whole 3 MB dump
+# (Twisted's default, 128 KiB, sends a 400 KB body in four turns).
+SEND_LIMIT = 4 * 1024 * 1024
 
 
 def _no_threads(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -907,9 +824,9 @@ def in_threads(reactor: Any, threadpool: ThreadPool | None) -> RunInThread:
 def build_connection(settings: StorageSettings, reactor: Any, threadpool: ThreadPool | None,
                      concurrency: int = 2) -> S3Connection:
     """
-    An S3Connection from StorageSettings: a persistent pool that keeps
-    ``PUTS_AT_ONCE`` connections per crash mover (plus one for the
-    heartbeat), requests straight on an Agent (``AgentHTTP``), SigV4 signing,
+    An S3Connection from StorageSettings: a pool that keeps
+    ``PUTS_AT_ONCE`` connections per crash mover alive (plus one for the
+    heartbeat), SigV4 signing,
     credentials from the settings or botocore's chain. ``reactor`` is the
     running one (time, TCP, threads: no one interface says all three).
     """
@@ -918,7 +835,6 @@ def build_connection(settings: StorageSettings, reactor: Any, threadpool: Thread
     location = BucketLocation(settings.bucket_name, aws.region, aws.endpoint_url)
     credentials = CredentialSource(run_in_thread, aws.access_key, aws.secret_access_key,
                                    option_names=aws.key_names)
-    pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = PUTS_AT_ONCE * concurrency + 1
-    client = AgentHTTP(Agent(reactor, pool=pool))
-    return S3Connection(location, credentials, client, reactor, run_in_thread, pool=pool)
+    pool = ConnectionPool(reactor, max_idle=PUTS_AT_ONCE * concurrency + 1,
+                          send_limit=SEND_LIMIT)
+    return S3Connection(location, credentials, pool, reactor, run_in_thread)
