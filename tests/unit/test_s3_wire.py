@@ -312,3 +312,31 @@ def test_build_connection_sends_whole_bodies_per_turn():
     assert isinstance(connection.http, ConnectionPool)
     assert connection.http.max_idle == 7
     assert connection.http.send_limit >= 3 * 1024 * 1024
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_endpoints_speak_tls_checked_against_the_trust_roots(
+        serve, tmp_path, monkeypatch):
+    from twisted.internet import ssl
+
+    from tests.tls import make_certificates
+
+    certificates = make_certificates(tmp_path)
+    with open(certificates.cert, "rb") as cert, open(certificates.key, "rb") as key:
+        server_options = ssl.PrivateCertificate.loadPEM(cert.read() + key.read()).options()
+    server = Server([OK, OK])
+    port = reactor.listenSSL(0, server, server_options, interface="127.0.0.1")
+    url = f"https://localhost:{port.getHost().port}/crashes/k"
+    body = b"\x01" * 400_000
+    trusting = ConnectionPool(reactor, send_limit=4 * 1024 * 1024)
+    try:
+        with pytest.raises(error.ConnectionLost, match="certificate verify failed"):
+            await ConnectionPool(reactor).request("PUT", url, b"x", {})  # not a trusted CA
+        # The system's trust roots, as OpenSSL finds them: now with the test CA.
+        monkeypatch.setenv("SSL_CERT_FILE", certificates.ca)
+        for _ in range(2):
+            assert (await trusting.request("PUT", url, body, {})).status == 200
+    finally:
+        await trusting.close()
+        await port.stopListening()
+    assert [(seen.connection, seen.body) for seen in server.seen] == [(2, body), (2, body)]

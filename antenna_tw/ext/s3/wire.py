@@ -225,8 +225,10 @@ class HTTPConnection(Protocol):
                                           self._phrase.decode("latin-1"), self._headers,
                                           b"".join(self._body)))
             else:
+                why = "" if reason.check(error.ConnectionDone, error.ConnectionLost) else (
+                    f" ({type(reason.value).__name__}: {reason.value})")  # TLS refused...
                 waiting.errback(error.ConnectionLost(
-                    "the connection closed before the whole answer"))
+                    f"the connection closed before the whole answer{why}"))
         if self.on_lost is not None:
             self.on_lost(self)
 
