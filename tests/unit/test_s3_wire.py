@@ -168,6 +168,16 @@ async def test_a_head_answer_ends_at_its_headers(serve, pool):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_interim_answer_is_skipped(serve, pool):
+    server = serve(b"HTTP/1.1 100 Continue\r\nx-interim: 1\r\n\r\n" + CHUNKED, OK)
+    answer = await pool.request("PUT", f"{server.url}/crashes/k", b"x", {})
+    assert (answer.status, answer.body) == (503, SLOWDOWN)
+    assert b"x-interim" not in answer.headers
+    assert (await pool.request("PUT", f"{server.url}/crashes/k", b"x", {})).status == 200
+    assert [seen.connection for seen in server.seen] == [1, 1]
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_answer_that_runs_to_the_close(serve, pool):
     server = serve(lambda protocol: (protocol.transport.write(b"HTTP/1.0 200 OK\r\n\r\nall"),
                                      protocol.transport.loseConnection()))

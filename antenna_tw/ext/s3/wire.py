@@ -120,8 +120,10 @@ class HTTPConnection(Protocol):
 
     def send(self, head: bytes, body: bytes, head_only: bool) -> Deferred[Response]:
         """Write the request; a Deferred of its answer (cancel: abort the connection)."""
-        if self._waiting is not None or not self.reusable:
-            raise RuntimeError("the connection is busy or closed")
+        if self._waiting is not None:
+            raise RuntimeError("one request at a time")
+        if not self.reusable:  # closed under us: a transport error, retried
+            return defer.fail(error.ConnectionLost("the connection is closed"))
         self.reusable = False
         self.heard = self._framed = self._headers_done = self._done = False
         self._phrase, self._headers, self._body = b"", {}, []
@@ -174,8 +176,11 @@ class HTTPConnection(Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        """The whole answer is in."""
-        if not self._done:
+        """The whole answer is in; an interim one (100 Continue) is skipped."""
+        if 100 <= self._parser.get_status_code() < 200:
+            self._phrase, self._headers, self._body = b"", {}, []
+            self._framed = self._headers_done = False
+        elif not self._done:
             self._finish(self._parser.should_keep_alive())
 
     def _finish(self, keep_alive: bool) -> None:
