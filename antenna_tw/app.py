@@ -246,7 +246,8 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
                                        spool_settings.crashmover_retry_max_delay),
                        threadpool=threadpool, batch_wait=BATCH_WAIT,
                        stored=publish_queue.add if publish_queue is not None else None,
-                       repeat_interval=config.app.logging_repeat_interval)
+                       repeat_interval=config.app.logging_repeat_interval,
+                       handoff_bytes=spool_settings.crashmover_handoff_bytes)
     admission = Admission(spool, reactor, spool_settings.spool_max_bytes,
                           spool_settings.spool_min_free_bytes, config.intake.max_inflight_bytes)
 

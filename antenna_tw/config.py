@@ -595,6 +595,15 @@ class SpoolSettings:
         Crashes each process saves to storage at once; with S3, also its number of persistent
         connections.
         """)
+    crashmover_handoff_bytes: int = option(
+        "CRASHMOVER_HANDOFF_BYTES", 32 * 1024 * 1024, parse_bytes,
+        doc="""
+        Bytes of accepted crashes each process keeps in memory after spooling them, for storage
+        that sends them from memory (S3): the crash movers save those without reading the spool
+        back. Past it, crashes are read back from the spool; crashes found at start-up always are.
+        0 reads every crash back. The filesystem storage links the spool's files into place and
+        keeps none. See :doc:`spool`.
+        """)
     crashmover_retry_base_delay: float = option(
         "CRASHMOVER_RETRY_BASE_DELAY", 1.0, parse_seconds,
         doc="""

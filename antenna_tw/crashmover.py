@@ -6,9 +6,14 @@ only then removes it from the spool; with a crash publisher (``stored``), it
 marks the entry stored instead and hands it to the publish queue, which
 removes it once its id is published. A backend that stores spooled files in
 a thread (``IFileCrashStorage``, the filesystem) gets whole moves, loading
-entries, storing and removing them, several as one thread-pool job; others
-get the crash loaded in the pool and save it on the reactor. Either way each
-crash's move ends in one ``Outcome``, settled on the reactor.
+entries, storing and removing them, several as one thread-pool job. Others
+save on the reactor (S3): the intake hands each crash it spooled over in
+memory, within ``handoff_bytes``, so it is saved without reading the spool
+back; a crash past that budget, or found at start-up, is loaded in the pool.
+Their loads and their removals (or stored markers) are gathered, several
+crashes to a thread-pool job, and a mover goes on to its next crash while
+its last one leaves the spool. Either way each crash's move ends in one
+``Outcome``, settled on the reactor once its entry has left the spool.
 
 A failed save goes back on the queue after a capped exponential backoff with
 jitter; the waiting crashes sit in one time-ordered heap under one timer of
@@ -25,8 +30,8 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator
-from typing import Any, cast
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 import attr
 from twisted.internet import defer, task
@@ -37,6 +42,7 @@ from twisted.python.threadpool import ThreadPool
 
 from antenna_tw import metricnames
 from antenna_tw.backoff import Backoff
+from antenna_tw.crash import Crash
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import IMetrics
 from antenna_tw.spool import CorruptEntry, IReactorTimeAndThreads, Spool, SpoolEntry
@@ -87,6 +93,83 @@ class MoveVerbs:
 # What stop() fires with: (ended normally, None) for each worker loop.
 Stopped = list[tuple[bool, None]]
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@attr.s
+class PoolBatches(Generic[T, R]):
+    """
+    Calls of the blocking ``call``, one item each, gathered into thread-pool
+    jobs: the items submitted while a job runs go together in the next one,
+    up to ``size`` a job, one job at a time. Each item's Deferred fires with
+    its own result or error. What a thread hand-off costs (about 0.2 ms of
+    CPU on the reactor and in the pool) is then paid once for many items.
+    """
+
+    call: Callable[[T], R] = attr.ib()
+    reactor: IReactorTimeAndThreads = attr.ib()
+    threadpool: ThreadPool = attr.ib()
+    size: int = attr.ib(default=MOVE_BATCH)
+
+    def __attrs_post_init__(self) -> None:
+        self._waiting: list[tuple[T, defer.Deferred[R]]] = []
+        self._running = False
+        self._idle: list[defer.Deferred[None]] = []
+        self.jobs = 0  # jobs run, for tests and benchmarks
+
+    def submit(self, item: T) -> defer.Deferred[R]:
+        """A Deferred of ``call(item)``, run in a pool job with other items."""
+        d: defer.Deferred[R] = defer.Deferred()
+        self._waiting.append((item, d))
+        if not self._running:
+            self._next()
+        return d
+
+    def idle(self) -> defer.Deferred[None]:
+        """A Deferred that fires once no job runs and none waits."""
+        if not self._running:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def _next(self) -> None:
+        batch, self._waiting = self._waiting[:self.size], self._waiting[self.size:]
+        if not batch:
+            self._running = False
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+            return
+        self._running = True
+        self.jobs += 1
+        job = deferToThreadPool(self.reactor, self.threadpool, self._run,
+                                [item for item, _ in batch])
+        job.addBoth(self._ran, batch)
+
+    def _run(self, items: Sequence[T]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        for item in items:
+            try:
+                results.append((True, self.call(item)))
+            except Exception:
+                results.append((False, Failure()))
+        return results
+
+    def _ran(self, results: list[tuple[bool, Any]] | Failure,
+             batch: list[tuple[T, defer.Deferred[R]]]) -> None:
+        if isinstance(results, Failure):  # the pool did not run it
+            results = [(False, results)] * len(batch)
+        for (_, d), (succeeded, value) in zip(batch, results, strict=True):
+            if d.called:
+                continue  # cancelled meanwhile
+            if succeeded:
+                d.callback(value)
+            else:
+                d.errback(value)
+        self._next()
+
 STORED = Moved(Outcome.STORED)
 SKIPPED = Moved(Outcome.SKIPPED)
 
@@ -104,6 +187,9 @@ class CrashMover:
     ``stored``, when given, takes each stored crash's entry (the publish
     queue's ``add``): entries are then marked stored instead of removed, and
     entries found marked at start-up go to it without being stored again.
+    ``handoff_bytes`` is how many bytes of crashes handed over in memory
+    (``enqueue``'s ``crash``) a mover for storage that saves on the reactor
+    may hold at once (CRASHMOVER_HANDOFF_BYTES; 0: every crash is read back).
     """
 
     spool: Spool = attr.ib()
@@ -118,6 +204,7 @@ class CrashMover:
     stored: Callable[[SpoolEntry], None] | None = attr.ib(default=None)
     #: Seconds between two log lines of the same repeated failure (LOGGING_REPEAT_INTERVAL).
     repeat_interval: float = attr.ib(default=60.0)
+    handoff_bytes: int = attr.ib(default=0)
     log = Logger(namespace="antenna.crashmover")
 
     def __attrs_post_init__(self) -> None:
@@ -140,14 +227,34 @@ class CrashMover:
         self._files: IFileCrashStorage | None = None
         if self.threadpool is not None and IFileCrashStorage.providedBy(self.storage):
             self._files = IFileCrashStorage(self.storage)
+        # Saves on the reactor: crashes held in memory by spool file name,
+        # and the loads and removals (or markers) gathered into pool jobs.
+        self._held: dict[str, Crash] = {}
+        self._held_bytes = 0
+        self._loads: PoolBatches[SpoolEntry, Crash] | None = None
+        self._finishes: PoolBatches[SpoolEntry, None] | None = None
+        if self._files is None and self.threadpool is not None:
+            finish = (self.spool.remove_blocking if self.stored is None
+                      else self.spool.mark_stored_blocking)
+            self._loads = PoolBatches(self.spool.load_blocking, self.reactor, self.threadpool)
+            self._finishes = PoolBatches(finish, self.reactor, self.threadpool)
 
     # -- what the rest of the collector sees --------------------------------
 
-    def enqueue(self, entry: SpoolEntry) -> None:
-        """Queue a spooled crash for storage (one already stored: for publishing)."""
+    def enqueue(self, entry: SpoolEntry, crash: Crash | None = None) -> None:
+        """
+        Queue a spooled crash for storage (one already stored: for
+        publishing). ``crash``: the same crash in memory, as the intake
+        spooled it; storage that saves on the reactor gets it without a
+        read of the spool while ``handoff_bytes`` allows.
+        """
         if entry.stored and self.stored is not None:
             self.stored(entry)
             return
+        if (crash is not None and self._files is None and not entry.recovered
+                and self._held_bytes + entry.size <= self.handoff_bytes):
+            self._held[entry.filename] = crash
+            self._held_bytes += entry.size
         self._pending[entry.filename] = entry
         self._queue.put(entry)
         self._gauge()
@@ -161,6 +268,10 @@ class CrashMover:
         for entry in self._pending.values():
             return max(0.0, self.reactor.seconds() - entry.created)
         return 0.0
+
+    def held_bytes(self) -> int:
+        """Bytes of crashes held in memory for their save (at most ``handoff_bytes``)."""
+        return self._held_bytes
 
     def retrying(self) -> int:
         """How many unstored crashes failed their last try."""
@@ -204,9 +315,15 @@ class CrashMover:
         loops, self._loops = self._loops, []
         for loop in loops:
             loop.cancel()  # idle ones stop waiting; busy ones give up their save
+        self._held.clear()
+        self._held_bytes = 0
         left = len(self._pending)
         if left:
             self.log.info("{count} crashes left in the spool for the next start", count=left)
+        if self._finishes is not None:
+            # Stored crashes leaving the spool: settled (and handed to the
+            # publisher) before the stop goes on.
+            loops.append(self._finishes.idle())
         return defer.DeferredList(loops, consumeErrors=True)
 
     async def _work(self) -> None:
@@ -243,7 +360,8 @@ class CrashMover:
                 moves = await deferToThreadPool(
                     self.reactor, self.threadpool, self._move_files, self._files, batch)
             else:
-                moves = [await self._move_on_reactor(batch[0])]
+                await self._move_on_reactor(batch[0], started)
+                return
         except defer.CancelledError:
             return  # shutting down: entries stay spooled (a thread finishes what it started)
         milliseconds = (time.perf_counter() - started) * 1000
@@ -322,20 +440,66 @@ class CrashMover:
         except StopIteration as stopped:
             return cast(Moved, stopped.value)
 
-    def _move_on_reactor(self, entry: SpoolEntry) -> defer.Deferred[Moved]:
-        """The same steps for a backend that saves on the reactor: inlineCallbacks awaits each."""
+    async def _move_on_reactor(self, entry: SpoolEntry, started: float) -> None:
+        """
+        The same steps for a backend that saves on the reactor
+        (inlineCallbacks awaits each): the crash held in memory or loaded,
+        saved, then let go of; its entry leaves the spool in a gathered
+        pool job while the mover goes on, and the move settles then.
+        """
         spool = self.spool
-        finish = spool.remove if self.stored is None else spool.mark_stored
-        return defer.inlineCallbacks(self._move_steps)(entry, MoveVerbs(
-            spool.load, spool.quarantine, self.storage.save_crash, finish))
+        finish: Callable[[SpoolEntry], defer.Deferred[None]]
+        if self._finishes is not None:
+            finish = self._finishes.submit
+        else:
+            finish = spool.remove if self.stored is None else spool.mark_stored
+        try:
+            moved = await defer.inlineCallbacks(self._save_steps)(entry, MoveVerbs(
+                self._load, spool.quarantine, self.storage.save_crash, finish))
+        finally:
+            crash = self._held.pop(entry.filename, None)
+            if crash is not None:
+                self._held_bytes -= entry.size
+        milliseconds = (time.perf_counter() - started) * 1000
+        if moved is not None:
+            self._settle(entry, moved, milliseconds)
+            return
+        failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
+        finished: defer.Deferred[Any] = finish(entry)
+        finished.addCallbacks(lambda _: STORED, lambda failure: Moved(failed, failure))
+        finished.addCallback(lambda moved: self._settle(entry, moved, milliseconds))
+
+    def _load(self, entry: SpoolEntry) -> Crash | defer.Deferred[Crash]:
+        """The crash held in memory for ``entry``, or a Deferred of it read from the spool."""
+        crash = self._held.get(entry.filename)
+        if crash is not None:
+            return crash
+        if self._loads is not None:
+            return self._loads.submit(entry)
+        return self.spool.load(entry)
 
     def _move_steps(self, entry: SpoolEntry,
                     verbs: MoveVerbs) -> Generator[Any, Any, Moved]:
+        """A whole move in a pool thread (``_move_file``): saved, then finished."""
+        moved = yield from self._save_steps(entry, verbs)
+        if moved is not None:
+            return moved
+        # Stored: the entry is marked for the publisher, or it leaves the spool.
+        failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
+        try:
+            yield verbs.finish(entry)
+        except Exception:
+            return Moved(failed, Failure())
+        return STORED
+
+    def _save_steps(self, entry: SpoolEntry,
+                    verbs: MoveVerbs) -> Generator[Any, Any, Moved | None]:
         """
-        One crash's move, written once for both kinds of backend: each
-        verb's result is yielded, a value in a pool thread (``_move_file``)
-        or a Deferred that inlineCallbacks waits for on the reactor
-        (``_move_on_reactor``); an error is raised here either way.
+        One crash's load and save, written once for both kinds of backend:
+        each verb's result is yielded, a value in a pool thread
+        (``_move_file``) or a Deferred, or a value, that inlineCallbacks
+        waits for on the reactor (``_move_on_reactor``); an error is raised
+        here either way. None once saved; else how the move ended.
         """
         try:
             crash = yield verbs.load(entry)
@@ -355,15 +519,7 @@ class CrashMover:
             raise
         except Exception as error:
             return Moved(Outcome.SAVE_FAILED, error)
-        # Stored: the entry is marked for the publisher, or it leaves the spool.
-        failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
-        try:
-            yield verbs.finish(entry)
-        except defer.CancelledError:
-            pass  # stored; the pool thread finishes the marker or the removal all the same
-        except Exception:
-            return Moved(failed, Failure())
-        return STORED
+        return None
 
     def _retry(self, entry: SpoolEntry) -> None:
         if self._stopping:

@@ -176,7 +176,8 @@ class SubmitHandler:
         written = self.spool.put(crash)
         # Queue the crash once it is spooled even if the client hangs up
         # meanwhile (which cancels this handler): it must not sit unqueued.
-        written.addCallback(self._queue)
+        # The mover may keep it in memory until it is stored (CRASHMOVER_HANDOFF_BYTES).
+        written.addCallback(self._queue, crash)
         try:
             await _shielded(written)
         except defer.CancelledError:
@@ -218,9 +219,9 @@ class SubmitHandler:
                                   "{crash_id}: spool write failed; answered busy", failure,
                                   crash_id=crash_id)
 
-    def _queue(self, entry: SpoolEntry) -> SpoolEntry:
+    def _queue(self, entry: SpoolEntry, crash: Crash) -> SpoolEntry:
         self.admission.write_succeeded()
-        self.mover.enqueue(entry)
+        self.mover.enqueue(entry, crash)
         self.log.debug("{crash_id} spooled", crash_id=entry.crash_id)
         return entry
 

@@ -446,6 +446,12 @@ class BlockingSpool(MemorySpool):
             raise crash
         return SpooledCrash(crash.crash_id, f"/spool/{entry.filename}")
 
+    def load_blocking(self, entry):
+        crash = self.crashes[entry.filename]
+        if isinstance(crash, Exception):
+            raise crash
+        return crash
+
     def remove_blocking(self, entry):
         self.removed.append(entry.filename)
         del self.crashes[entry.filename]
