@@ -231,6 +231,7 @@ class CrashMover:
         # and the loads and removals (or markers) gathered into pool jobs.
         self._held: dict[str, Crash] = {}
         self._held_bytes = 0
+        self.handed_over = 0  # crashes stored from memory, never read back
         self._loads: PoolBatches[SpoolEntry, Crash] | None = None
         self._finishes: PoolBatches[SpoolEntry, None] | None = None
         if self._files is None and self.threadpool is not None:
@@ -464,6 +465,8 @@ class CrashMover:
         if moved is not None:
             self._settle(entry, moved, milliseconds)
             return
+        if crash is not None:
+            self.handed_over += 1
         failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
         finished: defer.Deferred[Any] = finish(entry)
         finished.addCallbacks(lambda _: STORED, lambda failure: Moved(failed, failure))

@@ -1,12 +1,13 @@
 """S3CrashStorage against a real S3-compatible server (moto_server), read back with botocore."""
 
 import json
+import os
 import re
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.python.threadpool import ThreadPool
 from twisted.web.client import HTTPConnectionPool
 
@@ -140,3 +141,36 @@ async def test_collector_moves_posted_crashes_to_s3(moto, s3_bucket, collector_w
     assert response.code == 200, heartbeat
     assert heartbeat["info"]["storage"] == "s3"
     assert secret not in json.dumps(heartbeat)
+
+
+@pytest_twisted.ensureDeferred
+async def test_crashes_handed_over_in_memory_are_stored_byte_identical_and_leave_the_spool(
+        moto, s3_bucket, collector_with):
+    running = await collector_with(**s3_environ(moto, s3_bucket))
+    large = os.urandom(300 * 1024)  # arrives in several pieces, as real dumps do
+    posted = {}
+    for n in range(3):
+        dumps = {"upload_file_minidump": minidump(), "memory_report": large + bytes([n])}
+        body, content_type = build_multipart({"ProductName": "Test", "Version": f"{n}"}, dumps)
+        status, answer = await in_thread(post, running.submit_url, body, content_type)
+        assert status == 200
+        posted[answer.decode().strip().split("bp-")[1]] = dumps
+    for crash_id in posted:
+        await wait_for_key(moto, s3_bucket,
+                           f"v2/raw_crash/{crash_id[:3]}/20{crash_id[-6:]}/{crash_id}")
+    stored = await in_thread(moto.objects, s3_bucket)
+    for crash_id, dumps in posted.items():
+        assert stored[f"v1/dump/{crash_id}"] == dumps["upload_file_minidump"]
+        assert stored[f"v1/memory_report/{crash_id}"] == dumps["memory_report"]
+        assert stored[f"v1/dump_names/{crash_id}"] == b'["memory_report", "upload_file_minidump"]'
+        raw_crash = json.loads(stored[f"v2/raw_crash/{crash_id[:3]}/20{crash_id[-6:]}/{crash_id}"])
+        assert raw_crash["uuid"] == crash_id and raw_crash["Version"] == str(list(posted).index(crash_id))
+    mover = running.collector.mover
+    assert mover.handed_over == 3  # none read back from the spool
+    spool = running.collector.spool
+    for _ in range(100):
+        if mover.queue_length() == 0:
+            break
+        await task.deferLater(reactor, 0.1, lambda: None)
+    assert os.listdir(spool.directory) == ["corrupt"]
+    assert spool.total_bytes == 0 and mover.held_bytes() == 0

@@ -1,7 +1,9 @@
 """
 The crash movers on a task.Clock: the backoff schedule (capped, jittered,
-seeded), "never dropped" after any number of failures, shutdown, and the
-two ways of moving (whole moves in the pool for IFileCrashStorage).
+seeded), "never dropped" after any number of failures, shutdown, the
+two ways of moving (whole moves in the pool for IFileCrashStorage), and the
+in-memory hand-off with gathered loads and removals for storage that saves
+on the reactor.
 """
 
 import os
@@ -10,6 +12,7 @@ import random
 import attr
 import pytest
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
@@ -28,6 +31,7 @@ class MemorySpool:
 
     crashes = attr.ib(factory=dict)  # filename -> Crash or CorruptEntry
     removed = attr.ib(factory=list)
+    loaded = attr.ib(factory=list)
     quarantined = attr.ib(factory=list)
 
     def add(self, crash_id, created=0.0, sequence=None):
@@ -447,6 +451,7 @@ class BlockingSpool(MemorySpool):
         return SpooledCrash(crash.crash_id, f"/spool/{entry.filename}")
 
     def load_blocking(self, entry):
+        self.loaded.append(entry.filename)
         crash = self.crashes[entry.filename]
         if isinstance(crash, Exception):
             raise crash
@@ -663,3 +668,185 @@ def test_without_a_publisher_a_marked_entry_is_stored_again():
     mover.start()
     assert storage.saved == ["a"]
     assert spool.removed == [entry.filename]
+
+
+# -- saved on the reactor: the hand-off, gathered loads and removals --------
+
+
+@attr.s
+class ManualPool:
+    """Holds each 'thread-pool' job until the test runs it."""
+
+    waiting = attr.ib(factory=list)
+    jobs = attr.ib(default=0)
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.waiting.append((on_result, f, args, kwargs))
+
+    def run_next(self):
+        on_result, f, args, kwargs = self.waiting.pop(0)
+        self.jobs += 1
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+    def run_all(self):
+        while self.waiting:
+            self.run_next()
+
+
+@attr.s
+class KeepingStorage(FlakyStorage):
+    """FlakyStorage that also keeps each crash object it was given."""
+
+    given = attr.ib(factory=list)
+
+    def save_crash(self, crash):
+        self.given.append(crash)
+        return super().save_crash(crash)
+
+
+def make_handoff_mover(handoff_bytes=1000, workers=1, failures=0, seconds_per_save=0.0):
+    clock = ImmediateReactor()
+    pool = ManualPool()
+    spool = BlockingSpool()
+    storage = KeepingStorage(clock, failures=failures, seconds_per_save=seconds_per_save)
+    mover = CrashMover(spool, storage, clock, RecordingMetrics(), workers=workers,
+                       backoff=Backoff(1.0, 8.0, random.Random(1)), threadpool=pool,
+                       handoff_bytes=handoff_bytes)
+    return mover, spool, storage, pool, clock
+
+
+def in_memory(entry):
+    """The crash the intake would hand over with ``entry`` (not the spool's copy)."""
+    return Crash(entry.crash_id, {"uuid": entry.crash_id}, {"upload_file_minidump": [b"MD", b"MP"]})
+
+
+def test_a_crash_handed_over_is_saved_from_memory_and_leaves_the_spool_after_its_save():
+    mover, spool, storage, pool, clock = make_handoff_mover(seconds_per_save=0.1)
+    entry = spool.add("a")
+    crash = in_memory(entry)
+    mover.enqueue(entry, crash)
+    mover.start()
+    assert storage.given == [crash] and pool.waiting == []  # no load job
+    assert mover.held_bytes() == entry.size
+    assert spool.removed == []  # spooled until stored
+    clock.advance(0.1)
+    assert storage.saved == ["a"] and mover.held_bytes() == 0
+    assert spool.removed == [] and mover.queue_length() == 1  # its removal waits in the pool
+    pool.run_all()
+    assert spool.removed == [entry.filename] and spool.loaded == []
+    assert mover.queue_length() == 0 and mover.handed_over == 1
+
+
+def test_past_the_budget_crashes_are_read_back_their_loads_gathered_in_one_job():
+    mover, spool, storage, pool, clock = make_handoff_mover(
+        handoff_bytes=250, workers=4, seconds_per_save=0.1)
+    entries = [spool.add(f"c{n}") for n in range(4)]  # 100 bytes each
+    for entry in entries:
+        mover.enqueue(entry, in_memory(entry))
+    assert mover.held_bytes() == 200  # c0 and c1; c2 would pass 250
+    mover.start()
+    assert [crash.crash_id for crash in storage.given] == ["c0", "c1"]
+    pool.run_next()  # c2's load, alone: nothing else waited when it started
+    pool.run_next()  # c3's, which waited behind it
+    assert spool.loaded == [entries[2].filename, entries[3].filename]
+    assert [crash.crash_id for crash in storage.given] == ["c0", "c1", "c2", "c3"]
+    assert storage.given[2] is spool.crashes[entries[2].filename]  # the spool's copy
+    clock.advance(0.1)
+    assert mover.held_bytes() == 0
+    pool.run_all()  # the four removals: one job, and one for those that came after it
+    assert sorted(spool.removed) == sorted(entry.filename for entry in entries)
+    assert mover.queue_length() == 0 and mover.handed_over == 2
+    # Room again: the next crash is held.
+    late = spool.add("late")
+    crash = in_memory(late)
+    mover.enqueue(late, crash)
+    assert mover.held_bytes() == late.size and storage.given[-1] is crash
+
+
+def test_the_budget_is_never_passed_whatever_arrives():
+    mover, spool, storage, pool, clock = make_handoff_mover(
+        handoff_bytes=1000, workers=2, seconds_per_save=0.05)
+    mover.start()
+    most = 0
+    for n in range(200):
+        entry = spool.add(f"c{n}")
+        mover.enqueue(entry, in_memory(entry))
+        most = max(most, mover.held_bytes())
+        clock.advance(0.01)
+        pool.run_all()
+    for _ in range(1000):
+        clock.advance(0.05)
+        pool.run_all()
+    assert most == 1000 and mover.held_bytes() == 0
+    assert mover.queue_length() == 0 and len(storage.saved) == 200
+    assert 0 < mover.handed_over < 200 and len(spool.loaded) == 200 - mover.handed_over
+
+
+def test_a_failed_save_lets_go_of_the_crash_and_the_retry_reads_the_spool():
+    mover, spool, storage, pool, clock = make_handoff_mover(failures=1)
+    entry = spool.add("a")
+    mover.enqueue(entry, in_memory(entry))
+    mover.start()
+    assert storage.saved == [] and mover.held_bytes() == 0 and mover.retrying() == 1
+    clock.advance(8.0)
+    pool.run_all()
+    assert storage.saved == ["a"] and spool.loaded == [entry.filename]
+    assert spool.removed == [entry.filename] and mover.queue_length() == 0
+
+
+def test_crashes_found_at_start_up_and_file_storage_are_never_held():
+    mover, spool, _, _, _ = make_handoff_mover()
+    found = attr.evolve(spool.add("found"), recovered=True)
+    mover.enqueue(found, in_memory(found))
+    assert mover.held_bytes() == 0
+    files = CrashMover(spool, BlockingStorage(), ImmediateReactor(), RecordingMetrics(),
+                       threadpool=ImmediatePool(), handoff_bytes=1000)
+    entry = spool.add("fs")
+    files.enqueue(entry, in_memory(entry))
+    assert files.held_bytes() == 0
+
+
+def test_removals_of_crashes_stored_meanwhile_go_in_one_job_the_mover_not_waiting():
+    mover, spool, storage, pool, _ = make_handoff_mover(workers=1)
+    entries = [spool.add(f"c{n}") for n in range(5)]
+    for entry in entries:
+        mover.enqueue(entry, in_memory(entry))
+    mover.start()
+    assert storage.saved == [f"c{n}" for n in range(5)]  # one mover, none waited for
+    assert len(pool.waiting) == 1  # c0's removal; the others gather behind it
+    pool.run_all()
+    assert pool.jobs == 2 and spool.removed == [entry.filename for entry in entries]
+    assert mover.queue_length() == 0
+
+
+def test_stop_waits_for_removals_in_flight():
+    mover, spool, storage, pool, clock = make_handoff_mover()
+    entry = spool.add("a")
+    mover.enqueue(entry, in_memory(entry))
+    mover.start()
+    stopped = fired(mover.stop(timeout=0))
+    clock.advance(0)
+    assert storage.saved == ["a"] and stopped == []
+    pool.run_all()
+    assert len(stopped) == 1 and spool.removed == [entry.filename]
+
+
+def test_a_removal_that_fails_is_reported_stored_with_its_entry_left():
+    mover, spool, storage, pool, _ = make_handoff_mover()
+    entry = spool.add("a")
+
+    def refuse(entry):
+        raise OSError("read-only")
+
+    spool.remove_blocking = refuse
+    mover = CrashMover(spool, storage, mover.reactor, RecordingMetrics(), threadpool=pool,
+                       handoff_bytes=1000)
+    mover.enqueue(entry, in_memory(entry))
+    mover.start()
+    pool.run_all()
+    assert storage.saved == ["a"] and mover.queue_length() == 0 and mover.retrying() == 0
