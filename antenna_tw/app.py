@@ -25,7 +25,7 @@ from antenna_tw.backoff import Backoff
 from antenna_tw.config import Config
 from antenna_tw.console.figures import Figures
 from antenna_tw.console.node import publish_state
-from antenna_tw.crashmover import BATCH_WAIT, CrashMover
+from antenna_tw.crashmover import BATCH_WAIT, CrashMover, default_movers
 from antenna_tw.health import HealthChecks, HealthHandler
 from antenna_tw.intake.http import CrashSite
 from antenna_tw.logs import LineBudget, Logger
@@ -40,7 +40,13 @@ from antenna_tw.publisher import (
 from antenna_tw.publishqueue import PublishQueue
 from antenna_tw.spool import Spool, SpoolEntry
 from antenna_tw.startup import start_up_check
-from antenna_tw.storage import ICrashStorage, StorageUnavailable, check_storage, storage_class
+from antenna_tw.storage import (
+    ICrashStorage,
+    IFileCrashStorage,
+    StorageUnavailable,
+    check_storage,
+    storage_class,
+)
 from antenna_tw.submit import SubmitHandler, SubmitResource, takes_body
 from antenna_tw.throttler import RuleError, Throttler, build_throttler
 from antenna_tw.workers import Worker
@@ -209,17 +215,22 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
     shards too, and this worker publishes its own status in its shard for theirs.
     """
     spool_settings = config.spool
+    try:
+        kind = storage_class(config.storage.crashstorage_class)
+    except (RuleError, ValueError) as error:
+        raise StartupError(str(error)) from None
+    movers = spool_settings.concurrent_crashmovers or default_movers(kind)
+    # Movers that save on the reactor gather their spool work into a few
+    # pool jobs; those that store in the pool need a thread each.
     threadpool = ThreadPool(
         minthreads=1,
-        maxthreads=max(4, 2 * spool_settings.concurrent_crashmovers),
+        maxthreads=max(4, 2 * movers) if IFileCrashStorage.implementedBy(kind) else 4,
         name="antenna-io",
     )
     try:
         metrics = build_metrics(config.app)
         throttler = build_throttler(config.throttle, rng)
-        storage = storage_class(config.storage.crashstorage_class).from_settings(
-            config.storage, reactor, threadpool,
-            concurrency=spool_settings.concurrent_crashmovers)
+        storage = kind.from_settings(config.storage, reactor, threadpool, concurrency=movers)
         check_storage(storage)
         publisher = publisher_class(config.publish.crashpublish_class).from_settings(
             config.publish, config.storage, reactor, threadpool)
@@ -241,7 +252,7 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
                             spool_settings.crashmover_retry_max_delay),
             accepted_only=config.publish.accepted_only)
     mover = CrashMover(spool, storage, reactor, metrics,
-                       workers=spool_settings.concurrent_crashmovers,
+                       workers=movers,
                        backoff=Backoff(spool_settings.crashmover_retry_base_delay,
                                        spool_settings.crashmover_retry_max_delay),
                        threadpool=threadpool, batch_wait=BATCH_WAIT,

@@ -589,11 +589,14 @@ class SpoolSettings:
         stored has waited longer than this.
         """)
     concurrent_crashmovers: int = option(
-        "CONCURRENT_CRASHMOVERS", 2, parse_positive_int,
+        "CONCURRENT_CRASHMOVERS", 0, parse_count,
         alternates=("CRASHMOVER_CONCURRENT_CRASHMOVERS",),
         doc="""
         Crashes each process saves to storage at once; with S3, also its number of persistent
-        connections.
+        connections. 0 (the default) picks by storage: 2 for storage that stores spooled files in
+        a thread (the filesystem: each mover moves up to 16 crashes a thread-pool job), 32 for
+        storage that saves on the reactor (S3: each mover mostly waits for the network). See
+        :doc:`performance`.
         """)
     crashmover_handoff_bytes: int = option(
         "CRASHMOVER_HANDOFF_BYTES", 32 * 1024 * 1024, parse_bytes,

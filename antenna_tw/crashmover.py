@@ -49,11 +49,20 @@ from antenna_tw.spool import CorruptEntry, IReactorTimeAndThreads, Spool, SpoolE
 from antenna_tw.storage import CrashDamaged, ICrashStorage, IFileCrashStorage
 
 OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks down
+# Movers (CONCURRENT_CRASHMOVERS=0) for storage that stores files in a pool
+# thread, and for storage that saves on the reactor (docs/performance.rst).
+FILE_MOVERS = 2
+REACTOR_MOVERS = 32
 MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
 # How long a mover lets crashes gather before a thread-pool move when fewer
 # than a batch are queued: under load one job then moves several crashes
 # instead of one, each job costing thread hand-offs and GIL transfers.
 BATCH_WAIT = 0.02
+
+
+def default_movers(storage_class: type) -> int:
+    """How many movers CONCURRENT_CRASHMOVERS=0 means for a storage class."""
+    return FILE_MOVERS if IFileCrashStorage.implementedBy(storage_class) else REACTOR_MOVERS
 
 
 class Outcome(enum.Enum):

@@ -18,7 +18,7 @@ def test_defaults_run_anywhere():
     assert config.storage.fs_root == "./antenna_crashes"
     assert config.intake.max_payload_size == 25 * 1024 * 1024
     assert config.intake.dump_id_prefix == "bp-"
-    assert config.spool.concurrent_crashmovers == 2
+    assert config.spool.concurrent_crashmovers == 0  # by storage
     assert config.throttle.throttle_rules == "antenna_tw.throttler.ACCEPT_ALL"
 
 
@@ -40,7 +40,7 @@ def test_antenna_env_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("key,value", [
     ("CONCURRENT_CRASHMOVERS", "zero"),
-    ("CONCURRENT_CRASHMOVERS", "0"),
+    ("CONCURRENT_CRASHMOVERS", "-1"),
     ("MAX_PAYLOAD_SIZE", "lots"),
     ("SPOOL_FSYNC", "maybe"),
     ("LOGGING_LEVEL", "LOUD"),
@@ -68,13 +68,13 @@ def test_secret_values_never_appear_in_errors_or_log_lines():
 
 
 def test_the_start_up_summary_is_one_line_of_the_options_not_at_their_defaults():
-    config = load_config({"SPOOL_DIR": "/var/spool/a b", "CONCURRENT_CRASHMOVERS": "2",
+    config = load_config({"SPOOL_DIR": "/var/spool/a b", "CONCURRENT_CRASHMOVERS": "0",
                           "LOGGING_FORMAT": "Text", "HOST_ID": "line\nbreak"})
     summary = config.summary()
     assert "\n" not in summary
     assert summary.startswith("configuration: HOST_ID=\"line\\nbreak\" LOGGING_FORMAT=text "
                               "SPOOL_DIR=\"/var/spool/a b\" (3 set, ")
-    assert "CONCURRENT_CRASHMOVERS" not in summary  # 2 is its default
+    assert "CONCURRENT_CRASHMOVERS" not in summary  # 0 is its default
     assert load_config({}).summary().startswith("configuration: all defaults (0 set, ")
 
 
@@ -192,8 +192,8 @@ def test_a_conflicting_secret_is_named_but_never_shown():
 
 
 def test_a_bad_value_under_an_alternate_names_the_alternate():
-    with pytest.raises(ConfigError, match="^CRASHMOVER_CONCURRENT_CRASHMOVERS='0' is invalid"):
-        load_config({"CRASHMOVER_CONCURRENT_CRASHMOVERS": "0"})
+    with pytest.raises(ConfigError, match="^CRASHMOVER_CONCURRENT_CRASHMOVERS='-1' is invalid"):
+        load_config({"CRASHMOVER_CONCURRENT_CRASHMOVERS": "-1"})
 
 
 # -- names no option reads ----------------------------------------------------
@@ -208,7 +208,7 @@ def test_a_misspelt_name_is_warned_with_the_nearest_option():
         "did you mean `CRASHMOVER_CRASHSTORAGE_BUCKET_NAME`?",
         "`SPOOL_DIRR` is not an option; did you mean `SPOOL_DIR`?",
     )
-    assert config.spool.concurrent_crashmovers == 2
+    assert config.spool.concurrent_crashmovers == 0
 
 
 def test_a_misspelling_in_the_env_file_is_warned(tmp_path):
