@@ -384,9 +384,32 @@ class ImmediatePool:
 
     def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
         self.jobs += 1
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
+        _run_job(on_result, f, args, kwargs)
+
+
+def _run_job(on_result, f, args, kwargs):
+    try:
+        result = f(*args, **kwargs)
+    except BaseException:
+        on_result(False, Failure())
+    else:
+        on_result(True, result)
+
+
+@attr.s
+class ManualPool:
+    """Holds each 'thread-pool' job until the test runs it (``run_next``, ``run_all``)."""
+
+    waiting = attr.ib(factory=list)
+    jobs = attr.ib(default=0)
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.waiting.append((on_result, f, args, kwargs))
+
+    def run_next(self):
+        self.jobs += 1
+        _run_job(*self.waiting.pop(0))
+
+    def run_all(self):
+        while self.waiting:
+            self.run_next()

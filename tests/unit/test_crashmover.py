@@ -12,7 +12,6 @@ import random
 import attr
 import pytest
 from twisted.internet import defer, task
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
@@ -22,7 +21,7 @@ from antenna_tw.ext.fs import FSCrashStorage
 from antenna_tw.ext.noop import NoOpCrashStorage
 from antenna_tw.spool import CORRUPT_DIR, CorruptEntry, Spool, SpoolEntry
 from antenna_tw.storage import CrashDamaged, IFileCrashStorage
-from tests.helpers import ImmediatePool, ImmediateReactor
+from tests.helpers import ImmediatePool, ImmediateReactor, ManualPool
 
 
 @attr.s
@@ -671,31 +670,6 @@ def test_without_a_publisher_a_marked_entry_is_stored_again():
 
 
 # -- saved on the reactor: the hand-off, gathered loads and removals --------
-
-
-@attr.s
-class ManualPool:
-    """Holds each 'thread-pool' job until the test runs it."""
-
-    waiting = attr.ib(factory=list)
-    jobs = attr.ib(default=0)
-
-    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
-        self.waiting.append((on_result, f, args, kwargs))
-
-    def run_next(self):
-        on_result, f, args, kwargs = self.waiting.pop(0)
-        self.jobs += 1
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-    def run_all(self):
-        while self.waiting:
-            self.run_next()
 
 
 @attr.s
