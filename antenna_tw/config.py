@@ -594,7 +594,7 @@ class SpoolSettings:
         doc="""
         Crashes each process saves to storage at once; with S3, also its number of persistent
         connections. 0 (the default) picks by storage: 2 for storage that stores spooled files in
-        a thread (the filesystem: each mover moves up to 16 crashes a thread-pool job), 32 for
+        a thread (the filesystem: each mover moves up to 16 crashes a thread-pool job), 64 for
         storage that saves on the reactor (S3: each mover mostly waits for the network). See
         :doc:`performance`.
         """)

@@ -52,7 +52,7 @@ OUTAGE_AFTER = 5  # saves failed in a row, across crashes, before storage looks 
 # Movers (CONCURRENT_CRASHMOVERS=0) for storage that stores files in a pool
 # thread, and for storage that saves on the reactor (docs/performance.rst).
 FILE_MOVERS = 2
-REACTOR_MOVERS = 32
+REACTOR_MOVERS = 64
 MOVE_BATCH = 16  # queued crashes moved in one thread-pool job
 # How long a mover lets crashes gather before a thread-pool move when fewer
 # than a batch are queued: under load one job then moves several crashes
