@@ -470,16 +470,17 @@ class CrashMover:
             crash = self._held.pop(entry.filename, None)
             if crash is not None:
                 self._held_bytes -= entry.size
-        milliseconds = (time.perf_counter() - started) * 1000
         if moved is not None:
-            self._settle(entry, moved, milliseconds)
+            self._settle(entry, moved, (time.perf_counter() - started) * 1000)
             return
         if crash is not None:
             self.handed_over += 1
         failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
         finished: defer.Deferred[Any] = finish(entry)
         finished.addCallbacks(lambda _: STORED, lambda failure: Moved(failed, failure))
-        finished.addCallback(lambda moved: self._settle(entry, moved, milliseconds))
+        # The move's time runs to the removal, as in a pool job (CRASH_SAVE_TIME).
+        finished.addCallback(lambda moved: self._settle(
+            entry, moved, (time.perf_counter() - started) * 1000))
 
     def _load(self, entry: SpoolEntry) -> Crash | defer.Deferred[Crash]:
         """The crash held in memory for ``entry``, or a Deferred of it read from the spool."""
