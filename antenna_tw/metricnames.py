@@ -82,7 +82,8 @@ METRICS = (
     MetricSpec(SAVE_CRASH_EXCEPTION_COUNT, "incr",
                "A save failed; the crash stays in the spool and is retried."),
     MetricSpec(CRASH_SAVE_TIME, "timing",
-               "Milliseconds of one successful move: read from the spool, save, delete."),
+               "Milliseconds of one successful move: read from the spool (with S3, often "
+               "handed over in memory instead), save, delete."),
     MetricSpec(CRASH_HANDLING_TIME, "timing",
                "Milliseconds from accepted to stored, retries included."),
     MetricSpec(PUBLISH_CRASH_COUNT, "incr",
