@@ -19,5 +19,5 @@ def site(tmp_path_factory):
     collector.prepare()
     collector.spool.put = lambda crash: defer.succeed(
         SpoolEntry(f"0-{crash.crash_id}.crash", crash.crash_id, 0, 0))
-    collector.mover.enqueue = lambda entry: None
+    collector.mover.enqueue = lambda entry, crash=None: None
     return collector.site

@@ -39,7 +39,7 @@ def make_site(tmp_path):
         collector.prepare()
         collector.spool.put = lambda crash: defer.succeed(
             SpoolEntry(f"0-{crash.crash_id}.crash", crash.crash_id, 0, 0))
-        collector.mover.enqueue = lambda entry: None
+        collector.mover.enqueue = lambda entry, crash=None: None
         old = collector.site
         clock = Clock()
         site = CrashSite(old.resource, limits=collector.config.intake, metrics=old.metrics,
