@@ -214,9 +214,11 @@ class HTTPConnection(Protocol):
             # never completes for it, so its connection is not kept.
         else:
             self.close()
-        waiting.callback(Response(self._parser.get_status_code(),
-                                  self._phrase.decode("latin-1"), self._headers,
-                                  b"".join(self._body)))
+        waiting.callback(self._response())
+
+    def _response(self) -> Response:
+        return Response(self._parser.get_status_code(), self._phrase.decode("latin-1"),
+                        self._headers, b"".join(self._body))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         """An answer that runs to the close ends here; any other is lost."""
@@ -226,9 +228,7 @@ class HTTPConnection(Protocol):
             if self._headers_done and not self._framed and not self._done:
                 self._finish(keep_alive=False)  # the body ran to the close (HTTP/1.0 style)
             if self._done:
-                waiting.callback(Response(self._parser.get_status_code(),
-                                          self._phrase.decode("latin-1"), self._headers,
-                                          b"".join(self._body)))
+                waiting.callback(self._response())
             else:
                 why = "" if reason.check(error.ConnectionDone, error.ConnectionLost) else (
                     f" ({type(reason.value).__name__}: {reason.value})")  # TLS refused...
