@@ -7,12 +7,36 @@ tests in ``tests/unit/test_adapters_twisted_*.py`` pin that behaviour.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.web.http import HTTPChannel
 
 # -- twisted.application: services -------------------------------------------
+
+
+# -- twisted.internet: listening ports ----------------------------------------
+
+
+def bound_accepts(port: Any, most: int) -> None:
+    """
+    Make a listening ``tcp.Port`` (or ``unix.Port``) accept at most ``most``
+    connections each time the reactor finds its socket readable. Its
+    ``doRead`` accepts up to ``numberAccepts`` (not in any interface), which
+    it raises by 20 after every full batch; this lowers it again before each
+    call. With workers sharing one socket, a worker back from a long turn
+    would otherwise take a burst of queued connections while its sibling
+    idles. A port without ``numberAccepts`` is left as it is.
+    """
+    if not hasattr(port, "numberAccepts"):
+        return
+    read = port.doRead
+
+    def doRead() -> object:
+        port.numberAccepts = min(port.numberAccepts, most)
+        return read()
+
+    port.doRead = doRead
 
 
 # -- twisted.web: the HTTP server (intake) -----------------------------------

@@ -9,8 +9,8 @@ descriptors ``WORKER_FD``, ``WORKER_FD + 1``, ... in ``--port`` order
 (``spawnProcess``'s ``childFDs``). Each worker adopts each with
 ``reactor.adoptStreamPort``, behind TLS for an ``ssl:`` port: one accept
 queue per port for all of them, from which whichever worker is free first
-takes the next connection. Why this design:
-docs/architecture.rst, *Several processes*.
+takes the next connection, one per wake-up (``ACCEPTS_PER_WAKEUP``). Why
+this design: docs/architecture.rst, *Several processes*.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
+from antenna_tw.adapters.twisted import bound_accepts
 from antenna_tw.workers.ports import TLSFiles
 
 # The descriptor a worker finds the first --port's listening socket on.
 WORKER_FD = 3
+# Connections a worker accepts each time the shared socket wakes it: more lets
+# a worker back from a long turn take a burst of queued ones while its
+# sibling idles (docs/performance.rst, "Measured choices").
+ACCEPTS_PER_WAKEUP = 4
 
 
 @implementer(IStreamServerEndpoint)
@@ -62,6 +67,7 @@ class AdoptedPortEndpoint:
             # adoptStreamPort dup()s the descriptor; the inherited one is closed below.
             port: IListeningPort = self.reactor.adoptStreamPort(
                 sock.fileno(), sock.family, protocolFactory)
+            bound_accepts(port, ACCEPTS_PER_WAKEUP)
         except Exception as error:  # noqa: BLE001 - any failure is the listen's
             return defer.fail(error)
         finally:
