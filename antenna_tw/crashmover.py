@@ -30,8 +30,8 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
 import attr
 from twisted.internet import defer, task
@@ -45,6 +45,7 @@ from antenna_tw.backoff import Backoff
 from antenna_tw.crash import Crash
 from antenna_tw.logs import Logger
 from antenna_tw.metrics import IMetrics
+from antenna_tw.pooljobs import PoolBatches
 from antenna_tw.spool import CorruptEntry, IReactorTimeAndThreads, Spool, SpoolEntry
 from antenna_tw.storage import CrashDamaged, ICrashStorage, IFileCrashStorage
 
@@ -101,83 +102,6 @@ class MoveVerbs:
 
 # What stop() fires with: (ended normally, None) for each worker loop.
 Stopped = list[tuple[bool, None]]
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-@attr.s
-class PoolBatches(Generic[T, R]):
-    """
-    Calls of the blocking ``call``, one item each, gathered into thread-pool
-    jobs: the items submitted while a job runs go together in the next one,
-    up to ``size`` a job, one job at a time. Each item's Deferred fires with
-    its own result or error. What a thread hand-off costs (about 0.2 ms of
-    CPU on the reactor and in the pool) is then paid once for many items.
-    """
-
-    call: Callable[[T], R] = attr.ib()
-    reactor: IReactorTimeAndThreads = attr.ib()
-    threadpool: ThreadPool = attr.ib()
-    size: int = attr.ib(default=MOVE_BATCH)
-
-    def __attrs_post_init__(self) -> None:
-        self._waiting: list[tuple[T, defer.Deferred[R]]] = []
-        self._running = False
-        self._idle: list[defer.Deferred[None]] = []
-        self.jobs = 0  # jobs run, for tests and benchmarks
-
-    def submit(self, item: T) -> defer.Deferred[R]:
-        """A Deferred of ``call(item)``, run in a pool job with other items."""
-        d: defer.Deferred[R] = defer.Deferred()
-        self._waiting.append((item, d))
-        if not self._running:
-            self._next()
-        return d
-
-    def idle(self) -> defer.Deferred[None]:
-        """A Deferred that fires once no job runs and none waits."""
-        if not self._running:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._idle.append(d)
-        return d
-
-    def _next(self) -> None:
-        batch, self._waiting = self._waiting[:self.size], self._waiting[self.size:]
-        if not batch:
-            self._running = False
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
-            return
-        self._running = True
-        self.jobs += 1
-        job = deferToThreadPool(self.reactor, self.threadpool, self._run,
-                                [item for item, _ in batch])
-        job.addBoth(self._ran, batch)
-
-    def _run(self, items: Sequence[T]) -> list[tuple[bool, Any]]:
-        results: list[tuple[bool, Any]] = []
-        for item in items:
-            try:
-                results.append((True, self.call(item)))
-            except Exception:
-                results.append((False, Failure()))
-        return results
-
-    def _ran(self, results: list[tuple[bool, Any]] | Failure,
-             batch: list[tuple[T, defer.Deferred[R]]]) -> None:
-        if isinstance(results, Failure):  # the pool did not run it
-            results = [(False, results)] * len(batch)
-        for (_, d), (succeeded, value) in zip(batch, results, strict=True):
-            if d.called:
-                continue  # cancelled meanwhile
-            if succeeded:
-                d.callback(value)
-            else:
-                d.errback(value)
-        self._next()
 
 STORED = Moved(Outcome.STORED)
 SKIPPED = Moved(Outcome.SKIPPED)

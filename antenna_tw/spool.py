@@ -45,6 +45,7 @@ from twisted.python.threadpool import ThreadPool
 from antenna_tw.crash import Crash, Piece, RawCrash, SpooledCrash
 from antenna_tw.files import absolute_path, unlink_if_present
 from antenna_tw.logs import Logger
+from antenna_tw.pooljobs import Idle
 
 SUFFIX = ".crash"
 DUMP_SUFFIX = ".dump"
@@ -292,7 +293,7 @@ class Spool:
     def __attrs_post_init__(self) -> None:
         self._direct = DirectWriter() if self.direct_io else None
         self._writes: set[defer.Deferred[SpoolEntry]] = set()
-        self._idle_waiters: list[defer.Deferred[None]] = []
+        self._idle = Idle()
         self._count_lock = threading.Lock()
 
     def _count(self, added: int) -> None:
@@ -437,8 +438,7 @@ class Spool:
                 # never sees the entry counted twice.
                 self._count(result.size)
             if not self._writes:
-                waiters, self._idle_waiters = self._idle_waiters, []
-                for waiter in waiters:
+                for waiter in self._idle.take():
                     # On the next turn: whoever awaits this write sees it first.
                     self.reactor.callLater(0, waiter.callback, None)
             return result
@@ -447,11 +447,7 @@ class Spool:
 
     def idle(self) -> defer.Deferred[None]:
         """A Deferred that fires once no write is in flight."""
-        if not self._writes:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._idle_waiters.append(waiter)
-        return waiter
+        return self._idle.wait(bool(self._writes))
 
     def _checked(self, entry: SpoolEntry, with_dumps: bool) -> tuple[
             bytes, RawCrash, dict[str, bytes], dict[str, str]]:
