@@ -165,13 +165,14 @@ class CrashMover:
         self._held: dict[str, Crash] = {}
         self._held_bytes = 0
         self.handed_over = 0  # crashes stored from memory, never read back
+        # What a failed _finish_blocking makes of a stored crash's move.
+        self._finish_failed = (Outcome.REMOVE_FAILED if self.stored is None
+                               else Outcome.MARK_FAILED)
         self._loads: PoolBatches[SpoolEntry, Crash] | None = None
         self._finishes: PoolBatches[SpoolEntry, None] | None = None
         if self._files is None and self.threadpool is not None:
-            finish = (self.spool.remove_blocking if self.stored is None
-                      else self.spool.mark_stored_blocking)
             self._loads = PoolBatches(self.spool.load_blocking, self.reactor, self.threadpool)
-            self._finishes = PoolBatches(finish, self.reactor, self.threadpool)
+            self._finishes = PoolBatches(self._finish_blocking, self.reactor, self.threadpool)
 
     # -- what the rest of the collector sees --------------------------------
 
@@ -347,6 +348,13 @@ class CrashMover:
         if self.stored is not None:
             self.stored(entry)
 
+    def _finish_blocking(self, entry: SpoolEntry) -> None:
+        """A stored crash's entry: marked for the publisher, or out of the spool. Blocking."""
+        if self.stored is None:
+            self.spool.remove_blocking(entry)
+        else:
+            self.spool.mark_stored_blocking(entry)
+
     def _move_files(self, storage: IFileCrashStorage, batch: list[SpoolEntry]) -> list[Moved]:
         """
         Whole moves in a pool thread, one Moved per entry; after a failed
@@ -363,10 +371,9 @@ class CrashMover:
 
     def _move_file(self, storage: IFileCrashStorage, entry: SpoolEntry) -> Moved:
         spool = self.spool
-        finish = spool.remove_blocking if self.stored is None else spool.mark_stored_blocking
         steps = self._move_steps(entry, MoveVerbs(
             spool.load_files_blocking, spool.quarantine_blocking, storage.save_spooled_blocking,
-            finish))
+            self._finish_blocking))
         try:
             result = next(steps)
             while True:  # blocking calls: each result is sent straight back
@@ -399,9 +406,9 @@ class CrashMover:
             return
         if crash is not None:
             self.handed_over += 1
-        failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
         finished: defer.Deferred[Any] = finish(entry)
-        finished.addCallbacks(lambda _: STORED, lambda failure: Moved(failed, failure))
+        finished.addCallbacks(lambda _: STORED,
+                              lambda failure: Moved(self._finish_failed, failure))
         # The move's time runs to the removal, as in a pool job (CRASH_SAVE_TIME).
         finished.addCallback(lambda moved: self._settle(
             entry, moved, (time.perf_counter() - started) * 1000))
@@ -422,11 +429,10 @@ class CrashMover:
         if moved is not None:
             return moved
         # Stored: the entry is marked for the publisher, or it leaves the spool.
-        failed = Outcome.REMOVE_FAILED if self.stored is None else Outcome.MARK_FAILED
         try:
             yield verbs.finish(entry)
         except Exception:
-            return Moved(failed, Failure())
+            return Moved(self._finish_failed, Failure())
         return STORED
 
     def _save_steps(self, entry: SpoolEntry,

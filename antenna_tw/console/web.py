@@ -266,13 +266,14 @@ class Console:
 
     def _guarded(self, handler: Handler, page: bool) -> Handler:
         async def guarded(request: IRequest, **kwargs: Any) -> bytes:
-            if self.credential.token and _bearer(request) is not None:
+            guess = bool(self.credential.token) and _bearer(request) is not None
+            if guess:
                 wait = self.guesses.wait(_client(request))
                 if wait:
                     return await self._too_many(request, page, wait,
                                                 request.path.decode("utf-8", "replace"))
             if not self.credential.allows(request):
-                if self.credential.token and _bearer(request) is not None:
+                if guess:
                     self._wrong_token(request)
                 if page:
                     path = request.path.decode("utf-8", "replace")

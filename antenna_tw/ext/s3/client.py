@@ -55,7 +55,7 @@ from twisted.web.client import (
 from zope.interface import implementer
 
 from antenna_tw.backoff import Backoff
-from antenna_tw.ext.s3.wire import IHTTP, BadAnswer, ConnectionPool, Response
+from antenna_tw.ext.s3.wire import IHTTP, BadAnswer, ConnectionPool, Response, host_header
 from antenna_tw.logs import Logger
 
 if TYPE_CHECKING:
@@ -346,7 +346,6 @@ class CredentialSource:
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def sha256_hex(body: bytes) -> str:
@@ -374,16 +373,6 @@ def signed_headers(credentials: Any, region: str, method: str, url: str,
     auth = S3SigV4Auth if service == "s3" else SigV4Auth
     auth(credentials, service, region).add_auth(request)
     return dict(request.headers.items())
-
-
-def _host(parts: Any) -> str:
-    # The Host header as sent and as botocore signs it: no default port.
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
-        host = f"{host}:{parts.port}"
-    return host
 
 
 def _hmac(key: bytes, message: str) -> bytes:
@@ -426,7 +415,7 @@ class SigV4Signer:
         parts = urlsplit(url)
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         day = amz_date[:8]
-        signed = {"host": _host(parts), "x-amz-content-sha256": payload_hash,
+        signed = {"host": host_header(parts), "x-amz-content-sha256": payload_hash,
                   "x-amz-date": amz_date}
         token = credentials.token
         if token:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import attr
 from httptools import HttpParserError, HttpResponseParser
@@ -41,7 +41,7 @@ from zope.interface import Interface, implementer
 
 from antenna_tw.adapters.twisted import send_in_one_turn
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class BadAnswer(Exception):
@@ -272,11 +272,13 @@ class _Place:
     idle: list[tuple[HTTPConnection, float]] = attr.ib(factory=list)
 
 
-def _host_header(scheme: str, host: str, port: int | None) -> str:
+def host_header(parts: SplitResult) -> str:
+    """The Host header of a URL, as sent and as SigV4 signs it: no default port."""
+    host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    if port is not None and port != _DEFAULT_PORTS.get(scheme):
-        host = f"{host}:{port}"
+    if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{parts.port}"
     return host
 
 
@@ -311,8 +313,8 @@ class ConnectionPool:
         if place is None:
             host = parts.hostname or ""
             endpoint = self.endpoint_for(self.reactor, scheme, host,
-                                         parts.port or _DEFAULT_PORTS[scheme])
-            place = _Place(endpoint, _host_header(scheme, host, parts.port))
+                                         parts.port or DEFAULT_PORTS[scheme])
+            place = _Place(endpoint, host_header(parts))
             self._places[netloc] = place
         return place, (f"{path or '/'}?{query}" if query else path or "/")
 
