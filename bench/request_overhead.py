@@ -104,7 +104,7 @@ def build(args, scratch):
         return defer.succeed(SpoolEntry(f"0-{crash.crash_id}.crash", crash.crash_id, 0, 0))
 
     collector.spool.put = put
-    collector.mover.enqueue = lambda entry: None
+    collector.mover.enqueue = lambda entry, crash=None: None
     return collector
 
 
