@@ -718,7 +718,8 @@ class ConsoleSettings:
         "CONSOLE_PORT", "", parse_port_description,
         doc="""
         Where the console listens, as a strports description of its own, never the ``/submit``
-        port: ``tcp:8001`` listens on 127.0.0.1 unless it names an ``interface``. Empty (the
+        port, read as ``--port`` is: ``tcp:8001`` listens on 127.0.0.1 unless it names an
+        ``interface``. Empty (the
         default) turns the console off. A console on an interface other than loopback without
         :envvar:`SECRET_CONSOLE_TOKEN` stops start-up. With ``--workers N`` the supervising parent
         serves it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from twisted.application.service import IService
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamServerEndpoint
     from twisted.logger import ILogObserver
 
-    from antenna_tw.config import Config
+    from antenna_tw.config import Config, ConsoleSettings
+    from antenna_tw.console.service import ConsolePort
     from antenna_tw.workers import Port, SharedPort
 
 # What this module imports is imported by every `twistd antenna` process,
@@ -185,24 +186,48 @@ def _supervisor(options: usage.Options, config: Config, observer: ILogObserver,
         relay=None if destination.to_stdout else destination.relay)
 
 
-def _console_description(config: Config, options: usage.Options) -> str:
-    """CONSOLE_PORT's description, refused when it is one of the ``--port`` ports."""
-    from antenna_tw.console.service import console_description
+def console_port(settings: ConsoleSettings, ports: Sequence[Port | str],
+                 activation: Mapping[str, str]) -> ConsolePort:
+    """
+    Where CONSOLE_PORT listens: parsed as ``--port`` is (``parse_port``, a
+    kind only Twisted's endpoint plugins know left to them), naming
+    loopback unless it names an interface, and refused (ConsoleRefused,
+    one line) when ``parse_port`` or the console (``ports``: the ``/submit``
+    ports) refuses it.
+    """
+    from antenna_tw.console.service import ConsolePort, ConsoleRefused, console_description
 
-    description = ""
-    for public in options["port"]:
-        description = console_description(config.console, public)
-    return description
+    given = settings.console_port
+    parsed: Port | str
+    try:
+        parsed = parse_port(given, loopback=True)
+    except UnknownPortKind:
+        parsed = given
+    except PortError as error:
+        raise ConsoleRefused(f"CONSOLE_PORT={given}: {error.reason}") from None
+    description = console_description(settings, parsed, ports)
+
+    def endpoint() -> IStreamServerEndpoint:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        if isinstance(parsed, str):
+            return serverFromString(reactor, parsed)
+        return parsed.endpoint(reactor, activation)
+
+    return ConsolePort(description, endpoint)
 
 
 def _with_console(options: usage.Options, config: Config, main: IService,
-                  observer: ILogObserver, collector: Any = None) -> IService:
+                  observer: ILogObserver, listen_on: ConsolePort | None,
+                  collector: Any = None) -> IService:
     """
-    ``main`` with the console beside it when CONSOLE_PORT is set. The
+    ``main`` with the console beside it, listening on ``listen_on``
+    (``console_port``) when CONSOLE_PORT is set. The
     ``--workers`` parent (``collector`` None) serves it from the workers'
     shard files; a single process (``collector``) from its own memory.
     """
-    if not config.console.console_port:
+    if listen_on is None:
         return main
     from twisted.internet import reactor
 
@@ -213,14 +238,13 @@ def _with_console(options: usage.Options, config: Config, main: IService,
         process_console,
     )
 
-    description = _console_description(config, options)
     if collector is None:
         pool = console_threadpool()
         node = console_shards(config.spool.spool_dir, options["workers"], reactor, pool)
-        console = node_console(config, description, node, reactor, pool,
+        console = node_console(config, listen_on, node, reactor, pool,
                                builtin_storage(config.storage))
     else:
-        console = process_console(config, description, collector, reactor,
+        console = process_console(config, listen_on, collector, reactor,
                                   builtin_storage(config.storage))
     return ServiceBeside(main, console, observer)
 
@@ -243,16 +267,18 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
                           destination.syslog),
             config.app.secret_sentry_dsn, config.app.host_id, __version__)
         log = Logger(namespace="antenna.config", observer=observer)
+        listen_on = None
         if index is None:  # once, by the process the operator started
             for warning in config.warnings:
                 log.warn("{warning}", warning=warning)
             if config.console.console_port:  # refused before anything listens
-                _console_description(config, options)
+                listen_on = console_port(config.console, ports, activation)
         if options["workers"] > 0 and index is None:
             shared = cast("list[SharedPort]", ports)  # _ports checked them
             supervisor = _with_console(
                 options, config,
-                _supervisor(options, config, observer, shared, activation, destination), observer)
+                _supervisor(options, config, observer, shared, activation, destination), observer,
+                listen_on)
             log.info("{summary}", summary=config.summary())  # once it can start
             return supervisor
         endpoint: IStreamServerEndpoint
@@ -309,7 +335,7 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
     if index is not None:
         return service  # a worker: its parent serves the console
     try:
-        node = _with_console(options, config, service, observer, collector)
+        node = _with_console(options, config, service, observer, listen_on, collector)
     except ValueError as error:
         raise SystemExit(f"antenna: cannot start: {error}") from None
     log.info("{summary}", summary=config.summary())  # once it can start

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attr
 from twisted.application.service import IService, IServiceCollection, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import ILogObserver
 from twisted.python.threadpool import ThreadPool
 
@@ -22,58 +23,40 @@ from antenna_tw.console.node import INodeSource, LocalNode, publish_state
 from antenna_tw.logs import Logger
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 class ConsoleRefused(ValueError):
     """CONSOLE_PORT cannot be used as given; the message is one line."""
 
 
-def _fields(description: str) -> list[str]:
-    return _UNESCAPED_COLON.split(description)
-
-
-def _port_number(description: str) -> str | None:
-    fields = _fields(description)
-    if fields[0] in ("tcp", "tcp6", "ssl") and len(fields) > 1:
-        for field in fields[1:]:
-            name, eq, value = field.partition("=")
-            if not eq:
-                return field
-            if name == "port":
-                return value
-    return None
-
-
-def console_description(settings: ConsoleSettings, public_port: str) -> str:
+def console_description(settings: ConsoleSettings, port: Any,
+                        public_ports: Sequence[Any]) -> str:
     """
-    The strports description the console listens on: CONSOLE_PORT, with
-    ``interface=127.0.0.1`` (``::1`` for ``tcp6:``) added when it names
-    none. ConsoleRefused when it is the ``/submit`` port, or listens beyond
-    loopback without SECRET_CONSOLE_TOKEN.
+    The description the console listens on: ``port`` is CONSOLE_PORT as the
+    collector parses its ``--port`` (``antenna_tw.workers.parse_port`` with
+    ``loopback``: an address, or a ``unix:`` or ``systemd:`` port), or, for
+    a kind only Twisted's endpoint plugins know, the description itself.
+    ConsoleRefused when it is the port of one of ``public_ports`` (the
+    ``/submit`` ports, parsed the same way), or listens beyond loopback
+    without SECRET_CONSOLE_TOKEN.
     """
-    description = settings.console_port
-    fields = _fields(description)
-    kind = fields[0]
-    if kind in ("tcp", "tcp6", "ssl"):
-        interfaces = [f.partition("=")[2] for f in fields[1:] if f.startswith("interface=")]
-        if not interfaces:
-            description += ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")
-            interfaces = ["::1" if kind == "tcp6" else "127.0.0.1"]
-        interface = interfaces[0].replace("\\:", ":")
-        port = _port_number(description)
-        if port is not None and port != "0" and port == _port_number(public_port):
-            raise ConsoleRefused(f"CONSOLE_PORT={settings.console_port} is the /submit port "
-                                 f"({public_port}): the console needs a port of its own")
-        if not _loopback(interface) and not settings.secret_console_token:
+    given, token = settings.console_port, settings.secret_console_token
+    interface = getattr(port, "interface", None)
+    if interface is not None:  # tcp:, tcp6:, ssl:
+        for public in public_ports:
+            if port.port != 0 and port.port == getattr(public, "port", None):
+                raise ConsoleRefused(f"CONSOLE_PORT={given} is the /submit port "
+                                     f"({public.description}): the console needs a port of "
+                                     "its own")
+        if not _loopback(interface) and not token:
             raise ConsoleRefused(
-                f"CONSOLE_PORT={settings.console_port} listens on {interface}, beyond "
+                f"CONSOLE_PORT={given} listens on {interface or 'every interface'}, beyond "
                 "loopback, and SECRET_CONSOLE_TOKEN is empty: set a token or listen on "
                 "127.0.0.1")
-    elif kind not in ("unix",) and not settings.secret_console_token:
-        raise ConsoleRefused(f"CONSOLE_PORT={settings.console_port}: only tcp:, tcp6:, ssl: "
-                             "and unix: consoles may run without SECRET_CONSOLE_TOKEN")
-    return description
+    elif getattr(port, "address", None) is None and not token:  # not unix:
+        raise ConsoleRefused(f"CONSOLE_PORT={given}: only tcp:, tcp6:, ssl: and unix: "
+                             "consoles may run without SECRET_CONSOLE_TOKEN")
+    return port if isinstance(port, str) else str(port.description)
 
 
 def _loopback(interface: str) -> bool:
@@ -108,16 +91,24 @@ def console_threadpool() -> ThreadPool:
     return ThreadPool(minthreads=1, maxthreads=4, name="antenna-console")
 
 
+@attr.s(frozen=True)
+class ConsolePort:
+    """Where the console listens: ``endpoint()`` is Twisted's, ``description`` names it."""
+
+    description: str = attr.ib()
+    endpoint: Callable[[], IStreamServerEndpoint] = attr.ib()
+
+
 @attr.s
 class ConsoleService(Service):
     """
-    Listens on ``description`` with the console's site while running;
-    starts and stops its thread pool. A port that cannot be opened fails
-    the start (twistd stops).
+    Listens on ``listen_on`` with the console's site while running; starts and
+    stops its thread pool. A port that cannot be opened fails the start
+    (twistd stops).
     """
 
     reactor: Any = attr.ib()
-    description: str = attr.ib()
+    listen_on: ConsolePort = attr.ib()
     resource: Any = attr.ib()
     threadpool: ThreadPool = attr.ib()
     closing: list[Any] = attr.ib(factory=list)  # things with close() -> Deferred, at stop
@@ -128,8 +119,6 @@ class ConsoleService(Service):
 
     def startService(self) -> None:
         """Start the pool, then listen (raising if the port cannot be opened)."""
-        from twisted.internet.endpoints import serverFromString
-
         from antenna_tw.console.web import QuietSite
 
         super().startService()
@@ -138,12 +127,15 @@ class ConsoleService(Service):
         site.noisy = False
         site.displayTracebacks = False
         failed: list[Any] = []
-        listening = serverFromString(self.reactor, self.description).listen(site)
+        try:
+            listening = self.listen_on.endpoint().listen(site)
+        except Exception:
+            listening = defer.fail()
         listening.addCallbacks(lambda port: setattr(self, "_port", port), failed.append)
         if failed:
             self.threadpool.stop()
             failed[0].raiseException()
-        self.log.info("console listening on {port}", port=self.description)
+        self.log.info("console listening on {port}", port=self.listen_on.description)
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop listening, close storage connections, stop the pool."""
@@ -159,7 +151,7 @@ class ConsoleService(Service):
         self.threadpool.stop()
 
 
-def node_console(config: Config, description: str, node: INodeSource, reactor: Any,
+def node_console(config: Config, port: ConsolePort, node: INodeSource, reactor: Any,
                  threadpool: ThreadPool, backend: str | None) -> ConsoleService:
     """
     The console of the ``--workers`` parent: ``node`` reads the workers'
@@ -171,14 +163,14 @@ def node_console(config: Config, description: str, node: INodeSource, reactor: A
     storage = (storage_class(config.storage.crashstorage_class).from_settings(
         config.storage, reactor, threadpool) if backend is not None else UncheckedStorage())
     finder = crash_finder(config.storage, config.publish, reactor, threadpool, backend)
-    service = build_console_service(config.console, description, node, finder, storage,
+    service = build_console_service(config.console, port, node, finder, storage,
                                     reactor, threadpool)
     if backend == "s3":
         service.closing.append(storage)
     return service
 
 
-def process_console(config: Config, description: str, collector: Any,
+def process_console(config: Config, port: ConsolePort, collector: Any,
                     reactor: Any, backend: str | None) -> ConsoleService:
     """The console of a single process (``--workers 0``): ``collector``'s own memory."""
     mover, admission = collector.mover, collector.admission
@@ -189,7 +181,7 @@ def process_console(config: Config, description: str, collector: Any,
         lambda: publish_state(collector.publish_queue), os.getpid())
     pool = console_threadpool()
     finder = crash_finder(config.storage, config.publish, reactor, pool, backend)
-    return build_console_service(config.console, description, node, finder,
+    return build_console_service(config.console, port, node, finder,
                                  collector.storage, reactor, pool)
 
 
@@ -204,7 +196,7 @@ class UncheckedStorage:
         return defer.succeed([])
 
 
-def build_console_service(settings: ConsoleSettings, description: str, node: INodeSource,
+def build_console_service(settings: ConsoleSettings, port: ConsolePort, node: INodeSource,
                           finder: ICrashFinder, storage: Any, reactor: Any,
                           threadpool: ThreadPool) -> ConsoleService:
     """The console's service: its routes over ``node``, ``finder`` and ``storage``."""
@@ -215,7 +207,7 @@ def build_console_service(settings: ConsoleSettings, description: str, node: INo
                       Credential(settings.secret_console_token),
                       recent_limit=settings.console_recent_crashes, summarize=summarize)
     closing = [finder] if hasattr(finder, "close") else []
-    return ConsoleService(reactor, description, console.resource(), threadpool, closing)
+    return ConsoleService(reactor, port, console.resource(), threadpool, closing)
 
 
 class ServiceBeside(MultiService):

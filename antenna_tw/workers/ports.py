@@ -393,13 +393,20 @@ Port = InetPort | UnixPort | SystemdPort
 SharedPort = InetPort | SystemdPort
 
 
-def parse_port(description: str) -> Port:
+def parse_port(description: str, loopback: bool = False) -> Port:
     """
     ``description`` parsed (Twisted's strports syntax, the kinds in
     ``KINDS``), an ``ssl:`` port's files checked; PortError, one line, if
-    it is bad; UnknownPortKind for another kind.
+    it is bad; UnknownPortKind for another kind. ``loopback``: a ``tcp:``,
+    ``tcp6:`` or ``ssl:`` port that names no interface listens on loopback
+    (``127.0.0.1``, ``::1`` for ``tcp6:``), which its description then
+    says, instead of every interface.
     """
     kind, options = _options(description)
+    if loopback and kind in ("tcp", "tcp6", "ssl") and "interface" not in options:
+        interface = "::1" if kind == "tcp6" else "127.0.0.1"
+        options["interface"] = interface
+        description += ":interface=" + interface.replace(":", "\\:")
     if kind == "unix":
         if not options.get("address"):
             raise PortError(description, "address: expected a socket path, as in "

@@ -11,8 +11,10 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor, task
 
-from antenna_tw.console.service import console_description, process_console
+from antenna_tw.console.service import process_console
 from antenna_tw.send_crash import build_multipart
+from antenna_tw.tap import console_port
+from antenna_tw.workers import parse_port
 from tests.helpers import http_request, minidump, raw_request, start_collector, stop_collector
 from tests.helpers import test_environ
 from tests.integration.s3_helpers import s3_environ, wait_for_key
@@ -29,7 +31,7 @@ async def started(tmp_path, **environ):
     running = await start_collector(tmp_path, environ)
     config = running.collector.config
     backend = "s3" if "S3" in config.storage.crashstorage_class else "fs"
-    service = process_console(config, console_description(config.console, "tcp:1"),
+    service = process_console(config, console_port(config.console, [parse_port("tcp:1")], {}),
                               running.collector, reactor, backend)
     service.startService()
     return running, service, f"http://127.0.0.1:{port}"

@@ -3,14 +3,16 @@
 import pytest
 
 from antenna_tw.config import ConsoleSettings, load_config
-from antenna_tw.console.service import ConsoleRefused, console_description
+from antenna_tw.console.service import ConsoleRefused
 from antenna_tw.console.web import Credential
+from antenna_tw.tap import console_port
+from antenna_tw.workers import PortError, parse_port
 
 PUBLIC = "tcp:8000:interface=127.0.0.1"
 
 
 def described(port, token=""):
-    return console_description(ConsoleSettings(port, token), PUBLIC)
+    return console_port(ConsoleSettings(port, token), [parse_port(PUBLIC)], {}).description
 
 
 @pytest.mark.parametrize(("given", "listens"), [
@@ -21,6 +23,9 @@ def described(port, token=""):
     ("tcp6:8001:interface=\\:\\:1", "tcp6:8001:interface=\\:\\:1"),
     ("tcp:8001:interface=localhost", "tcp:8001:interface=localhost"),
     ("unix:/run/antenna-console.sock", "unix:/run/antenna-console.sock"),
+    # An interface given as a positional field, as Twisted and --port take it.
+    ("tcp:8001:127.0.0.2", "tcp:8001:127.0.0.2"),
+    ("tcp6:8001:50:\\:\\:1", "tcp6:8001:50:\\:\\:1"),
 ])
 def test_loopback_without_a_token(given, listens):
     assert described(given) == listens
@@ -29,6 +34,7 @@ def test_loopback_without_a_token(given, listens):
 @pytest.mark.parametrize("given", [
     "tcp:8001:interface=0.0.0.0", "tcp6:8001:interface=\\:\\:", "tcp:8001:interface=10.1.2.3",
     "tcp:8001:interface=console.example.com", "systemd:domain=INET:index=1",
+    "tcp:8001:0.0.0.0",
 ])
 def test_beyond_loopback_needs_a_token(given):
     with pytest.raises(ConsoleRefused, match="SECRET_CONSOLE_TOKEN"):
@@ -39,6 +45,20 @@ def test_beyond_loopback_needs_a_token(given):
 def test_never_the_submit_port():
     with pytest.raises(ConsoleRefused, match="the /submit port"):
         described("tcp:8000")
+
+
+@pytest.mark.parametrize("given", [
+    "tcp:80o1", "unix:", "tcp:8001:mode=660", "systemd:domain=INET",
+    "ssl:8001:privateKey=/nonexistent/console.pem",
+    # Twisted listens on the last interface; the console's own parser checked the first.
+    "tcp:8001:interface=127.0.0.1:interface=0.0.0.0",
+])
+def test_refused_as_the_collector_refuses_its_port(given):
+    with pytest.raises(PortError) as port_error:
+        parse_port(given)
+    with pytest.raises(ConsoleRefused) as refused:
+        described(given, "a-token")
+    assert str(refused.value) == f"CONSOLE_PORT={given}: {port_error.value.reason}"
 
 
 def test_off_by_default_and_the_token_is_a_secret():
