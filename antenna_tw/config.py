@@ -174,6 +174,11 @@ def parse_amqp_url(value: str) -> str:
     parts = urllib.parse.urlsplit(value.strip())
     if parts.scheme not in AMQP_SCHEMES or not parts.hostname:
         raise ValueError("must be amqp://user:password@host:port/vhost (or amqps://)")
+    if "ssl_options" in urllib.parse.parse_qs(parts.query):
+        # Only pika's blocking start-up check would read it, not the
+        # publisher's Twisted connection.
+        raise ValueError("its ssl_options query option is not read; name the broker's CA "
+                         "with CRASHPUBLISH_AMQP_CA_FILE")
     return value.strip()
 
 
@@ -669,10 +674,20 @@ class PublishSettings:
         doc="""
         The RabbitMQ broker of ``rabbitmq``, with user, password and virtual host:
         ``amqp://user:password@host:5672/vhost`` (``%2F`` is the virtual host ``/``; ``amqps://``
-        for TLS; pika's query options such as ``?heartbeat=30`` apply). A secret: the option log
+        for TLS, see :envvar:`CRASHPUBLISH_AMQP_CA_FILE`; pika's query options such as
+        ``?heartbeat=30`` apply, but for ``ssl_options``). A secret: the option log
         masks it, and errors show it with the password masked. Checked before the port opens by
         connecting and declaring the queue. The default is RabbitMQ's own ``guest`` user on this
         machine, ``amqp://guest:guest@localhost:5672/%2F``.
+        """)
+    amqp_ca_file: str = option(
+        "CRASHPUBLISH_AMQP_CA_FILE", "", type_name="file path",
+        doc="""
+        With an ``amqps://`` :envvar:`CRASHPUBLISH_AMQP_URL`: a PEM file of the certificate
+        authorities the broker's certificate must chain to, in place of the system's store (for a
+        broker with a certificate of a private CA); read at start. Empty trusts the system's store,
+        as OpenSSL finds it (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` apply), which managed brokers'
+        certificates chain to. Either way the certificate must name the URL's host.
         """)
     amqp_queue: str = option(
         "CRASHPUBLISH_AMQP_QUEUE", "socorro.normal",

@@ -18,6 +18,7 @@ the command that installs it.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -30,6 +31,7 @@ import pika
 import pytest
 
 from tests.s3server import free_port
+from tests.tls import make_certificates
 
 INSTALL_HINT = ("rabbitmq-server is not installed; install it with "
                 "`apt-get install -y rabbitmq-server` (Debian/Ubuntu) to run the RabbitMQ tests")
@@ -89,8 +91,16 @@ def distinct_free_ports(count):
 # Listeners on loopback only, the guest user (loopback-only by default) kept,
 # no plugins (no management listener), and a disk alarm that cannot fire on a
 # nearly full CI disk: a blocked publisher would look like a collector bug.
+# The TLS listener (amqps) has a certificate for localhost and 127.0.0.1 from
+# a CA made at test time (tests/tls.py); it asks clients for none.
 CONFIG = """\
 listeners.tcp.1 = 127.0.0.1:{port}
+listeners.ssl.1 = 127.0.0.1:{tls_port}
+ssl_options.cacertfile = {tls.ca}
+ssl_options.certfile = {tls.cert}
+ssl_options.keyfile = {tls.key}
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 disk_free_limit.absolute = 1
 log.console = true
 log.console.level = warning
@@ -108,6 +118,8 @@ class RabbitMQServer:
     dist_port = attr.ib()
     epmd_port = attr.ib()
     nodename = attr.ib()
+    tls_port = attr.ib()
+    tls = attr.ib()  # tests.tls.Certificates: tls.ca is the CA a client must trust
     process = attr.ib(default=None)
     starts = attr.ib(default=0)
 
@@ -115,11 +127,15 @@ class RabbitMQServer:
     def create(cls, directory):
         command = require_rabbitmq()
         os.makedirs(directory, exist_ok=True)
-        port, dist_port, epmd_port = distinct_free_ports(3)
+        port, dist_port, epmd_port, tls_port = distinct_free_ports(4)
         nodename = f"antenna-test-{uuid.uuid4().hex[:8]}@localhost"
-        server = cls(command, str(directory), port, dist_port, epmd_port, nodename)
+        tls_directory = os.path.join(directory, "tls")
+        os.makedirs(tls_directory, exist_ok=True)
+        tls = make_certificates(pathlib.Path(tls_directory))
+        server = cls(command, str(directory), port, dist_port, epmd_port, nodename, tls_port,
+                     tls)
         with open(server.path("rabbitmq.conf"), "w") as config:
-            config.write(CONFIG.format(port=port))
+            config.write(CONFIG.format(port=port, tls_port=tls_port, tls=tls))
         with open(server.path("enabled_plugins"), "w") as plugins:
             plugins.write("[].\n")
         return server
@@ -134,6 +150,10 @@ class RabbitMQServer:
 
     def url_with(self, user="guest", password="guest", vhost="%2F", port=None):
         return f"amqp://{user}:{password}@127.0.0.1:{port or self.port}/{vhost}"
+
+    def amqps_url(self, host="localhost"):
+        """An amqps URL of the TLS listener (its certificate names localhost and 127.0.0.1)."""
+        return f"amqps://guest:guest@{host}:{self.tls_port}/%2F"
 
     def environ(self):
         env = {key: value for key, value in os.environ.items()

@@ -30,10 +30,11 @@ def _pem_key(key):
                              serialization.NoEncryption())
 
 
-def make_certificates(directory) -> Certificates:
+def make_certificates(directory, hosts=None) -> Certificates:
     """
     A CA and a server certificate it signed for ``localhost``, ``127.0.0.1``
-    and ``::1`` (P-256 keys: quick to make), written under ``directory``.
+    and ``::1``, or for the DNS names ``hosts`` (P-256 keys: quick to make),
+    written under ``directory``.
     """
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -47,7 +48,10 @@ def make_certificates(directory) -> Certificates:
     key = ec.generate_private_key(ec.SECP256R1())
     names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
              x509.IPAddress(ipaddress.ip_address("::1"))]
-    cert = (x509.CertificateBuilder().subject_name(_name("localhost"))
+    if hosts is not None:
+        names = [x509.DNSName(host) for host in hosts]
+    common_name = hosts[0] if hosts else "localhost"
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name))
             .issuer_name(ca.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

@@ -18,10 +18,17 @@ confirm within the timeout: those ids fail with ``PublishFailed`` and the
 crash movers publish them again, so the processors may see an id twice,
 never zero times. After a lost connection the publisher reconnects by
 itself, with ``antenna_tw.backoff.Backoff`` between tries.
+
+``amqps://`` speaks TLS on both paths, the start-up check's (the standard
+library's ``ssl``) and the reactor's (Twisted's TLS, pyOpenSSL), each
+trusting the same CAs (``CRASHPUBLISH_AMQP_CA_FILE``, or the system's
+store) and checking that the certificate names the URL's host.
 """
 
 from __future__ import annotations
 
+import ssl
+import sys
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
@@ -62,12 +69,62 @@ def masked_url(url: str) -> str:
          parts.fragment))
 
 
+def read_ca_file(path: str) -> bytes:
+    """The PEM certificates in ``path``; ValueError (one line) unless ``ssl`` takes them."""
+    where = f"CRASHPUBLISH_AMQP_CA_FILE={path!r}"
+    try:
+        with open(path, "rb") as file:
+            pem = file.read()
+    except OSError as error:
+        raise ValueError(f"{where}: cannot read it ({error.strerror})") from None
+    try:
+        ssl.create_default_context(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise ValueError(f"{where}: expected PEM CA certificates ({reason})") from None
+    return pem
+
+
+# OpenSSL's verify codes for a certificate that does not name the host.
+X509_HOST_MISMATCH = {62, 64}  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+NOT_TRUSTED = ("TLS: the broker's certificate is not trusted ({}); trusted are the CAs of "
+               "CRASHPUBLISH_AMQP_CA_FILE, or the system's store when it is empty")
+NOT_NAMED = "TLS: the broker's certificate does not name the URL's host ({})"
+
+
+def tls_problem(error: BaseException | None) -> str | None:
+    """
+    One line for a broker certificate the client refused, from either TLS
+    stack (the standard library's, pyOpenSSL's); None for any other error.
+    """
+    if isinstance(error, ssl.SSLCertVerificationError):
+        text = error.verify_message or "certificate verify failed"
+        return (NOT_NAMED if error.verify_code in X509_HOST_MISMATCH else NOT_TRUSTED).format(
+            text)
+    # Twisted's TLS: looked up only where it ran (antenna_tw/workers/footprint.py).
+    service_identity = sys.modules.get("service_identity.exceptions")
+    if service_identity is not None and isinstance(error, service_identity.VerificationError):
+        return NOT_NAMED.format(error)
+    openssl = sys.modules.get("OpenSSL.SSL")
+    if openssl is not None and isinstance(error, openssl.Error):
+        # SSL.Error([(library, function, reason), ...])
+        reasons = [str(entry[-1]) for entry in (error.args[0] if error.args else [])
+                   if isinstance(entry, tuple) and entry]
+        return NOT_TRUSTED.format("; ".join(reasons) or "handshake failed")
+    return None
+
+
 def describe(error: BaseException | Failure | None) -> str:
     """One line for an AMQP, socket or timeout error, without the URL's password."""
     if isinstance(error, Failure):
         error = error.value
     if error is None:
         return "no reason given"
+    if isinstance(error, _Down | _Timeout):
+        return str(error)  # already one line, written here
+    tls = tls_problem(error)
+    if tls is not None:
+        return tls
     if isinstance(error, pika.exceptions.ChannelClosedByBroker
                   | pika.exceptions.ConnectionClosedByBroker):
         return f"closed by the broker: {error.reply_code} {error.reply_text}"
@@ -82,6 +139,26 @@ def describe(error: BaseException | Failure | None) -> str:
             return describe(inner)
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _recording_protocol(parameters: pika.URLParameters, reactor: Any) -> Any:
+    """
+    pika's ``TwistedProtocolConnection`` that keeps why its connection was
+    lost (``lost``): pika fails a handshake cut short with a bare
+    ``AMQPConnectionError``, whatever cut it (a TLS certificate refused).
+    """
+    # Imported here: the adapter imports (installs) the reactor.
+    from pika.adapters.twisted_connection import TwistedProtocolConnection
+    from twisted.internet.protocol import connectionDone
+
+    class Recording(TwistedProtocolConnection):
+        lost: Failure | None = None
+
+        def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+            self.lost = reason
+            super().connectionLost(reason)
+
+    return Recording(parameters, custom_reactor=reactor)
 
 
 class _Timeout(Exception):
@@ -113,6 +190,7 @@ class RabbitMQCrashPublisher:
     routing_key: str = attr.ib(default="")
     declare_queue: bool = attr.ib(default=True)
     timeout: float = attr.ib(default=10.0)
+    ca_file: str = attr.ib(default="")  # PEM CAs for amqps; empty: the system's store
     reactor: Any = attr.ib(default=None, repr=False)  # IReactorTime and IReactorTCP
     backoff: Backoff = attr.ib(default=RECONNECT_BACKOFF, repr=False)
 
@@ -125,6 +203,16 @@ class RabbitMQCrashPublisher:
     _error: str = attr.ib(default="", init=False, repr=False)
     _closing: bool = attr.ib(default=False, init=False, repr=False)
     _returned: set[str] = attr.ib(factory=set, init=False, repr=False)
+    _ca_pem: bytes | None = attr.ib(default=None, init=False, repr=False)
+    _trust_root: Any = attr.ib(default=None, init=False, repr=False)  # Twisted's, made once
+
+    def __attrs_post_init__(self) -> None:
+        # Read once, before the reactor runs: never a file read on it.
+        if self.ca_file:
+            if not self.url.strip().lower().startswith("amqps://"):
+                raise ValueError("CRASHPUBLISH_AMQP_CA_FILE is set but CRASHPUBLISH_AMQP_URL "
+                                 "is not amqps://: nothing would be checked against it")
+            self._ca_pem = read_ca_file(self.ca_file)
 
     log = Logger(namespace="antenna.crashpublish")
 
@@ -142,6 +230,7 @@ class RabbitMQCrashPublisher:
             routing_key=publish_settings.amqp_routing_key,
             declare_queue=publish_settings.amqp_declare_queue,
             timeout=publish_settings.amqp_timeout,
+            ca_file=publish_settings.amqp_ca_file,
             reactor=reactor,
         )
 
@@ -160,6 +249,11 @@ class RabbitMQCrashPublisher:
         parameters.socket_timeout = self.timeout
         parameters.stack_timeout = self.timeout
         parameters.blocked_connection_timeout = self.timeout
+        if parameters.ssl_options is not None and self._ca_pem is not None:
+            # The start-up check's TLS (the reactor's is in _endpoint).
+            # create_default_context verifies the chain and the host name.
+            parameters.ssl_options = pika.SSLOptions(
+                ssl.create_default_context(cadata=self._ca_pem.decode("ascii")))
         return parameters
 
     # -- start-up check, before the reactor runs ------------------------------
@@ -225,8 +319,24 @@ class RabbitMQCrashPublisher:
         if parameters.ssl_options is not None:
             from twisted.internet.endpoints import wrapClientTLS
             from twisted.internet.ssl import optionsForClientTLS
-            endpoint = wrapClientTLS(optionsForClientTLS(parameters.host), endpoint)
+
+            # Checks the chain (the CA file's, or platformTrust's when None)
+            # and that the certificate names the host (service_identity).
+            endpoint = wrapClientTLS(
+                optionsForClientTLS(parameters.host, trustRoot=self._trust()), endpoint)
         return endpoint
+
+    def _trust(self) -> Any:
+        """Twisted's trust root of the CA file, or None (the system's store)."""
+        if self._ca_pem is not None and self._trust_root is None:
+            from cryptography import x509
+            from cryptography.hazmat.primitives.serialization import Encoding
+            from twisted.internet.ssl import Certificate, trustRootFromCertificates
+
+            self._trust_root = trustRootFromCertificates(
+                [Certificate.loadPEM(cert.public_bytes(Encoding.PEM))
+                 for cert in x509.load_pem_x509_certificates(self._ca_pem)])
+        return self._trust_root
 
     def _ready(self) -> Deferred[Any]:
         """The open confirm-mode channel, once connected; fails at once while the broker is away."""
@@ -251,11 +361,10 @@ class RabbitMQCrashPublisher:
         # Imported here: the adapter imports (installs) the reactor and
         # endpoints loads pyOpenSSL, neither of which the --workers parent,
         # which only runs verify(), may do (antenna_tw/workers/footprint.py).
-        from pika.adapters.twisted_connection import TwistedProtocolConnection
         from twisted.internet.endpoints import connectProtocol
 
         parameters = self.parameters()
-        protocol = TwistedProtocolConnection(parameters, custom_reactor=self.reactor)
+        protocol = _recording_protocol(parameters, self.reactor)
         self._attempt = protocol
         expired = []
 
@@ -279,6 +388,9 @@ class RabbitMQCrashPublisher:
             self._drop(protocol)
             if expired:
                 raise _Down(f"no answer within {self.timeout:g} s") from None
+            tls = tls_problem(protocol.lost.value) if protocol.lost is not None else None
+            if tls is not None:
+                raise _Down(tls) from None
             if isinstance(error, pika.exceptions.AMQPConnectionError) and not str(error).strip(
                     "(),0123456789 "):
                 # pika's Twisted adapter drops the cause of a refused handshake.

@@ -80,16 +80,20 @@ def test_provides_the_interface():
     assert publisher.key == "socorro.normal"
 
 
-def test_built_from_the_options():
+def test_built_from_the_options(tmp_path):
+    from tests.tls import make_certificates
+
+    ca_file = make_certificates(tmp_path).ca
     config = load_config({"CRASHPUBLISH_AMQP_URL": "amqps://u:s3cret@broker:5671/crashes",
                           "CRASHPUBLISH_AMQP_QUEUE": "q", "CRASHPUBLISH_AMQP_EXCHANGE": "x",
                           "CRASHPUBLISH_AMQP_ROUTING_KEY": "k",
                           "CRASHPUBLISH_AMQP_DECLARE_QUEUE": "false",
-                          "CRASHPUBLISH_AMQP_TIMEOUT": "2.5"})
+                          "CRASHPUBLISH_AMQP_TIMEOUT": "2.5",
+                          "CRASHPUBLISH_AMQP_CA_FILE": ca_file})
     publisher = RabbitMQCrashPublisher.from_settings(config.publish, config.storage, reactor)
     assert (publisher.url, publisher.queue, publisher.exchange, publisher.key,
-            publisher.declare_queue, publisher.timeout) == (
-        "amqps://u:s3cret@broker:5671/crashes", "q", "x", "k", False, 2.5)
+            publisher.declare_queue, publisher.timeout, publisher.ca_file) == (
+        "amqps://u:s3cret@broker:5671/crashes", "q", "x", "k", False, 2.5, ca_file)
     assert "CRASHPUBLISH_AMQP_URL=*****" in config.summary().split()
     with pytest.raises(ConfigError) as raised:
         load_config({"CRASHPUBLISH_AMQP_URL": "http://u:s3cret@broker/"})
@@ -324,3 +328,105 @@ def test_verify_loads_neither_the_reactor_nor_pyopenssl(rabbitmq):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+# -- amqps: the broker's TLS listener, its certificate from tests/tls.py ----------
+
+
+def tls_publisher(rabbitmq, queue, ca_file, password="guest", host="localhost", **overrides):
+    url = rabbitmq.amqps_url(host).replace("guest:guest", f"guest:{password}")
+    return make_publisher(rabbitmq, queue, url=url, ca_file=ca_file, **overrides)
+
+
+@pytest.mark.parametrize("trust", ["ca-file", "system-store"])
+@pytest_twisted.ensureDeferred
+async def test_amqps_publishes_with_the_certificate_checked(rabbitmq, publishers, amqp_queue,
+                                                            monkeypatch, trust):
+    if trust == "system-store":
+        # OpenSSL's default verify paths, which both TLS stacks read.
+        monkeypatch.setenv("SSL_CERT_FILE", rabbitmq.tls.ca)
+    ca_file = rabbitmq.tls.ca if trust == "ca-file" else ""
+    ids = crash_ids(150)
+    for host in ("localhost", "127.0.0.1"):  # the certificate names both
+        publisher = tls_publisher(rabbitmq, amqp_queue, ca_file, host=host)
+        publishers.append(publisher)
+        publisher.verify()  # the start-up check's TLS, the standard library's
+        await publisher.publish(ids)  # the reactor's, Twisted's
+        assert await publisher.check_health() == []
+    assert rabbitmq.bodies(amqp_queue) == ids + ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_amqps_with_an_untrusted_certificate_fails_clearly(rabbitmq, publishers,
+                                                                 amqp_queue, tmp_path,
+                                                                 log_messages):
+    from tests.tls import make_certificates
+
+    other_ca = make_certificates(tmp_path).ca  # not the CA that signed the broker's
+    password = "s3cret-" + uuid.uuid4().hex
+    for ca_file in (other_ca, ""):  # the system's store does not have it either
+        publisher = tls_publisher(rabbitmq, amqp_queue, ca_file, password=password)
+        publishers.append(publisher)
+        ids = crash_ids(20)
+        with pytest.raises(PublishFailed) as raised:
+            await publisher.publish(ids)
+        assert list(raised.value.crash_ids) == ids  # every id named, to publish again
+        assert "TLS: the broker's certificate is not trusted" in raised.value.reason
+        [health] = await publisher.check_health()
+        assert "certificate is not trusted" in health and password not in health
+        # The start-up check says the same, and the start goes on.
+        with pytest.raises(PublisherUnreachable, match="certificate is not trusted") as checked:
+            publisher.verify()
+        assert password not in str(checked.value) + raised.value.reason
+    logged = "\n".join(log_messages)
+    assert ("cannot connect to RabbitMQ at amqps://guest:*****@localhost:"
+            f"{rabbitmq.tls_port}/%2F: TLS: the broker's certificate is not trusted") in logged
+    assert "CRASHPUBLISH_AMQP_CA_FILE" in logged
+    assert password not in logged
+    assert rabbitmq.bodies(amqp_queue) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_amqps_refuses_a_certificate_for_another_host(tmp_path, publishers):
+    # A trusted CA's certificate for broker.example, served on 127.0.0.1:
+    # the TLS handshake fails before any AMQP is spoken.
+    from twisted.internet import protocol, ssl, threads
+
+    from tests.tls import make_certificates
+
+    elsewhere = make_certificates(tmp_path, hosts=["broker.example"])
+    with open(elsewhere.cert, "rb") as cert, open(elsewhere.key, "rb") as key:
+        options = ssl.PrivateCertificate.loadPEM(cert.read() + key.read()).options()
+    port = reactor.listenSSL(0, protocol.Factory.forProtocol(protocol.Protocol), options,
+                             interface="127.0.0.1")
+    try:
+        url = f"amqps://guest:guest@127.0.0.1:{port.getHost().port}/%2F"
+        publisher = RabbitMQCrashPublisher(url=url, ca_file=elsewhere.ca, timeout=5.0,
+                                           reactor=reactor)
+        publishers.append(publisher)
+        with pytest.raises(PublishFailed) as raised:
+            await publisher.publish(crash_ids(1))
+        assert "does not name the URL's host" in raised.value.reason
+        with pytest.raises(PublisherUnreachable, match="does not name the URL's host"):
+            await threads.deferToThread(publisher.verify)  # the reactor serves meanwhile
+    finally:
+        await port.stopListening()
+
+
+def test_the_ca_file_is_checked_when_built(tmp_path):
+    url = "amqps://u:s3cret@broker:5671/%2F"
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for ca_file, expected in [(str(tmp_path / "missing.pem"), "cannot read it"),
+                              (str(garbage), "expected PEM CA certificates")]:
+        with pytest.raises(ValueError, match=expected) as raised:
+            RabbitMQCrashPublisher(url=url, ca_file=ca_file)
+        assert "CRASHPUBLISH_AMQP_CA_FILE" in str(raised.value)
+        assert "s3cret" not in str(raised.value)
+    with pytest.raises(ValueError, match="is not amqps://"):
+        RabbitMQCrashPublisher(url="amqp://u:s3cret@broker/", ca_file=str(garbage))
+    # pika's ssl_options query would reach only the start-up check.
+    with pytest.raises(ConfigError, match="CRASHPUBLISH_AMQP_CA_FILE") as refused:
+        load_config({"CRASHPUBLISH_AMQP_URL":
+                     url + "?ssl_options=%7B%27ca_certs%27%3A%27%2Fca.pem%27%7D"})
+    assert "s3cret" not in str(refused.value)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import uuid
 
 import pytest
 
 from tests.system.collector_process import CollectorProcess, sigkill_tree, wait_for
-from tests.system.crash_clients import FSStore, post_many
+from tests.system.crash_clients import FSStore, post_many, spool_entries
 
 
 def publishing_environ(tmp_path, rabbitmq, queue, **overrides):
@@ -200,3 +201,44 @@ def test_a_refused_password_stops_start_up(rabbitmq, tmp_path, workers):
     assert lines == [f"antenna: cannot start: RabbitMQ at "
                      f"amqp://guest:*****@127.0.0.1:{rabbitmq.port}/%2F refused the user name "
                      f"or password of CRASHPUBLISH_AMQP_URL"]
+
+
+def test_amqps_untrusted_certificate_keeps_crashes_until_the_right_ca(rabbitmq, tmp_path,
+                                                                      collectors):
+    """
+    amqps with a CA that did not sign the broker's certificate: crashes are
+    answered and stored and wait in the spool, the heartbeat and the log say
+    why, the password never appears; restarted with the broker's CA, every
+    id reaches the queue.
+    """
+    from tests.tls import make_certificates
+
+    queue = rabbitmq.declare_queue()
+    user, password = f"tls-{tmp_path.name}"[:40], "s3cret-" + uuid.uuid4().hex
+    rabbitmq.add_user(user, password, ".*", ".*", ".*")
+    url = rabbitmq.amqps_url().replace("guest:guest", f"{user}:{password}")
+    (tmp_path / "other").mkdir()
+    environ = publishing_environ(tmp_path, rabbitmq, queue, CRASHPUBLISH_AMQP_URL=url,
+                                 CRASHPUBLISH_AMQP_CA_FILE=make_certificates(
+                                     tmp_path / "other").ca)
+    collector = start(collectors, tmp_path, environ)
+    accepted = accepted_ids(post_many(collector.port, range(5), threads=2))
+    assert len(set(accepted)) == 5
+    FSStore(str(tmp_path / "crashes")).wait_stored(accepted, timeout=60)
+    status, heartbeat = collector.heartbeat()
+    assert status == 503 and "certificate is not trusted" in str(heartbeat), heartbeat
+    assert len(spool_entries(tmp_path / "collector" / "spool")) == 5  # stored, unpublished
+    collector.stop()
+    output = collector.output()
+    assert (f"cannot connect to RabbitMQ at amqps://{user}:*****@localhost:{rabbitmq.tls_port}"
+            f"/%2F: TLS: the broker's certificate is not trusted") in output
+    assert password not in output
+    assert rabbitmq.message_count(queue) == 0
+
+    environ["CRASHPUBLISH_AMQP_CA_FILE"] = rabbitmq.tls.ca
+    collector = start(collectors, tmp_path, environ)
+    received = Received(rabbitmq, queue)
+    received.wait_for(accepted, timeout=60)
+    assert set(received.take()) == set(accepted) and received.duplicates() == 0
+    wait_for(lambda: not spool_entries(tmp_path / "collector" / "spool"), timeout=30)
+    assert password not in collector.output()
