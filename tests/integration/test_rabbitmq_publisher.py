@@ -229,6 +229,7 @@ async def test_broker_killed_mid_publish_loses_no_confirmed_id(rabbitmq, publish
         await killed[0]
     assert sorted(lost.value.crash_ids) == sorted(last)
     failed.extend(last)
+    print(f"\nkilled mid-publish: {len(confirmed)} ids confirmed, {len(failed)} not")
     assert (await publisher.check_health())[0].startswith("rabbitmq: ")
 
     rabbitmq.start(timeout=120)
