@@ -353,6 +353,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--first", default="A", choices=["A", "B"])
+    p.add_argument("--before-b", metavar="COMMAND",
+                   help="a shell command run before each of B's runs (bounded by 60 s), e.g. "
+                        "what another load leaves behind")
     p.add_argument("--session", default="", help="a name stored with each run")
     p.add_argument("--secs", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
@@ -425,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(runs_path, "a") as fp:
             for pair in range(1, args.pairs + 1):
                 for label in order:
+                    if label == "B" and args.before_b:
+                        subprocess.run(args.before_b, shell=True, timeout=60, check=False)
                     rec = one_run(args, label, targets[label], sha, pair)
                     rec.update(session=args.session, workers=args.workers)
                     session.append(rec)
