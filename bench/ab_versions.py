@@ -195,6 +195,7 @@ def one_run(args: argparse.Namespace, label: str, collector: VersionCollector,
         poller = ConsolePoller(collector.env, args.secs + args.warmup)
         poller.thread.start()
     ticks = rb.tree_cpu_ticks(collector.pid)
+    faults = rb.tree_minor_faults(collector.pid)
     busy0, total0 = machine_busy()
     load0 = load_average()
     line, started, wrk_cpu = run_load(args, collector.url, args.payload, label)
@@ -204,6 +205,7 @@ def one_run(args: argparse.Namespace, label: str, collector: VersionCollector,
     counts = dict(rb.count_stored(collector.storage, then="set-aside",
                                   manifest_sha=sha[args.payload]))
     user, system = rb.cpu_delta_split(ticks, rb.tree_cpu_ticks(collector.pid))
+    faults = rb.tree_minor_faults(collector.pid) - faults
     fields = rb.kv_line(line)
     answered = int(fields.get("ok200", 0)) + int(fields.get("warmup_ok200", 0))
     # Busy CPU of the load window not spent by the collector (whose figure
@@ -222,6 +224,7 @@ def one_run(args: argparse.Namespace, label: str, collector: VersionCollector,
         drain_s=None if drain is None else round(drain, 1), orphaned=orphaned,
         undrained=undrained,
         cpu_ms_per_crash=round(1000 * (user + system) / stored, 3) if stored else None,
+        minor_faults_per_crash=round(faults / stored, 1) if stored else None,
         collector_cpu_s=round(user + system, 2), wrk_cpu_s=round(wrk_cpu, 2),
         other_cpu_pct=max(0.0, round(100 * other / ((total1 - total0) / rb.HZ), 1)),
         loadavg=[load0, load1], wrk_line=line)
@@ -437,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                     fp.flush()
                     print(json.dumps({k: rec[k] for k in (
                         "pair", "label", "rps", "p50_ms", "p99_ms", "cpu_ms_per_crash",
+                        "minor_faults_per_crash",
                         "answered", "stored", "lost", "other_cpu_pct")}
                         | {k: v for k, v in rec.items() if k.startswith("console_")}),
                         flush=True)

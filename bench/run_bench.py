@@ -128,6 +128,17 @@ def tree_cpu_ticks(root):
     return ticks
 
 
+def tree_minor_faults(root):
+    """Minor page faults of the tree so far (its live processes)."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            total += int(_proc_stat(pid)[7])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def cpu_delta_split(before, after):
     """(user, system) CPU seconds between two tree_cpu_ticks() snapshots."""
     user = sum(t[0] - before.get(pid, [0, 0])[0] for pid, t in after.items()) / HZ
