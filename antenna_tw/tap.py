@@ -13,6 +13,7 @@ from twisted.python import usage
 from antenna_tw import __version__
 from antenna_tw.config import ConfigError, load_config
 from antenna_tw.logs import Destination, Logger, make_observer, twistd_destination
+from antenna_tw.memory import keep_freed_memory
 from antenna_tw.prometheus import MULTIPROC_DIR, private_directory
 from antenna_tw.prometheus import wanted as prometheus_wanted
 from antenna_tw.publisher import PublisherUnavailable, publisher_class
@@ -281,6 +282,8 @@ def makeService(options: usage.Options, environ: Mapping[str, str] | None = None
                 listen_on)
             log.info("{summary}", summary=config.summary())  # once it can start
             return supervisor
+        # The processes that take crashes (not a supervising parent).
+        keep_freed_memory(config.app.memory_keep_bytes)
         endpoint: IStreamServerEndpoint
         if index is not None:
             # A worker serves the parent's sockets; it needs TLS for an
