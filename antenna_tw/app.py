@@ -28,7 +28,7 @@ from antenna_tw.console.node import publish_state
 from antenna_tw.crashmover import BATCH_WAIT, CrashMover, default_movers
 from antenna_tw.health import HealthChecks, HealthHandler
 from antenna_tw.intake.http import CrashSite
-from antenna_tw.logs import LineBudget, Logger
+from antenna_tw.logs import LineBudget, Logger, Repeats
 from antenna_tw.metrics import IMetrics, IMetricsEndpoint, build_metrics
 from antenna_tw.publisher import (
     ICrashPublisher,
@@ -68,6 +68,9 @@ class StartupError(Exception):
 # publisher: a step that still has not finished is left behind, so the
 # process exits in time whatever a backend does (docs/spool.rst, *Shutdown*).
 STOP_GRACE = 1.0
+# How long a client still sending when GRACEFUL_TIMEOUT ends has to read its
+# 503 before its connection is aborted.
+CUT_OFF_LINGER = 1.0
 
 
 @attr.s(auto_attribs=True)
@@ -95,6 +98,8 @@ class Collector:
     figures: Figures | None = None
     # The heartbeat's background checks, run from start to stop.
     health_checks: HealthChecks | None = None
+    # Repeated-failure lines held back with their counts: written out at stop.
+    repeats: Sequence[Repeats] = ()
     log = Logger(namespace="antenna.app")
 
     def prepare(self, check: bool = True) -> list[SpoolEntry]:
@@ -135,20 +140,30 @@ class Collector:
 
     async def stop(self) -> None:
         """
-        Stop for good within SHUTDOWN_TIMEOUT: answer every new /submit busy,
-        let spool writes in flight land (their clients get their crash ids),
-        let the crash movers drain for the time left, then the publish queue,
-        close the storage's and the publisher's connections, then stop the
-        thread pool. Whatever is not stored, or stored but not published,
-        stays in the spool for the next start.
+        Stop for good within SHUTDOWN_TIMEOUT (the port already closed): let
+        the requests in progress finish for up to GRACEFUL_TIMEOUT, each
+        connection closing after its answer, and answer busy what is still
+        arriving then; answer every later /submit busy, let spool writes in
+        flight land (their clients get their crash ids), let the crash
+        movers drain for the time left, then the publish queue, close the
+        storage's and the publisher's connections, then stop the thread
+        pool. Whatever is not stored, or stored but not published, stays in
+        the spool for the next start.
         """
-        deadline = self.reactor.seconds() + self.config.spool.shutdown_timeout
+        spool = self.config.spool
+        deadline = self.reactor.seconds() + spool.shutdown_timeout
         # No step may hold the process past this, whatever storage does.
         last = deadline + STOP_GRACE
+        closed = self.site.drain()
+        closed.addTimeout(min(spool.graceful_timeout, spool.shutdown_timeout), self.reactor,
+                          onTimeoutCancel=lambda result, timeout: None)
+        await closed
+        cut_off = self.site.cut_off(
+            min(CUT_OFF_LINGER, max(0.0, last - self.reactor.seconds())))
         self.admission.close()
         try:
             writes = self.spool.idle()
-            writes.addTimeout(self.config.spool.shutdown_timeout, self.reactor)
+            writes.addTimeout(max(0.0, deadline - self.reactor.seconds()), self.reactor)
             try:
                 await writes
             except defer.TimeoutError:
@@ -163,12 +178,15 @@ class Collector:
             await self._by(self.storage.close(), last, "closing the storage")
             if self.publisher is not None:
                 await self._by(self.publisher.close(), last, "closing the publisher")
+            await cut_off  # the clients answered busy have read it, or are cut off
         finally:
             if self.health_checks is not None:
                 self.health_checks.stop()
             if self.status is not None:
                 await self.status.stop()
             self.threadpool.stop()
+            for repeats in self.repeats:
+                repeats.flush()
 
     def _by(self, step: defer.Deferred[Any], last: float, what: str) -> defer.Deferred[None]:
         """
@@ -291,4 +309,4 @@ def build_collector(config: Config, reactor: Any, rng: random.Random | None = No
         if worker is not None else None)
     return Collector(config, reactor, threadpool, metrics, storage, spool, mover,
                      throttler, admission, site, status, publisher, publish_queue, figures,
-                     health.checks)
+                     health.checks, (mover.repeats, submit.repeats, refusals.repeats))

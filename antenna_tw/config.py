@@ -641,6 +641,15 @@ class SpoolSettings:
         How long the crash movers may go on saving after SIGTERM; what is not stored by then stays
         in the spool for the next start.
         """)
+    graceful_timeout: float = option(
+        "GRACEFUL_TIMEOUT", 5.0, parse_seconds,
+        doc="""
+        How long the requests in progress at SIGTERM (an upload still arriving, gunicorn's
+        ``graceful_timeout``) may take to finish: the port is closed, each is answered as usual and
+        its connection closed; one still arriving after it is answered 503 ``Discarded=busy``.
+        Counted within :envvar:`SHUTDOWN_TIMEOUT` (at most all of it). See :doc:`spool`,
+        *Shutdown*.
+        """)
 
 
 @attr.s(frozen=True, auto_attribs=True)

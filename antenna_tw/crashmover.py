@@ -142,8 +142,8 @@ class CrashMover:
 
     def __attrs_post_init__(self) -> None:
         # A failing disk fails every entry alike: each kind logged (and sent
-        # to Sentry) once per interval, with a count.
-        self._repeats = self.log.repeats(self.reactor, self.repeat_interval)
+        # to Sentry) once per interval, with a count (the last ones at stop).
+        self.repeats = self.log.repeats(self.reactor, self.repeat_interval)
         self._queue: defer.DeferredQueue[SpoolEntry] = defer.DeferredQueue()
         self._pending: OrderedDict[str, SpoolEntry] = OrderedDict()  # by file name, oldest first
         self._failures: dict[str, int] = {}  # spool file name -> failures in a row
@@ -317,8 +317,8 @@ class CrashMover:
         if outcome is Outcome.LOAD_FAILED:
             # LOAD_FAILED and REMOVE_FAILED carry the Failure of the error.
             failure = cast(Failure, error)
-            self._repeats.failure(_kind(outcome, failure), "{crash_id}: could not read spool entry",
-                                  failure, crash_id=entry.crash_id)
+            self.repeats.failure(_kind(outcome, failure), "{crash_id}: could not read spool entry",
+                                 failure, crash_id=entry.crash_id)
             self._retry(entry)
             return
         if outcome is Outcome.SAVE_FAILED:
@@ -331,14 +331,14 @@ class CrashMover:
         self._failed_in_a_row = 0
         if outcome is Outcome.REMOVE_FAILED:
             failure = cast(Failure, error)
-            self._repeats.failure(_kind(outcome, failure),
-                                  "{crash_id}: stored but its spool entry remains", failure,
-                                  crash_id=entry.crash_id)
+            self.repeats.failure(_kind(outcome, failure),
+                                 "{crash_id}: stored but its spool entry remains", failure,
+                                 crash_id=entry.crash_id)
         if outcome is Outcome.MARK_FAILED:
             failure = cast(Failure, error)
-            self._repeats.failure(_kind(outcome, failure),
-                                  "{crash_id}: stored but not marked so (a restart before it is "
-                                  "published stores it again)", failure, crash_id=entry.crash_id)
+            self.repeats.failure(_kind(outcome, failure),
+                                 "{crash_id}: stored but not marked so (a restart before it is "
+                                 "published stores it again)", failure, crash_id=entry.crash_id)
         self.metrics.timing(metricnames.CRASH_SAVE_TIME, milliseconds)
         self.metrics.incr(metricnames.SAVE_CRASH_COUNT)
         handling = max(0.0, self.reactor.seconds() - entry.created) * 1000

@@ -509,7 +509,7 @@ class LineBudget:
         self.per_second = per_second
         self._tokens = per_second
         self._since = clock.seconds()
-        self._repeats = Repeats(log or self.log, clock, interval)
+        self.repeats = Repeats(log or self.log, clock, interval)
 
     def allows(self) -> bool:
         """True when one more line may be logged now; else it is counted."""
@@ -520,9 +520,9 @@ class LineBudget:
         if self._tokens >= 1:
             self._tokens -= 1
             return True
-        self._repeats.warn("over budget", "more than {rate:g} refusal lines a second "
-                           "(LOGGING_REFUSALS_PER_SECOND): the others are only counted",
-                           rate=self.per_second)
+        self.repeats.warn("over budget", "more than {rate:g} refusal lines a second "
+                          "(LOGGING_REFUSALS_PER_SECOND): the others are only counted",
+                          rate=self.per_second)
         return False
 
 

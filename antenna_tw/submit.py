@@ -92,7 +92,7 @@ class SubmitHandler:
     log = Logger(namespace="antenna.breakpad_resource")
 
     def __attrs_post_init__(self) -> None:
-        self._repeats = self.log.repeats(self.admission.clock, self.repeat_interval)
+        self.repeats = self.log.repeats(self.admission.clock, self.repeat_interval)
 
     def add_routes(self, app: Klein) -> None:
         """Route ``POST /submit`` and ``/submit/`` of ``app`` to ``submit``."""
@@ -164,8 +164,8 @@ class SubmitHandler:
         if busy:
             # One reason holds for every crash while it lasts (a full disk, a
             # full spool): once per interval, with a count.
-            self._repeats.warn(f"busy: {busy}", "{crash_id}: {why}; answered busy",
-                               crash_id=crash_id, why=busy, client=client)
+            self.repeats.warn(f"busy: {busy}", "{crash_id}: {why}; answered busy",
+                              crash_id=crash_id, why=busy, client=client)
             return self._busy()
         self._count(raw_crash, result_name)
         if result == FAKEACCEPT:
@@ -211,13 +211,13 @@ class SubmitHandler:
             key = f"spool write: {type(error).__name__}"
         self.admission.write_failed(reason)
         if isinstance(error, OSError) and error.errno in DISK_FULL:
-            self._repeats.warn(key,
-                               "{crash_id}: spool write failed ({reason}); answered busy",
-                               crash_id=crash_id, reason=reason)
+            self.repeats.warn(key,
+                              "{crash_id}: spool write failed ({reason}); answered busy",
+                              crash_id=crash_id, reason=reason)
         else:
-            self._repeats.failure(key,
-                                  "{crash_id}: spool write failed; answered busy", failure,
-                                  crash_id=crash_id)
+            self.repeats.failure(key,
+                                 "{crash_id}: spool write failed; answered busy", failure,
+                                 crash_id=crash_id)
 
     def _queue(self, entry: SpoolEntry, crash: Crash) -> SpoolEntry:
         self.admission.write_succeeded()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attr
+from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.protocols import basic
@@ -256,6 +257,12 @@ class CrashRequest(server.Request):
         site.metrics.incr(metricnames.BUSY)
         self._answer_early(answers.busy())
 
+    def refuse_stopping(self) -> None:
+        """503 busy now: the upload is still arriving when the shutdown's grace ends."""
+        self._let_go_of_upload()
+        self._site.metrics.incr(metricnames.BUSY)
+        self._answer_early(answers.busy())
+
     def _answer_early(self, answer: answers.Answer) -> None:
         """Answer before the body is in, then drop what the client sends for a bounded time."""
         self.answered_early = True
@@ -335,7 +342,7 @@ class CrashChannel(http.HTTPChannel, Watched):
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.site.channels.discard(self)
+        self.site.channel_closed(self)
         self.head_since = self.body_since = None
         super().connectionLost(reason)
 
@@ -346,6 +353,8 @@ class CrashChannel(http.HTTPChannel, Watched):
 
     def requestDone(self, request: http.Request) -> None:
         self._between_requests = True
+        if self.site.draining:
+            self.persistent = False  # stopping: the connection closes after this answer
         super().requestDone(request)
 
     def close_now(self) -> None:
@@ -424,8 +433,11 @@ class CrashSite(server.Site):
         # Called after a large upload is refused part way (antenna_tw.intake.heap).
         self.free_memory = free_memory or heap.find_malloc_trim()
         self.displayTracebacks = False
-        #: The open connections, for the cap and the deadlines.
+        #: The open connections, for the cap, the deadlines and the shutdown.
         self.channels: set[CrashChannel] = set()
+        #: From SIGTERM on (``drain``): no connection starts another request.
+        self.draining = False
+        self._closed_waiters: list[defer.Deferred[None]] = []
         #: How many of them this process serves at once (MAX_CONNECTIONS).
         self.max_connections = max_connections or connection_cap(
             limits.max_connections, descriptor_limit())
@@ -459,3 +471,74 @@ class CrashSite(server.Site):
 
     def log(self, request: http.Request) -> None:
         pass
+
+    # -- shutdown (docs/spool.rst, *Shutdown*) ------------------------------
+
+    def drain(self) -> defer.Deferred[None]:
+        """
+        Take no more requests (SIGTERM, the port closed): an idle connection
+        closes now, as does one answered early (413, busy); one whose
+        request is in progress closes once it is answered. A Deferred that
+        fires once every connection has closed.
+        """
+        self.draining = True
+        in_progress = 0
+        for channel in list(self.channels):
+            request = channel.requests[-1] if channel.requests else None
+            if request is None:
+                channel.loseConnection()  # idle, or its request line not yet whole
+            elif request.answered_early:
+                channel.close_now()
+            else:
+                in_progress += 1
+                if not request.startedWriting:
+                    request.setHeader(b"connection", b"close")
+        if in_progress:
+            _log.info("stopping: waiting for {count} requests in progress", count=in_progress)
+        return self._all_closed()
+
+    def cut_off(self, linger: float) -> defer.Deferred[None]:
+        """
+        The end of the shutdown's grace: an upload still arriving is answered
+        503 busy now, and its connection, like one whose headers are not all
+        in, is aborted ``linger`` seconds later (time for the client to read
+        the answer). A request being answered (its spool write) is left to
+        finish. A Deferred that fires once every connection has closed, or
+        after ``linger``.
+        """
+        cut: list[CrashChannel] = []
+        refused = 0
+        for channel in list(self.channels):
+            if channel_is_handling_request(channel):
+                continue
+            request = channel.requests[-1] if channel.requests else None
+            if request is not None and request.awaiting_body and not request.answered_early:
+                request.refuse_stopping()
+                refused += 1
+            cut.append(channel)
+        if cut:
+            _log.warn("stopping: {refused} uploads still arriving answered busy, {count} "
+                      "connections closed", refused=refused, count=len(cut))
+
+        def abort(result: object, timeout: float) -> None:
+            for channel in cut:
+                if channel in self.channels:
+                    channel.close_now()
+
+        return self._all_closed().addTimeout(linger, self.clock, onTimeoutCancel=abort)
+
+    def _all_closed(self) -> defer.Deferred[None]:
+        closed: defer.Deferred[None] = defer.Deferred()
+        if self.channels:
+            self._closed_waiters.append(closed)
+        else:
+            closed.callback(None)
+        return closed
+
+    def channel_closed(self, channel: CrashChannel) -> None:
+        """``channel``'s connection is gone."""
+        self.channels.discard(channel)
+        if self.draining and not self.channels:
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for closed in waiters:
+                closed.callback(None)  # one that timed out ignores it

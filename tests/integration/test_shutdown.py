@@ -50,7 +50,8 @@ async def test_a_crash_being_spooled_at_shutdown_gets_its_id_and_is_stored(tmp_p
     stopping = defer.ensureDeferred(stop_collector(running))
     await task.deferLater(reactor, 0.2, lambda: None)
     assert not stopping.called  # waiting for the write in flight
-    assert running.collector.admission.busy() == "shutting down"
+    # The grace (GRACEFUL_TIMEOUT): the request in progress may finish.
+    assert running.collector.site.draining and running.collector.admission.busy() is None
     gate.set()
     status, _, body = await answer
     assert status == 200, body
@@ -165,3 +166,25 @@ async def test_stopping_the_collector_closes_the_storages_connections(tmp_path):
     await running.port.stopListening()
     await running.collector.stop()
     assert closed == [True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_stop_writes_the_counts_of_repeated_lines_held_back(tmp_path):
+    # A disk "nearly full": every crash answered busy, one line per interval.
+    running = await start_collector(tmp_path, environ_for(tmp_path, SPOOL_MIN_FREE_BYTES=str(2**60)))
+    lines = []
+
+    def observe(event):
+        if event.get("log_namespace") == "antenna.breakpad_resource" and "repeats" in event:
+            lines.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(3):
+            status, _, _ = await raw_request(running.port_number, REQUEST)
+            assert status == 503
+        assert [event.get("repeats") for event in lines] == [1]
+        await stop_collector(running)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert [event.get("repeats") for event in lines] == [1, 2]  # the two held back
