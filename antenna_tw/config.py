@@ -644,11 +644,10 @@ class SpoolSettings:
     graceful_timeout: float = option(
         "GRACEFUL_TIMEOUT", 5.0, parse_seconds,
         doc="""
-        How long the requests in progress at SIGTERM (an upload still arriving, gunicorn's
+        How long the requests in progress at SIGTERM (an upload still arriving; gunicorn names it
         ``graceful_timeout``) may take to finish: the port is closed, each is answered as usual and
         its connection closed; one still arriving after it is answered 503 ``Discarded=busy``.
-        Counted within :envvar:`SHUTDOWN_TIMEOUT` (at most all of it). See :doc:`spool`,
-        *Shutdown*.
+        Counted within :envvar:`SHUTDOWN_TIMEOUT` (at most all of it). See :doc:`spool`.
         """)
 
 

@@ -171,7 +171,8 @@ async def test_stopping_the_collector_closes_the_storages_connections(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_the_stop_writes_the_counts_of_repeated_lines_held_back(tmp_path):
     # A disk "nearly full": every crash answered busy, one line per interval.
-    running = await start_collector(tmp_path, environ_for(tmp_path, SPOOL_MIN_FREE_BYTES=str(2**60)))
+    environ = environ_for(tmp_path, SPOOL_MIN_FREE_BYTES=str(2**60))
+    running = await start_collector(tmp_path, environ)
     lines = []
 
     def observe(event):
