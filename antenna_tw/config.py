@@ -284,12 +284,12 @@ class AppSettings:
         is logged.
         """)
     memory_keep_bytes: int = option(
-        "MEMORY_KEEP_BYTES", 256 * 1024 * 1024, parse_bytes,
+        "MEMORY_KEEP_BYTES", 16 * 1024 * 1024, parse_bytes,
         doc="""
         Freed memory each process keeps for reuse (per malloc arena) instead of handing it back to
         the kernel, with blocks up to 8 MiB served from the heap: glibc's trim and mmap thresholds,
         set at start. Uploads' buffers are then reused instead of faulted in afresh (0-0.2 page
-        faults per 400 KB crash instead of 7-15, a steadier p99); the resident memory stays near
+        faults per 400 KB crash instead of 7-19, a steadier p99); the resident memory stays near
         its peak instead of falling back after a burst. 0 leaves glibc's defaults; a
         ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` in the environment wins over it;
         other C libraries ignore it.

@@ -4,7 +4,7 @@ docs/performance.rst, *Memory kept by malloc*).
 
 By default glibc hands freed heap space above 128 KiB back to the kernel
 (its trim and mmap thresholds), so each 400 KB upload's buffers are faulted
-in afresh: 7-15 minor page faults per crash in a busy worker, which cost
+in afresh: 7-19 minor page faults per crash in a busy worker, which cost
 more on a VM and made the p99 swing with whatever else ran before. Kept,
 they are reused: 0-0.2 faults per crash.
 """

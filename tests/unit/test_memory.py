@@ -60,7 +60,7 @@ def test_refused_by_malloc_is_not_reported():
 
 
 def test_option_default_and_parsing():
-    assert load_config({}, None).app.memory_keep_bytes == 256 * MiB
+    assert load_config({}, None).app.memory_keep_bytes == 16 * MiB
     assert load_config({"MEMORY_KEEP_BYTES": "64m"}, None).app.memory_keep_bytes == 64 * MiB
     assert load_config({"MEMORY_KEEP_BYTES": "0"}, None).app.memory_keep_bytes == 0
 
