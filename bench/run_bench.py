@@ -116,27 +116,26 @@ def tree_pids(root):
     return seen
 
 
-def tree_cpu_ticks(root):
-    """{pid: [utime, stime] ticks} of the tree."""
-    ticks = {}
+def _tree_stat_fields(root, indexes):
+    """{pid: [int(field) for each index]} of the tree's /proc/PID/stat (fields after comm)."""
+    values = {}
     for pid in tree_pids(root):
         try:
             fields = _proc_stat(pid)
-            ticks[pid] = [int(fields[11]), int(fields[12])]
+            values[pid] = [int(fields[index]) for index in indexes]
         except (OSError, ValueError, IndexError):
             pass
-    return ticks
+    return values
+
+
+def tree_cpu_ticks(root):
+    """{pid: [utime, stime] ticks} of the tree."""
+    return _tree_stat_fields(root, (11, 12))
 
 
 def tree_minor_faults(root):
     """Minor page faults of the tree so far (its live processes)."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            total += int(_proc_stat(pid)[7])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+    return sum(minflt for minflt, in _tree_stat_fields(root, (7,)).values())
 
 
 def cpu_delta_split(before, after):

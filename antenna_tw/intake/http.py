@@ -44,6 +44,7 @@ from antenna_tw.intake.connections import (
 )
 from antenna_tw.intake.payload import CrashReport, MalformedCrashReport, UploadReader
 from antenna_tw.logs import LineBudget, Logger, address_text
+from antenna_tw.pooljobs import Idle
 
 UPLOAD_READ_SIZE = 256 * 1024
 # Body bytes after a header block, in the same read, past which the block is
@@ -437,7 +438,7 @@ class CrashSite(server.Site):
         self.channels: set[CrashChannel] = set()
         #: From SIGTERM on (``drain``): no connection starts another request.
         self.draining = False
-        self._closed_waiters: list[defer.Deferred[None]] = []
+        self._all_closed = Idle()
         #: How many of them this process serves at once (MAX_CONNECTIONS).
         self.max_connections = max_connections or connection_cap(
             limits.max_connections, descriptor_limit())
@@ -495,7 +496,7 @@ class CrashSite(server.Site):
                     request.setHeader(b"connection", b"close")
         if in_progress:
             _log.info("stopping: waiting for {count} requests in progress", count=in_progress)
-        return self._all_closed()
+        return self._all_closed.wait(bool(self.channels))
 
     def cut_off(self, linger: float) -> defer.Deferred[None]:
         """
@@ -525,20 +526,12 @@ class CrashSite(server.Site):
                 if channel in self.channels:
                     channel.close_now()
 
-        return self._all_closed().addTimeout(linger, self.clock, onTimeoutCancel=abort)
-
-    def _all_closed(self) -> defer.Deferred[None]:
-        closed: defer.Deferred[None] = defer.Deferred()
-        if self.channels:
-            self._closed_waiters.append(closed)
-        else:
-            closed.callback(None)
-        return closed
+        closed = self._all_closed.wait(bool(self.channels))
+        return closed.addTimeout(linger, self.clock, onTimeoutCancel=abort)
 
     def channel_closed(self, channel: CrashChannel) -> None:
         """``channel``'s connection is gone."""
         self.channels.discard(channel)
         if self.draining and not self.channels:
-            waiters, self._closed_waiters = self._closed_waiters, []
-            for closed in waiters:
+            for closed in self._all_closed.take():
                 closed.callback(None)  # one that timed out ignores it
