@@ -298,6 +298,7 @@ def one_run(args, out, label, kind, twistd, settings, number, standin):
         if last["t"] > tenth["t"] else None,
         "backlog_10s": tenth["spool"], "backlog_end": last["spool"],
         "backlog_max": max((s["spool"] for s in samples), default=0),
+        **backlog_trend(during),
         "drain_s": None if drained is None else round(drained, 1),
         "stored": stored, "lost": max(0, answered - stored), "checked": len(checked),
         "incomplete": incomplete,
@@ -340,6 +341,28 @@ def _pairs(records, first, second):
             if (first, pair) in by and (second, pair) in by]
 
 
+def backlog_trend(during):
+    """
+    Whether the backlog grows, read from every sample of the load rather than
+    two: its least-squares slope from 10 s to the end (crashes per minute) and
+    its medians over seconds 5-15 and over the last 10 s. A stationary backlog
+    makes the one sample at the end larger than the one at 10 s about half the
+    time; a growing one (the spool filling) shows as a slope of thousands.
+    """
+    window = [s for s in during if s["t"] >= 10]
+    end = during[-1]["t"] if during else 0
+    early = [s["spool"] for s in during if 5 <= s["t"] <= 15]
+    late = [s["spool"] for s in during if s["t"] >= end - 10]
+    slope = None
+    if len(window) >= 3:
+        fit = statistics.linear_regression([s["t"] for s in window],
+                                           [s["spool"] for s in window])
+        slope = round(60 * fit.slope, 1)
+    return {"backlog_slope_per_min": slope,
+            "backlog_median_5_15s": statistics.median(early) if early else None,
+            "backlog_median_last_10s": statistics.median(late) if late else None}
+
+
 def ratio_rows(records, labels, key):
     """Per-pair ratios of ``key`` for each label against the first; {label: [ratios]}."""
     by = {(r["label"], r["pair"]): r for r in records}
@@ -361,6 +384,9 @@ def summarize(args, records, runs, info):
             ("delivered_per_s", "delivered crashes/s", "{:.0f}"),
             ("backlog_10s", "spool backlog at 10 s", "{:.0f}"),
             ("backlog_end", "backlog at end of load", "{:.0f}"),
+            ("backlog_median_5_15s", "backlog median, s 5-15", "{:.0f}"),
+            ("backlog_median_last_10s", "backlog median, last 10 s", "{:.0f}"),
+            ("backlog_slope_per_min", "backlog slope from 10 s, crashes/min", "{:.1f}"),
             ("drain_s", "drain after load, s", "{:.1f}"),
             ("cpu_ms_per_crash", "CPU ms per stored crash", "{:.2f}"),
             ("standin_cpu_ms_per_crash", "stand-in CPU ms/crash", "{:.2f}"),
@@ -396,6 +422,14 @@ def summarize(args, records, runs, info):
         out.append(f"S3 target ({s3}): spool backlog at the end of the load no larger "
                    f"than at 10 s in {len(flat)} of {len(s3_runs)} runs "
                    f"({'PASS' if s3_runs and len(flat) == len(s3_runs) else 'FAIL'})")
+        slopes = [r.get("backlog_slope_per_min") for r in s3_runs]
+        settled = [r for r in s3_runs if None not in (r.get("backlog_median_last_10s"),
+                                                       r.get("backlog_median_5_15s"))
+                   and r["backlog_median_last_10s"] <= r["backlog_median_5_15s"]]
+        out.append(f"S3 backlog trend ({s3}): slope from 10 s to the end "
+                   f"{rb.med_range(slopes, '{:.1f}')} crashes/min; median of the last 10 s "
+                   f"no larger than that of seconds 5-15 in {len(settled)} of {len(s3_runs)} "
+                   "runs")
         if fs:
             # Crashes/s of the S3 run: what it both took and delivered.
             for r in records:
