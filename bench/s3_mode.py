@@ -415,6 +415,20 @@ def summarize(args, records, runs, info):
             out.append(f"| {label} | " + " | ".join(
                 rb.med_range(ratios[key][label], "{:.2f}") for key in ratios) + " |")
         out.append("")
+    for label in labels:
+        # The same reading for every run, filesystem ones included: their
+        # backlog is the one known not to grow.
+        mine = [r for r in records if r["label"] == label]
+        flat = [r for r in mine if r["backlog_end"] <= r["backlog_10s"]]
+        settled = [r for r in mine if None not in (r.get("backlog_median_last_10s"),
+                                                   r.get("backlog_median_5_15s"))
+                   and r["backlog_median_last_10s"] <= r["backlog_median_5_15s"]]
+        slopes = [r.get("backlog_slope_per_min") for r in mine]
+        out.append(f"Backlog ({label}): at the end no larger than at 10 s in {len(flat)} of "
+                   f"{len(mine)} runs; median of the last 10 s no larger than that of "
+                   f"seconds 5-15 in {len(settled)} of {len(mine)}; slope from 10 s to the end "
+                   f"{rb.med_range(slopes, '{:.1f}')} crashes/min")
+    out.append("")
     fs = next((run[0] for run in runs if run[1] == "fs"), None)
     for s3 in [run[0] for run in runs if run[1] == "s3"]:
         s3_runs = [r for r in records if r["label"] == s3]
@@ -422,14 +436,6 @@ def summarize(args, records, runs, info):
         out.append(f"S3 target ({s3}): spool backlog at the end of the load no larger "
                    f"than at 10 s in {len(flat)} of {len(s3_runs)} runs "
                    f"({'PASS' if s3_runs and len(flat) == len(s3_runs) else 'FAIL'})")
-        slopes = [r.get("backlog_slope_per_min") for r in s3_runs]
-        settled = [r for r in s3_runs if None not in (r.get("backlog_median_last_10s"),
-                                                       r.get("backlog_median_5_15s"))
-                   and r["backlog_median_last_10s"] <= r["backlog_median_5_15s"]]
-        out.append(f"S3 backlog trend ({s3}): slope from 10 s to the end "
-                   f"{rb.med_range(slopes, '{:.1f}')} crashes/min; median of the last 10 s "
-                   f"no larger than that of seconds 5-15 in {len(settled)} of {len(s3_runs)} "
-                   "runs")
         if fs:
             # Crashes/s of the S3 run: what it both took and delivered.
             for r in records:
