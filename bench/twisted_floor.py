@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""
+The nginx floor's job done by Twisted itself, beside the floor and antenna-tw
+in the same rounds: the least CPU per request that any collector answering
+on ``twisted.web`` spends, before it parses, hashes or keeps anything. Not
+run by CI; loopback only; bounded by ``--max-minutes``.
+
+    .venv/bin/python bench/twisted_floor.py --harness DIR [--payloads 400k 400k_gz]
+        [--rounds 3] [--conc 32] [--secs 10] [--out DIR]
+
+Targets, each started once and left up, taken in turn each round (the order
+reversed every other round), one crash per connection (``CONN_CLOSE=1``, 2 s
+of warm-up, the harness's ``run_load.sh``):
+
+``floor``
+    the harness's nginx floor, 2 workers: the body written to a file, the
+    answer ``CrashID=...``, the file unlinked.
+``twisted``
+    two processes of this script's ``serve`` sharing one listening socket (as
+    ``--workers 2`` does): a ``twisted.web`` ``Site`` whose one resource
+    answers ``CrashID=...`` to any POST. ``twisted.web`` has already read the
+    body into a temporary file (every body over 100,000 bytes), unlinked when
+    the request ends: the floor's work, with Twisted's HTTP parsing and
+    request objects on top and nothing of a collector's.
+``antenna``
+    ``twistd -n antenna --workers 2`` with the settings of
+    ``bench/run_bench.py`` (filesystem storage, the spool drained before the
+    CPU is read).
+
+CPU per request is each target's whole process tree (user and system, from
+the start of the warm-up until antenna-tw's spool has drained) over the
+answers. The summary sets the Twisted floor plus the SHA-256 (and inflate)
+of the body (``bench/work_floor.py``) against the acceptance line of
+``docs/performance.rst``: 1.3 x (the nginx floor + the same work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import run_bench as rb
+from ab_versions import machine_busy, run_load
+
+
+def serve(fd: int) -> None:
+    """One server process on an inherited listening socket (``serve --fd N``)."""
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.web import resource, server
+
+    class Answer(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request: server.Request) -> bytes:
+            request.setHeader(b"content-type", b"text/plain")
+            return b"CrashID=bp-" + uuid.uuid4().hex.encode() + b"\n"
+
+    site = server.Site(Answer())
+    site.log = lambda request: None  # like the floor: no access log
+    reactor.adoptStreamPort(fd, socket.AF_INET, site)
+    os.close(fd)
+    reactor.run()
+
+
+class TwistedFloor:
+    """``--processes`` ``serve`` processes on one listening socket, in their own session."""
+
+    def __init__(self, port: int, processes: int, log: Path) -> None:
+        self.port, self.processes, self.log = port, processes, log
+        self.url = f"http://127.0.0.1:{port}/submit"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> TwistedFloor:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        fd = sock.fileno()
+        # One parent (a shell waiting on its children) so the tree is one session.
+        script = " & ".join(f"{sys.executable} {__file__} serve --fd {fd}"
+                            for _ in range(self.processes)) + " & wait"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(["sh", "-c", script], pass_fds=[fd],
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        sock.close()
+        rb._cleanups.append(self.stop)
+        deadline = time.monotonic() + 15
+        while len(rb.tree_pids(self.process.pid)) < self.processes + 1:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"bench: the Twisted floor did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+        time.sleep(1.0)  # imports done, reactors running
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is not None:
+            rb.stop_group(self.process, 15, 10, "twisted floor")
+            self.process = None
+
+
+def one_run(args: argparse.Namespace, name: str, target, payload: str) -> dict:
+    """One bounded load on ``target``; its record (CPU per answer, rate, p99)."""
+    busy0 = machine_busy()
+    ticks0 = rb.tree_cpu_ticks(target.pid)
+    line, _started, wrk_cpu = run_load(args, target.url, payload, name)
+    stored = None
+    if name == "antenna":
+        rb.wait_drained(target.spool, target.log_path)
+    ticks1 = rb.tree_cpu_ticks(target.pid)
+    busy1 = machine_busy()
+    if name == "antenna":
+        # Counted, then set aside with the dumps emptied (the disk does not fill).
+        stored = rb.count_stored(target.storage, then="set-aside", check=0)["stored"]
+    fields = rb.kv_line(line)
+    answered = int(fields.get("ok200", 0)) + int(fields.get("warmup_ok200", 0))
+    if stored is not None:
+        answered = min(answered, stored)  # per stored crash
+    cpu = rb.cpu_delta_seconds(ticks0, ticks1)
+    busy = (busy1[0] - busy0[0]) / rb.HZ
+    total = (busy1[1] - busy0[1]) / rb.HZ
+    return {
+        "target": name, "payload": payload, "rps": float(fields.get("rps", 0)),
+        "p99_ms": float(fields.get("p99_ms", 0)), "answered": answered,
+        "non200": int(fields.get("non200", 0)),
+        "cpu_ms_per_request": round(1000 * cpu / answered, 3) if answered else None,
+        "other_load_pct": round(100 * (busy - cpu - wrk_cpu) / total, 1) if total else None,
+        "line": line,
+    }
+
+
+def summarize(args: argparse.Namespace, names: list[str], records: list[dict],
+              work: dict) -> list[str]:
+    out = [f"{args.rounds} rounds per payload, conc {args.conc}, {args.secs} s + 2 s warm-up, "
+           "one crash per connection; medians (min..max) of CPU ms per request (the "
+           "collector's per stored crash):", ""]
+    targets = [t for t in ("floor", "twisted", "antenna") if t in args.targets]
+    out += ["| payload | " + " | ".join(f"{n} CPU ms" for n in targets)
+            + " | " + " | ".join(f"{n} /s" for n in targets) + " | twisted/floor per round |",
+            "|---|" + "---|" * (2 * len(targets) + 1)]
+    lines = []
+    for payload in names:
+        mine = [r for r in records if r["payload"] == payload]
+        cpu = {n: [r["cpu_ms_per_request"] for r in mine if r["target"] == n] for n in targets}
+        rps = {n: [r["rps"] for r in mine if r["target"] == n] for n in targets}
+        ratios = [t["cpu_ms_per_request"] / f["cpu_ms_per_request"]
+                  for f, t in zip([r for r in mine if r["target"] == "floor"],
+                                  [r for r in mine if r["target"] == "twisted"], strict=False)
+                  if f["cpu_ms_per_request"] and t["cpu_ms_per_request"]]
+        out.append(f"| {payload} | " + " | ".join(rb.med_range(cpu[n], "{:.3f}") for n in targets)
+                   + " | " + " | ".join(rb.med_range(rps[n]) for n in targets)
+                   + f" | {rb.med_range(ratios, '{:.2f}')} |")
+        w = work.get(payload, {}).get("work_ms")
+        if w is not None and cpu.get("floor") and cpu.get("twisted"):
+            floor = statistics.median(cpu["floor"])
+            tw = statistics.median(cpu["twisted"])
+            target = 1.3 * (floor + w)
+            lines.append(
+                f"{payload}: the acceptance line 1.3 x (floor {floor:.3f} + work {w:.3f}) = "
+                f"{target:.3f} ms; the Twisted floor plus the same work {tw + w:.3f} ms "
+                f"({(tw + w) / (floor + w):.2f}x floor + work)"
+                + (f"; antenna-tw {statistics.median(cpu['antenna']):.3f} ms"
+                   if cpu.get("antenna") else ""))
+    return out + [""] + lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        p = argparse.ArgumentParser(prog="twisted_floor.py serve")
+        p.add_argument("--fd", type=int, required=True)
+        serve(p.parse_args(argv[1:]).fd)
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--harness", type=Path, default=os.environ.get("BENCH_HARNESS"))
+    p.add_argument("--payloads", nargs="+", default=["400k", "400k_gz"], dest="payload_names")
+    p.add_argument("--targets", nargs="+", default=["floor", "twisted", "antenna"],
+                   choices=["floor", "twisted", "antenna"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--conc", type=int, default=32)
+    p.add_argument("--secs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="processes of each target")
+    p.add_argument("--port-base", type=int, default=19700)
+    p.add_argument("--scratch", type=Path, default=Path("/tmp/antenna-tw-twisted-floor"))
+    p.add_argument("--twistd", default=str(rb.ROOT / ".venv" / "bin" / "twistd"))
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--max-minutes", type=float, default=20)
+    args = p.parse_args(argv)
+    if args.harness is None:
+        raise SystemExit("bench: give --harness DIR (or $BENCH_HARNESS)")
+    args.payloads = args.scratch / "payloads"
+    args.settings = {}
+    names = args.payload_names
+    out = args.out or rb.ROOT / "bench" / "results" / time.strftime("%Y-%m-%d-twisted-floor")
+    out.mkdir(parents=True, exist_ok=True)
+    rb.arm_watchdog(args.max_minutes)
+    try:
+        args.scratch.mkdir(parents=True, exist_ok=True)
+        rb.prepare_payloads(args)
+        work = rb.work_floor(args, names)
+        targets = {}
+        if "floor" in args.targets:
+            targets["floor"] = rb.Floor(args.harness, args.port_base, args.scratch / "floor",
+                                        workers=args.workers).start()
+        if "twisted" in args.targets:
+            targets["twisted"] = TwistedFloor(args.port_base + 1, args.workers,
+                                              args.scratch / "twisted.log").start()
+        if "antenna" in args.targets:
+            targets["antenna"] = rb.Collector(args, "antenna", args.port_base + 2,
+                                              args.workers, args.scratch / "antenna").start()
+        args.stored = "set-aside"
+        info = rb.versions(args)
+        info[-1] = (f"method: bench/twisted_floor.py, run_load.sh CONN_CLOSE=1 "
+                    f"WARMUP={args.warmup} SECS={args.secs} conc {args.conc}, "
+                    f"{args.rounds} rounds per payload, the order reversed every other round")
+        records = []
+        order = [t for t in ("floor", "twisted", "antenna") if t in targets]
+        for payload in names:
+            for round_ in range(args.rounds):
+                for name in order if round_ % 2 == 0 else order[::-1]:
+                    record = one_run(args, name, targets[name], payload)
+                    record["round"] = round_
+                    records.append(record)
+                    print(json.dumps(record), flush=True)
+                    with open(out / "runs.jsonl", "a") as fp:
+                        fp.write(json.dumps(record) + "\n")
+        text = "\n".join(info + [""] + summarize(args, names, records, work)) + "\n"
+        (out / "summary.md").write_text(text)
+        print("\n" + text)
+    finally:
+        rb.cleanup()
+        shutil.rmtree(args.scratch / "antenna", ignore_errors=True)
+        rb.disarm_watchdog()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
