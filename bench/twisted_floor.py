@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """
 The nginx floor's job done by Twisted itself, beside the floor and antenna-tw
-in the same rounds: the least CPU per request that any collector answering
-on ``twisted.web`` spends, before it parses, hashes or keeps anything. Not
+in the same rounds: the least CPU per request that any collector on
+Twisted's reactor spends, before it parses, hashes or keeps anything. Not
 run by CI; loopback only; bounded by ``--max-minutes``.
 
     .venv/bin/python bench/twisted_floor.py --harness DIR [--payloads 400k 400k_gz]
@@ -17,11 +17,15 @@ of warm-up, the harness's ``run_load.sh``):
     answer ``CrashID=...``, the file unlinked.
 ``twisted``
     two processes of this script's ``serve`` sharing one listening socket (as
-    ``--workers 2`` does): a ``twisted.web`` ``Site`` whose one resource
-    answers ``CrashID=...`` to any POST. ``twisted.web`` has already read the
-    body into a temporary file (every body over 100,000 bytes), unlinked when
-    the request ends: the floor's work, with Twisted's HTTP parsing and
-    request objects on top and nothing of a collector's.
+    ``--workers 2`` does), each a Twisted reactor (epoll) with a bare
+    ``Protocol``: the head read up to its blank line, the body's
+    Content-Length bytes written to a file as they arrive, ``CrashID=...``
+    answered, the connection closed, the file unlinked. The floor's work
+    through Twisted's reactor and transports, with no HTTP library and
+    nothing of a collector's: what any collector on Twisted spends at least.
+``twisted-web`` (not by default)
+    the same with ``twisted.web``'s ``Site`` and a resource answering any
+    POST (the body already in ``twisted.web``'s temporary file).
 ``antenna``
     ``twistd -n antenna --workers 2`` with the settings of
     ``bench/run_bench.py`` (filesystem storage, the spool drained before the
@@ -52,24 +56,67 @@ import run_bench as rb
 from ab_versions import machine_busy, run_load
 
 
-def serve(fd: int) -> None:
-    """One server process on an inherited listening socket (``serve --fd N``)."""
+def serve(fd: int, kind: str, spill: str) -> None:
+    """One server process on an inherited listening socket (``serve --fd N --kind K``)."""
     from twisted.internet import epollreactor
 
     epollreactor.install()
-    from twisted.internet import reactor
+    from twisted.internet import protocol, reactor
     from twisted.web import resource, server
+
+    def crash_id() -> bytes:
+        return b"CrashID=bp-" + uuid.uuid4().hex.encode() + b"\n"
 
     class Answer(resource.Resource):
         isLeaf = True
 
         def render_POST(self, request: server.Request) -> bytes:
             request.setHeader(b"content-type", b"text/plain")
-            return b"CrashID=bp-" + uuid.uuid4().hex.encode() + b"\n"
+            return crash_id()
 
-    site = server.Site(Answer())
-    site.log = lambda request: None  # like the floor: no access log
-    reactor.adoptStreamPort(fd, socket.AF_INET, site)
+    class Floor(protocol.Protocol):
+        """
+        The floor's job on Twisted's reactor and transports, no HTTP library:
+        the head read up to its blank line, Content-Length bytes of body
+        written to a file as they come, the answer, the file unlinked.
+        """
+
+        def connectionMade(self) -> None:
+            self.head = b""
+            self.left = -1
+            self.fd = -1
+            self.path = ""
+
+        def dataReceived(self, data: bytes) -> None:
+            if self.left < 0:
+                self.head += data
+                end = self.head.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head, data = self.head[:end], self.head[end + 4:]
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                self.left = length
+                self.path = f"{spill}/{uuid.uuid4().hex}"
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            if data:
+                os.write(self.fd, data)
+                self.left -= len(data)
+            if self.left <= 0:
+                os.close(self.fd)
+                body = crash_id()
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                                     % (len(body), body))
+                self.transport.loseConnection()
+                os.unlink(self.path)
+
+    if kind == "twisted-web":
+        factory: protocol.Factory = server.Site(Answer())
+        factory.log = lambda request: None  # like the floor: no access log
+    else:
+        factory = protocol.Factory.forProtocol(Floor)
+    reactor.adoptStreamPort(fd, socket.AF_INET, factory)
     os.close(fd)
     reactor.run()
 
@@ -77,8 +124,10 @@ def serve(fd: int) -> None:
 class TwistedFloor:
     """``--processes`` ``serve`` processes on one listening socket, in their own session."""
 
-    def __init__(self, port: int, processes: int, log: Path) -> None:
-        self.port, self.processes, self.log = port, processes, log
+    def __init__(self, kind: str, port: int, processes: int, directory: Path) -> None:
+        self.kind, self.port, self.processes = kind, port, processes
+        self.spill = directory / f"{kind}-bodies"
+        self.log = directory / f"{kind}.log"
         self.url = f"http://127.0.0.1:{port}/submit"
         self.process: subprocess.Popen | None = None
 
@@ -90,7 +139,9 @@ class TwistedFloor:
         sock.setblocking(False)
         fd = sock.fileno()
         # One parent (a shell waiting on its children) so the tree is one session.
-        script = " & ".join(f"{sys.executable} {__file__} serve --fd {fd}"
+        self.spill.mkdir(parents=True, exist_ok=True)
+        script = " & ".join(f"{sys.executable} {__file__} serve --fd {fd} --kind {self.kind} "
+                            f"--spill {self.spill}"
                             for _ in range(self.processes)) + " & wait"
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(["sh", "-c", script], pass_fds=[fd],
@@ -152,14 +203,16 @@ def summarize(args: argparse.Namespace, names: list[str], records: list[dict],
     out = [f"{args.rounds} rounds per payload, conc {args.conc}, {args.secs} s + 2 s warm-up, "
            "one crash per connection; medians (min..max) of CPU ms per request (the "
            "collector's per stored crash):", ""]
-    targets = [t for t in ("floor", "twisted", "antenna") if t in args.targets]
+    targets = [t for t in ("floor", "twisted", "twisted-web", "antenna")
+               if t in args.targets]
     out += ["| payload | " + " | ".join(f"{n} CPU ms" for n in targets)
             + " | " + " | ".join(f"{n} /s" for n in targets) + " | twisted/floor per round |",
             "|---|" + "---|" * (2 * len(targets) + 1)]
     lines = []
     for payload in names:
         mine = [r for r in records if r["payload"] == payload]
-        cpu = {n: [r["cpu_ms_per_request"] for r in mine if r["target"] == n] for n in targets}
+        cpu = {n: [r["cpu_ms_per_request"] for r in mine
+                   if r["target"] == n and r["cpu_ms_per_request"]] for n in targets}
         rps = {n: [r["rps"] for r in mine if r["target"] == n] for n in targets}
         ratios = [t["cpu_ms_per_request"] / f["cpu_ms_per_request"]
                   for f, t in zip([r for r in mine if r["target"] == "floor"],
@@ -187,13 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve"]:
         p = argparse.ArgumentParser(prog="twisted_floor.py serve")
         p.add_argument("--fd", type=int, required=True)
-        serve(p.parse_args(argv[1:]).fd)
+        p.add_argument("--kind", choices=["twisted", "twisted-web"], default="twisted")
+        p.add_argument("--spill", required=True)
+        a = p.parse_args(argv[1:])
+        serve(a.fd, a.kind, a.spill)
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--harness", type=Path, default=os.environ.get("BENCH_HARNESS"))
     p.add_argument("--payloads", nargs="+", default=["400k", "400k_gz"], dest="payload_names")
     p.add_argument("--targets", nargs="+", default=["floor", "twisted", "antenna"],
-                   choices=["floor", "twisted", "antenna"])
+                   choices=["floor", "twisted", "twisted-web", "antenna"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--conc", type=int, default=32)
     p.add_argument("--secs", type=int, default=10)
@@ -222,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         if "floor" in args.targets:
             targets["floor"] = rb.Floor(args.harness, args.port_base, args.scratch / "floor",
                                         workers=args.workers).start()
-        if "twisted" in args.targets:
-            targets["twisted"] = TwistedFloor(args.port_base + 1, args.workers,
-                                              args.scratch / "twisted.log").start()
+        for number, kind in enumerate(("twisted", "twisted-web"), 3):
+            if kind in args.targets:
+                targets[kind] = TwistedFloor(kind, args.port_base + number, args.workers,
+                                             args.scratch).start()
         if "antenna" in args.targets:
             targets["antenna"] = rb.Collector(args, "antenna", args.port_base + 2,
                                               args.workers, args.scratch / "antenna").start()
@@ -234,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"WARMUP={args.warmup} SECS={args.secs} conc {args.conc}, "
                     f"{args.rounds} rounds per payload, the order reversed every other round")
         records = []
-        order = [t for t in ("floor", "twisted", "antenna") if t in targets]
+        order = [t for t in ("floor", "twisted", "twisted-web", "antenna") if t in targets]
         for payload in names:
             for round_ in range(args.rounds):
                 for name in order if round_ % 2 == 0 else order[::-1]:
