@@ -23,6 +23,17 @@ of warm-up, the harness's ``run_load.sh``):
     answered, the connection closed, the file unlinked. The floor's work
     through Twisted's reactor and transports, with no HTTP library and
     nothing of a collector's: what any collector on Twisted spends at least.
+``twisted-sha`` (not by default)
+    the same, the body hashed (SHA-256) as it arrives.
+``twisted-http`` (not by default)
+    ``twisted.web``'s HTTP parsing and request objects (a ``Site`` with its
+    form parsing off, a ``Request`` that drops each body chunk, 256 KiB
+    reads as antenna-tw's), answering ``CrashID=...``: what the HTTP layer
+    antenna-tw is built on costs per request.
+``twisted-http-work`` (not by default)
+    the same, each chunk hashed and held, the body written to a file and
+    unlinked in a pool thread before the answer: the HTTP layer, the hash
+    and one thread hand-off per crash, without a multipart parse or a spool.
 ``twisted-web`` (not by default)
     the same with ``twisted.web``'s ``Site`` and a resource answering any
     POST (the body already in ``twisted.web``'s temporary file).
@@ -41,6 +52,8 @@ of the body (``bench/work_floor.py``) against the acceptance line of
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -55,13 +68,15 @@ from pathlib import Path
 import run_bench as rb
 from ab_versions import machine_busy, run_load
 
+TWISTED_KINDS = ("twisted", "twisted-sha", "twisted-http", "twisted-http-work", "twisted-web")
+
 
 def serve(fd: int, kind: str, spill: str) -> None:
     """One server process on an inherited listening socket (``serve --fd N --kind K``)."""
     from twisted.internet import epollreactor
 
     epollreactor.install()
-    from twisted.internet import protocol, reactor
+    from twisted.internet import protocol, reactor, threads
     from twisted.web import resource, server
 
     def crash_id() -> bytes:
@@ -99,8 +114,11 @@ def serve(fd: int, kind: str, spill: str) -> None:
                 self.left = length
                 self.path = f"{spill}/{uuid.uuid4().hex}"
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+                self.sha = hashlib.sha256() if kind == "twisted-sha" else None
             if data:
                 os.write(self.fd, data)
+                if self.sha is not None:
+                    self.sha.update(data)
                 self.left -= len(data)
             if self.left <= 0:
                 os.close(self.fd)
@@ -111,9 +129,48 @@ def serve(fd: int, kind: str, spill: str) -> None:
                 self.transport.loseConnection()
                 os.unlink(self.path)
 
+    class Body(server.Request):
+        """
+        twisted.web's HTTP parsing and request objects, the body not buffered:
+        each chunk dropped (``twisted-http``) or hashed and kept in memory,
+        then written to a file and unlinked in a pool thread before the
+        answer (``twisted-http-work``).
+        """
+
+        def gotLength(self, length: int | None) -> None:
+            self.content = io.BytesIO()  # stays empty
+            self.channel.transport.bufferSize = 256 * 1024  # as antenna-tw reads
+            self.sha = hashlib.sha256() if kind == "twisted-http-work" else None
+            self.chunks: list[bytes] = []
+
+        def handleContentChunk(self, data: bytes) -> None:
+            if self.sha is not None:
+                self.sha.update(data)
+                self.chunks.append(data)
+
+    def keep(chunks: list[bytes]) -> None:
+        path = f"{spill}/{uuid.uuid4().hex}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.writev(fd, chunks)
+        os.close(fd)
+        os.unlink(path)
+
+    class Work(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request: Body) -> object:
+            if request.sha is None:
+                return crash_id()
+            written = threads.deferToThread(keep, request.chunks)
+            written.addCallback(lambda _: (request.write(crash_id()), request.finish()))
+            return server.NOT_DONE_YET
+
     if kind == "twisted-web":
         factory: protocol.Factory = server.Site(Answer())
         factory.log = lambda request: None  # like the floor: no access log
+    elif kind in ("twisted-http", "twisted-http-work"):
+        factory = server.Site(Work(), requestFactory=Body, parsePOSTFormSubmission=False)
+        factory.log = lambda request: None
     else:
         factory = protocol.Factory.forProtocol(Floor)
     reactor.adoptStreamPort(fd, socket.AF_INET, factory)
@@ -203,8 +260,7 @@ def summarize(args: argparse.Namespace, names: list[str], records: list[dict],
     out = [f"{args.rounds} rounds per payload, conc {args.conc}, {args.secs} s + 2 s warm-up, "
            "one crash per connection; medians (min..max) of CPU ms per request (the "
            "collector's per stored crash):", ""]
-    targets = [t for t in ("floor", "twisted", "twisted-web", "antenna")
-               if t in args.targets]
+    targets = [t for t in ("floor", *TWISTED_KINDS, "antenna") if t in args.targets]
     out += ["| payload | " + " | ".join(f"{n} CPU ms" for n in targets)
             + " | " + " | ".join(f"{n} /s" for n in targets) + " | twisted/floor per round |",
             "|---|" + "---|" * (2 * len(targets) + 1)]
@@ -232,6 +288,11 @@ def summarize(args: argparse.Namespace, names: list[str], records: list[dict],
                 f"({(tw + w) / (floor + w):.2f}x floor + work)"
                 + (f"; antenna-tw {statistics.median(cpu['antenna']):.3f} ms"
                    if cpu.get("antenna") else ""))
+        if cpu.get("twisted"):
+            base = statistics.median(cpu["twisted"])
+            lines.append(f"{payload}, each over the Twisted floor ({base:.3f} ms): " + ", ".join(
+                f"{n} {statistics.median(cpu[n]) - base:+.3f} ms" for n in targets
+                if n not in ("twisted", "floor") and cpu.get(n)))
     return out + [""] + lines
 
 
@@ -240,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["serve"]:
         p = argparse.ArgumentParser(prog="twisted_floor.py serve")
         p.add_argument("--fd", type=int, required=True)
-        p.add_argument("--kind", choices=["twisted", "twisted-web"], default="twisted")
+        p.add_argument("--kind", choices=TWISTED_KINDS, default="twisted")
         p.add_argument("--spill", required=True)
         a = p.parse_args(argv[1:])
         serve(a.fd, a.kind, a.spill)
@@ -249,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--harness", type=Path, default=os.environ.get("BENCH_HARNESS"))
     p.add_argument("--payloads", nargs="+", default=["400k", "400k_gz"], dest="payload_names")
     p.add_argument("--targets", nargs="+", default=["floor", "twisted", "antenna"],
-                   choices=["floor", "twisted", "twisted-web", "antenna"])
+                   choices=["floor", *TWISTED_KINDS, "antenna"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--conc", type=int, default=32)
     p.add_argument("--secs", type=int, default=10)
@@ -278,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if "floor" in args.targets:
             targets["floor"] = rb.Floor(args.harness, args.port_base, args.scratch / "floor",
                                         workers=args.workers).start()
-        for number, kind in enumerate(("twisted", "twisted-web"), 3):
+        for number, kind in enumerate(TWISTED_KINDS, 3):
             if kind in args.targets:
                 targets[kind] = TwistedFloor(kind, args.port_base + number, args.workers,
                                              args.scratch).start()
@@ -291,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"WARMUP={args.warmup} SECS={args.secs} conc {args.conc}, "
                     f"{args.rounds} rounds per payload, the order reversed every other round")
         records = []
-        order = [t for t in ("floor", "twisted", "twisted-web", "antenna") if t in targets]
+        order = [t for t in ("floor", *TWISTED_KINDS, "antenna") if t in targets]
         for payload in names:
             for round_ in range(args.rounds):
                 for name in order if round_ % 2 == 0 else order[::-1]:
