@@ -31,7 +31,8 @@ of warm-up, the harness's ``run_load.sh``):
     reads as antenna-tw's), answering ``CrashID=...``: what the HTTP layer
     antenna-tw is built on costs per request.
 ``twisted-http-work`` (not by default)
-    the same, each chunk hashed and held, the body written to a file and
+    the same, each chunk inflated (a gzip body, with the collector's
+    backend), hashed and held, the body written to a file and
     unlinked in a pool thread before the answer: the HTTP layer, the hash
     and one thread hand-off per crash, without a multipart parse or a spool.
 ``twisted-web`` (not by default)
@@ -76,8 +77,11 @@ def serve(fd: int, kind: str, spill: str) -> None:
     from twisted.internet import epollreactor
 
     epollreactor.install()
+    sys.path.insert(0, str(rb.ROOT))
     from twisted.internet import protocol, reactor, threads
     from twisted.web import resource, server
+
+    from antenna_tw.intake import inflate
 
     def crash_id() -> bytes:
         return b"CrashID=bp-" + uuid.uuid4().hex.encode() + b"\n"
@@ -142,9 +146,15 @@ def serve(fd: int, kind: str, spill: str) -> None:
             self.channel.transport.bufferSize = 256 * 1024  # as antenna-tw reads
             self.sha = hashlib.sha256() if kind == "twisted-http-work" else None
             self.chunks: list[bytes] = []
+            gzipped = self.requestHeaders.getRawHeaders(b"content-encoding") == [b"gzip"]
+            # A gzip body is inflated as it arrives, with the collector's backend.
+            self.inflate = (inflate.BACKENDS[inflate.DEFAULT_BACKEND].decompressobj(31)
+                            if gzipped and self.sha is not None else None)
 
         def handleContentChunk(self, data: bytes) -> None:
             if self.sha is not None:
+                if self.inflate is not None:
+                    data = self.inflate.decompress(data)
                 self.sha.update(data)
                 self.chunks.append(data)
 
