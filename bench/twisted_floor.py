@@ -36,8 +36,8 @@ of warm-up, the harness's ``run_load.sh``):
     unlinked in a pool thread before the answer: the HTTP layer, the hash
     and one thread hand-off per crash, without a multipart parse or a spool.
 ``twisted-web`` (not by default)
-    the same with ``twisted.web``'s ``Site`` and a resource answering any
-    POST (the body already in ``twisted.web``'s temporary file).
+    ``twisted.web``'s stock ``Site`` and ``Request`` (form parsing on, the
+    body buffered in a temporary file) with a resource answering any POST.
 ``antenna``
     ``twistd -n antenna --workers 2`` with the settings of
     ``bench/run_bench.py`` (filesystem storage, the spool drained before the
@@ -240,18 +240,17 @@ def one_run(args: argparse.Namespace, name: str, target, payload: str) -> dict:
     busy0 = machine_busy()
     ticks0 = rb.tree_cpu_ticks(target.pid)
     line, _started, wrk_cpu = run_load(args, target.url, payload, name)
-    stored = None
-    if name == "antenna":
+    collector = name == "antenna"
+    if collector:
         rb.wait_drained(target.spool, target.log_path)
     ticks1 = rb.tree_cpu_ticks(target.pid)
     busy1 = machine_busy()
-    if name == "antenna":
-        # Counted, then set aside with the dumps emptied (the disk does not fill).
-        stored = rb.count_stored(target.storage, then="set-aside", check=0)["stored"]
     fields = rb.kv_line(line)
     answered = int(fields.get("ok200", 0)) + int(fields.get("warmup_ok200", 0))
-    if stored is not None:
-        answered = min(answered, stored)  # per stored crash
+    if collector:
+        # Per stored crash; counted, then set aside with the dumps emptied (the disk does not fill).
+        stored = rb.count_stored(target.storage, then="set-aside", check=0)["stored"]
+        answered = min(answered, stored)
     cpu = rb.cpu_delta_seconds(ticks0, ticks1)
     busy = (busy1[0] - busy0[0]) / rb.HZ
     total = (busy1[1] - busy0[1]) / rb.HZ
