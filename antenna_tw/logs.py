@@ -543,7 +543,8 @@ class Repeats:
     The first time a ``key`` is seen its line is logged at once; further
     calls with that key within the interval are only counted. When the
     interval ends, the last of them is logged with the count (``repeats``,
-    and " (N times in the last S s)" in the text), and a new interval opens;
+    and " (N times in the last S s)" in the text, " (1 time ...)" for one),
+    and a new interval opens;
     an interval in which the key was not seen again ends quietly, and the
     next occurrence is logged at once. A failure reaches Sentry only as
     often as its line is logged. ``clock`` is the reactor (``task.Clock`` in
@@ -558,16 +559,16 @@ class Repeats:
 
     def warn(self, key: str, format: str, **kwargs: Any) -> None:
         """``log.warn(format, **kwargs)``, at most once per interval for ``key``."""
-        self._note(key, lambda count, seconds: self.log.warn(
-            _counted(format, count), repeats=count, repeat_seconds=seconds, **kwargs))
+        self._note(key, lambda held, seconds: self.log.warn(
+            _counted(format, held), repeats=held or 1, repeat_seconds=seconds, **kwargs))
 
     def failure(self, key: str, format: str, failure: Failure | None = None,
                 level: LogLevel = LogLevel.critical, **kwargs: Any) -> None:
         """``log.failure(format, failure, level, **kwargs)``, once per interval for ``key``."""
         if failure is None:
             failure = Failure()
-        self._note(key, lambda count, seconds: self.log.failure(
-            _counted(format, count), failure, level, repeats=count, repeat_seconds=seconds,
+        self._note(key, lambda held, seconds: self.log.failure(
+            _counted(format, held), failure, level, repeats=held or 1, repeat_seconds=seconds,
             **kwargs))
 
     def _note(self, key: str, emit: Callable[[int, float], None]) -> None:
@@ -576,7 +577,7 @@ class Repeats:
             window.held += 1
             window.last = emit
             return
-        emit(1, 0.0)
+        emit(0, 0.0)
         self._open(key)
 
     def _open(self, key: str) -> None:
@@ -599,11 +600,16 @@ class Repeats:
                 window.last(window.held, self.clock.seconds() - window.opened)
 
 
-def _counted(format: str, count: int) -> str:
-    """``format``, saying how many times it happened when more than once."""
-    if count == 1:
+def _counted(format: str, held: int) -> str:
+    """
+    ``format`` for the first line (``held`` 0); else with how many times it
+    happened since the last line, even once: a bare line would read as a
+    failure that had stopped and begun again.
+    """
+    if held == 0:
         return format
-    return format + " ({repeats} times in the last {repeat_seconds:.0f} s)"
+    times = "time" if held == 1 else "times"
+    return format + f" ({{repeats}} {times} in the last {{repeat_seconds:.0f}} s)"
 
 
 # What twisted.internet.tcp.Port logs (at info level, several lines for each

@@ -90,6 +90,19 @@ def test_flush_logs_what_is_held_and_stops_the_timers():
     assert not clock.getDelayedCalls()
 
 
+def test_a_single_repeat_is_still_logged_as_a_count():
+    # A bare line would read as a failure that had stopped and begun again.
+    limited, clock, events = repeats(10.0)
+    limited.warn("full", "{crash_id}: disk full", crash_id="c0")
+    limited.warn("full", "{crash_id}: disk full", crash_id="c1")
+    clock.advance(10)
+    limited.warn("full", "{crash_id}: disk full", crash_id="c2")
+    limited.flush()  # at stop: the one held back since
+    assert messages(events) == ["c0: disk full", "c1: disk full (1 time in the last 10 s)",
+                                "c2: disk full (1 time in the last 0 s)"]
+    assert [event["repeats"] for event in events] == [1, 1, 1]
+
+
 def accept_event(log_format, when, **fields):
     return dict(fields, log_format=log_format, log_level=LogLevel.info,
                 log_namespace="twisted.internet.tcp.Port", log_time=when)
