@@ -159,10 +159,11 @@ class ConnectionWatch:
             loop.start(TICK_SECONDS, now=False)
 
     def stop(self) -> None:
-        """Stop ticking."""
+        """Stop ticking; the connections turned away since the last tick are logged now."""
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
             loop.stop()
+        self._log_turned_away()
 
     def tick(self) -> None:
         """Close every connection past a deadline now."""
@@ -189,6 +190,9 @@ class ConnectionWatch:
             self.log.info("closed {heads} connections past REQUEST_HEADER_TIMEOUT and {bodies} "
                           "under REQUEST_MIN_BODY_RATE",
                           heads=len(slow_heads), bodies=len(slow_bodies))
+        self._log_turned_away()
+
+    def _log_turned_away(self) -> None:
         if self.turned_away:
             self.log.warn("answered {count} connections busy: MAX_CONNECTIONS ({cap}) reached",
                           count=self.turned_away, cap=self.cap)

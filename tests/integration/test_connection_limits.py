@@ -143,6 +143,20 @@ def test_past_the_cap_connections_are_answered_busy_and_closed(make_site):
     assert isinstance(third, CrashChannel)
 
 
+def test_connections_turned_away_are_counted_once_a_second_and_at_stop(make_site, log_messages):
+    site, clock = make_site(MAX_CONNECTIONS="1")
+    connect(site)
+    for _ in range(3):
+        connect(site)
+    run(clock, 1.1)
+    for _ in range(2):  # within the last second before the stop
+        connect(site)
+    site.stopFactory()
+    counts = [message for message in log_messages if "connections busy: MAX_CONNECTIONS" in message]
+    assert counts == ["answered 3 connections busy: MAX_CONNECTIONS (1) reached",
+                      "answered 2 connections busy: MAX_CONNECTIONS (1) reached"]
+
+
 def test_the_default_cap_keeps_room_for_files():
     assert connection_cap(0, 1024) == 896
     assert connection_cap(0, 4096) == 3584
